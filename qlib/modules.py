@@ -1,0 +1,299 @@
+"""Quantized modules and ``quantize_model``: a Hugging Face model becomes its quantized student by module
+replacement (no copied modeling files).
+
+Placement follows the paper (Sec. 2.1): every weight matrix inside the Transformer layers at ``w_bits`` with one
+scale per matrix; the word embedding at ``e_bits`` with one scale per row (a tied output head uses the same
+quantized table); activations at ``a_bits`` -- symmetric at linear-layer inputs, asymmetric for the attention
+probabilities and for the input of the FFN's second linear layer. Norms, biases and position embeddings stay in full
+precision. Attention probabilities are quantized through ``transformers``' ``AttentionInterface``, so the same code
+serves GPT-2, Llama, BART and BERT.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+from transformers.pytorch_utils import Conv1D
+
+from .quant import QUANTIZERS, ActQuantizer, WeightQuantizer, check_bits, make_quantizer
+
+FULL_PRECISION = (None, 32)
+
+# module names (relative to the model) of the FFN's second linear layer, whose input follows GeLU/SiLU
+SECOND_FFN = re.compile(r"(mlp\.c_proj|mlp\.down_proj|\.fc2|(?<!attention)\.output\.dense)$")
+# a module inside a Transformer layer: the path goes through a ModuleList index (h.0, layers.3, layer.11)
+IN_LAYER = re.compile(r"(^|\.)(h|layers|layer|block)\.\d+\.")
+
+
+@dataclass
+class QuantConfig:
+    """What to quantize and how. ``e_bits`` defaults to ``w_bits``; ``a_bits`` 32 or None: no activation
+    quantization. ``embed_method`` defaults to ``method``. ``extra_modules``: names of further linear layers to
+    quantize at ``w_bits`` (e.g. the multiple-choice head of double-head GPT-2)."""
+
+    method: str = "mds"
+    w_bits: int = 2
+    e_bits: int | None = None
+    a_bits: int | None = 8
+    embed_method: str | None = None
+    act_granularity: str = "tensor"
+    quantize_attention_probs: bool = True
+    extra_modules: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if self.e_bits is None:
+            self.e_bits = self.w_bits
+        if self.embed_method is None:
+            self.embed_method = self.method
+        check_bits(self.method, self.w_bits)
+        if self.e_bits not in FULL_PRECISION:
+            check_bits(self.embed_method, self.e_bits)
+        if self.a_bits not in FULL_PRECISION and self.a_bits not in (2, 4, 8):
+            raise ValueError(f"a_bits must be 2, 4, 8 or 32/None (no activation quantization), got {self.a_bits!r}")
+        if self.act_granularity not in ("tensor", "token"):
+            raise ValueError(f"act_granularity must be 'tensor' or 'token', got {self.act_granularity!r}")
+        self.extra_modules = tuple(self.extra_modules)
+
+    @property
+    def label(self) -> str:
+        a = 32 if self.a_bits in FULL_PRECISION else self.a_bits
+        e = 32 if self.e_bits in FULL_PRECISION else self.e_bits
+        return f"{self.w_bits}-{e}-{a}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, s: str) -> "QuantConfig":
+        return cls(**json.loads(s))
+
+
+class QuantLinear(nn.Module):
+    """A linear layer (``nn.Linear`` or GPT-2's transposed ``Conv1D``) with fake-quantized weight and input.
+
+    It keeps the original ``weight``/``bias`` Parameters under the same names, so state dicts stay compatible."""
+
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None, weight_quantizer: WeightQuantizer | None,
+                 act_quantizer: ActQuantizer | None, transposed: bool):
+        super().__init__()
+        self.weight, self.bias = weight, bias
+        self.weight_quantizer, self.act_quantizer = weight_quantizer, act_quantizer
+        self.transposed = transposed  # Conv1D stores [in, out]
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+
+    def forward(self, x):
+        if self.act_quantizer is not None:
+            x = self.act_quantizer(x)
+        w = self.quantized_weight()
+        return F.linear(x, w.t() if self.transposed else w, self.bias)
+
+    def extra_repr(self):
+        out, inp = (self.weight.shape[1], self.weight.shape[0]) if self.transposed else self.weight.shape
+        return f"in_features={inp}, out_features={out}, transposed={self.transposed}"
+
+
+class QuantEmbedding(nn.Module):
+    """A word embedding whose table is fake-quantized row-wise. ``embed_scale`` keeps BART's scaled embedding."""
+
+    def __init__(self, source: nn.Embedding, weight_quantizer: WeightQuantizer | None):
+        super().__init__()
+        self.weight = source.weight
+        self.weight_quantizer = weight_quantizer
+        self.padding_idx = source.padding_idx
+        self.num_embeddings, self.embedding_dim = source.weight.shape
+        self.embed_scale = getattr(source, "embed_scale", None)
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+
+    def forward(self, input_ids):
+        out = F.embedding(input_ids, self.quantized_weight(), self.padding_idx)
+        return out if self.embed_scale is None else out * self.embed_scale
+
+
+class QuantTiedHead(nn.Module):
+    """An output head tied to a quantized word embedding: logits use the same quantized table."""
+
+    def __init__(self, embedding: QuantEmbedding, bias: nn.Parameter | None):
+        super().__init__()
+        self.embedding = [embedding]  # a list hides it from the module tree (it is owned by the model's embeddings)
+        self.bias = bias
+
+    @property
+    def weight(self):
+        return self.embedding[0].weight
+
+    def forward(self, x):
+        return F.linear(x, self.embedding[0].quantized_weight(), self.bias)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention probabilities through transformers' AttentionInterface
+# ----------------------------------------------------------------------------------------------------------------
+
+ATTN_IMPL = "qlib_quant"
+
+
+def quantized_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Eager attention whose softmax output goes through ``module.attn_probs_quantizer`` (when set)."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:  # grouped-query attention (Llama): share each key/value head across its query heads
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        mask = attention_mask[..., : key.shape[-2]]
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + mask
+    elif kwargs.get("is_causal", False) or getattr(module, "is_causal", False):
+        q_len, k_len = scores.shape[-2:]
+        causal = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
+        scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    quantizer = getattr(module, "attn_probs_quantizer", None)
+    if quantizer is not None:
+        probs = quantizer(probs)
+    probs = F.dropout(probs, p=dropout, training=module.training)
+    out = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return out, probs
+
+
+AttentionInterface.register(ATTN_IMPL, quantized_attention)
+ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_IMPL, eager_mask)  # an additive float mask, as eager attention uses
+
+
+def _set_attention_implementation(model: nn.Module, name: str) -> None:
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            cfg._attn_implementation = name
+
+
+def _attention_modules(model: nn.Module):
+    """Self/cross-attention modules of every supported architecture (those that call the AttentionInterface)."""
+    for name, m in model.named_modules():
+        if type(m).__name__.endswith(("Attention", "SelfAttention")) and IN_LAYER.search(name + "."):
+            if any(isinstance(c, (nn.Linear, Conv1D, QuantLinear)) for c in m.children()):
+                yield name, m
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# quantize_model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def _act(config: QuantConfig, symmetric: bool) -> ActQuantizer | None:
+    if config.a_bits in FULL_PRECISION:
+        return None
+    return ActQuantizer(config.a_bits, symmetric=symmetric, granularity=config.act_granularity)
+
+
+def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
+    """Turn ``model`` (in place) into its quantized student and return it. Copy the teacher first if you need it."""
+    if getattr(model, "qlib_config", None) is not None:
+        raise ValueError("model is already quantized (quantize a copy of the full-precision model instead)")
+    input_emb = model.get_input_embeddings()
+    if not isinstance(input_emb, nn.Embedding):
+        raise TypeError(f"unsupported input embedding type {type(input_emb).__name__}")
+    emb_weight = input_emb.weight
+
+    # 1. the word embedding (and every module sharing its table), one row-wise quantizer for all of them
+    emb_q = None
+    if config.e_bits not in FULL_PRECISION:
+        emb_q = make_quantizer(config.embed_method, config.e_bits, "row", rows=emb_weight.shape[0])
+    quant_emb = None
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.Embedding) and m.weight is emb_weight:
+            quant_emb = QuantEmbedding(m, emb_q)
+            _set_module(model, name, quant_emb)
+
+    # 2. output heads: tied ones read the quantized table; an untied output embedding gets its own row quantizer
+    out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.Linear) and m is out_emb:
+            if m.weight is emb_weight:
+                _set_module(model, name, QuantTiedHead(quant_emb, m.bias))
+            elif config.e_bits not in FULL_PRECISION:
+                q = make_quantizer(config.embed_method, config.e_bits, "row", rows=m.weight.shape[0])
+                _set_module(model, name, QuantLinear(m.weight, m.bias, q, None, transposed=False))
+
+    # 3. weight matrices of the Transformer layers (+ requested extras), with their input quantizers
+    for name, m in list(model.named_modules()):
+        if not isinstance(m, (nn.Linear, Conv1D)):
+            continue
+        if not (IN_LAYER.search(name) or name in config.extra_modules):
+            continue
+        symmetric = not SECOND_FFN.search(name)
+        q = make_quantizer(config.method, config.w_bits, "tensor")
+        _set_module(model, name, QuantLinear(m.weight, m.bias, q, _act(config, symmetric),
+                                             transposed=isinstance(m, Conv1D)))
+    modules = dict(model.named_modules())
+    missing = [n for n in config.extra_modules if not isinstance(modules.get(n), QuantLinear)]
+    if missing:
+        raise ValueError(f"extra_modules not found as linear layers: {missing}")
+
+    # 4. attention probabilities
+    if config.quantize_attention_probs and config.a_bits not in FULL_PRECISION:
+        for _, m in _attention_modules(model):
+            m.attn_probs_quantizer = _act(config, symmetric=False)
+    _set_attention_implementation(model, ATTN_IMPL)
+    model.qlib_config = config
+    return model
+
+
+def quantized_modules(model: nn.Module):
+    """(name, module) of every module that holds a weight quantizer, once per weight (BART's shared embedding
+    appears as three modules over one table; the first name is used)."""
+    seen = set()
+    for name, m in model.named_modules():
+        if isinstance(m, (QuantLinear, QuantEmbedding)) and m.weight_quantizer is not None:
+            if id(m.weight) not in seen:
+                seen.add(id(m.weight))
+                yield name, m
+
+
+@torch.no_grad()
+def dequantized_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights the forward pass really uses (fake-quantized values), by parameter name; quantizer state
+    (clipping factors, steps) is left out."""
+    out = {k: v.detach().clone() for k, v in model.state_dict().items() if "quantizer." not in k}
+    for name, m in quantized_modules(model):
+        out[f"{name}.weight"] = m.weight_quantizer(m.weight).detach()
+    # a tied head shares the embedding table: make its entry the quantized table too
+    for name, m in model.named_modules():
+        if isinstance(m, QuantTiedHead) and f"{name}.weight" in out:
+            out[f"{name}.weight"] = m.embedding[0].quantized_weight().detach()
+    return out
+
+
+def quantizer_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Learnable quantizer parameters (gamma, clipping factors, steps): the optimizer's second group."""
+    seen, params = set(), []
+    for m in model.modules():
+        if isinstance(m, WeightQuantizer):
+            for p in m.parameters(recurse=False):
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+    return params
+
+
+__all__ = ["QuantConfig", "QuantLinear", "QuantEmbedding", "QuantTiedHead", "quantize_model", "quantized_modules",
+           "dequantized_state_dict", "quantizer_parameters", "QUANTIZERS"]

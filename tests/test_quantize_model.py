@@ -1,0 +1,137 @@
+"""quantize_model on tiny random GPT-2 / Llama / BART / BERT: placement, full-precision parts, tied heads."""
+import copy
+
+import pytest
+import torch
+import transformers as tf
+from torch import nn
+
+import qlib
+from qlib.modules import QuantEmbedding, QuantLinear, QuantTiedHead, quantized_modules
+
+from .conftest import TINY_MODELS, model_inputs
+
+LAYER_LINEARS = {"gpt2": 4, "llama": 7, "bart": 6 + 10, "bert": 6}  # per layer (bart: encoder + decoder layer)
+FFN_SECOND = {"gpt2": "mlp.c_proj", "llama": "mlp.down_proj", "bart": "fc2", "bert": "output.dense"}
+
+
+def _logits(model, kind):
+    return model(**model_inputs(kind)).logits
+
+
+def test_placement_and_full_precision_parts(tiny_kind, tiny_model):
+    student = qlib.quantize_model(copy.deepcopy(tiny_model), qlib.QuantConfig("mds", 2, a_bits=8))
+    qlinears = {n: m for n, m in student.named_modules() if isinstance(m, QuantLinear)}
+    n_layers = 2
+    assert len(qlinears) == LAYER_LINEARS[tiny_kind] * n_layers
+    for name, m in qlinears.items():
+        assert m.weight_quantizer.granularity == "tensor" and m.weight_quantizer.bits == 2
+        second = name.endswith(FFN_SECOND[tiny_kind]) and "attention.output" not in name
+        assert m.act_quantizer.symmetric == (not second), name
+    embs = [m for m in student.modules() if isinstance(m, QuantEmbedding)]
+    assert embs and all(e.weight_quantizer.granularity == "row" for e in embs)
+    # norms, position embeddings, pooler/classifier stay full precision modules
+    for name, m in student.named_modules():
+        if isinstance(m, (nn.LayerNorm,)) or "RMSNorm" in type(m).__name__:
+            assert not hasattr(m, "weight_quantizer")
+        if isinstance(m, nn.Embedding):  # anything still a plain Embedding is not the word embedding
+            assert m.weight is not student.get_input_embeddings().weight
+        if isinstance(m, nn.Linear):
+            assert not any(k in name for k in (".h.", ".layers.", ".layer.")), name
+    # biases are never quantized: they are the same Parameter objects, untouched
+    for name, p in student.named_parameters():
+        if name.endswith(".bias"):
+            assert torch.equal(p, dict(tiny_model.named_parameters())[name])
+    # attention probabilities: one asymmetric quantizer per attention module
+    attn_q = [m.attn_probs_quantizer for m in student.modules() if hasattr(m, "attn_probs_quantizer")]
+    expected_attn = {"gpt2": 2, "llama": 2, "bart": 2 + 2 * 2, "bert": 2}[tiny_kind]
+    assert len(attn_q) == expected_attn and all(not q.symmetric for q in attn_q)
+
+
+def test_tied_head_uses_the_quantized_embedding(tiny_kind, tiny_model):
+    if tiny_kind == "bert":
+        pytest.skip("no LM head")
+    student = qlib.quantize_model(copy.deepcopy(tiny_model), qlib.QuantConfig("mds", 2, a_bits=None))
+    head = student.get_output_embeddings()
+    assert isinstance(head, QuantTiedHead)
+    emb = student.get_input_embeddings()
+    assert head.weight is emb.weight
+    x = torch.randn(3, emb.embedding_dim)
+    expected = x @ emb.quantized_weight().T + (head.bias if head.bias is not None else 0)
+    assert torch.allclose(head(x), expected)
+
+
+def test_eight_bit_minmax_is_close_to_full_precision(tiny_kind, tiny_model):
+    ref = _logits(tiny_model, tiny_kind)
+    student = qlib.quantize_model(copy.deepcopy(tiny_model), qlib.QuantConfig("minmax", 8, a_bits=8)).eval()
+    out = _logits(student, tiny_kind)
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    two_bit = qlib.quantize_model(copy.deepcopy(tiny_model), qlib.QuantConfig("minmax", 2, a_bits=8)).eval()
+    assert (_logits(two_bit, tiny_kind) - ref).abs().max() > (out - ref).abs().max()
+
+
+def test_attention_probabilities_are_quantized():
+    model = TINY_MODELS["gpt2"]()
+    student = qlib.quantize_model(copy.deepcopy(model), qlib.QuantConfig("minmax", 8, a_bits=4)).eval()
+    out = student(**model_inputs("gpt2"), output_attentions=True)
+    probs = out.attentions[0]
+    assert probs.unique().numel() <= 2 ** 4 * probs.shape[0]  # 16 levels (dynamic range per call)
+    model.set_attn_implementation("eager")  # sdpa returns no probabilities
+    fp = model(**model_inputs("gpt2"), output_attentions=True).attentions[0]
+    assert fp.unique().numel() > 100
+
+
+def test_no_activation_quantization_with_a_bits_32(tiny_model):
+    student = qlib.quantize_model(copy.deepcopy(tiny_model), qlib.QuantConfig("lsq", 4, a_bits=32))
+    assert all(m.act_quantizer is None for m in student.modules() if isinstance(m, QuantLinear))
+    assert not any(hasattr(m, "attn_probs_quantizer") for m in student.modules())
+
+
+def test_gradients_reach_weights_and_quantizer_parameters(tiny_kind, tiny_model):
+    student = qlib.quantize_model(copy.deepcopy(tiny_model), qlib.QuantConfig("mds", 2)).train()
+    _logits(student, tiny_kind).square().mean().backward()
+    qparams = qlib.quantizer_parameters(student)
+    assert len(qparams) == len(list(quantized_modules(student)))
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in qparams)
+    emb = student.get_input_embeddings()
+    assert emb.weight.grad is not None
+
+
+def test_dequantized_state_dict_holds_the_forward_weights():
+    model = TINY_MODELS["gpt2"]()
+    student = qlib.quantize_model(copy.deepcopy(model), qlib.QuantConfig("mds", 2, a_bits=None)).eval()
+    sd = qlib.dequantized_state_dict(student)
+    assert not any("quantizer" in k for k in sd)
+    w = sd["transformer.h.0.attn.c_attn.weight"]
+    assert w.unique().numel() <= 3
+    # loading these values into the full-precision model reproduces the student's logits
+    fp = copy.deepcopy(model)
+    fp.load_state_dict(sd, strict=False)
+    assert torch.allclose(fp(**model_inputs("gpt2")).logits, student(**model_inputs("gpt2")).logits, atol=1e-5)
+
+
+def test_double_head_gpt2_quantizes_its_multiple_choice_head():
+    torch.manual_seed(0)
+    model = tf.GPT2DoubleHeadsModel(tf.GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=50, n_positions=32))
+    cfg = qlib.QuantConfig("mds", 2, extra_modules=("multiple_choice_head.summary",))
+    student = qlib.quantize_model(model, cfg)
+    assert isinstance(student.multiple_choice_head.summary, QuantLinear)
+    with pytest.raises(ValueError, match="extra_modules"):
+        qlib.quantize_model(copy.deepcopy(TINY_MODELS["gpt2"]()),
+                            qlib.QuantConfig("mds", 2, extra_modules=("no.such.module",)))
+
+
+def test_bad_configs():
+    with pytest.raises(ValueError, match="unknown quantization method"):
+        qlib.QuantConfig("foo", 2)
+    with pytest.raises(ValueError, match="supports bits"):
+        qlib.QuantConfig("twn", 3)
+    with pytest.raises(ValueError, match="supports bits"):
+        qlib.QuantConfig("mds", 0)
+    with pytest.raises(ValueError, match="a_bits"):
+        qlib.QuantConfig("mds", 2, a_bits=5)
+    model = qlib.quantize_model(TINY_MODELS["gpt2"](), qlib.QuantConfig("mds", 2))
+    with pytest.raises(ValueError, match="already quantized"):
+        qlib.quantize_model(model, qlib.QuantConfig("mds", 2))
+    assert qlib.QuantConfig("mds", 2).label == "2-2-8"
+    assert qlib.QuantConfig("twn", 2, e_bits=32, a_bits=None).label == "2-32-32"

@@ -1,6 +1,11 @@
 import copy
+import os
 
 import pytest
+
+# tests never wait on the hub: a missing offline file must fail fast with our error
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import torch
 import transformers as tf
 
@@ -41,3 +46,11 @@ def tiny_model(tiny_kind):
 
 def fresh_copy(model):
     return copy.deepcopy(model)
+
+
+def offline_data():
+    from qlib.models import data_dir
+    d = data_dir()
+    if d is None:
+        pytest.skip("QLIB_DATA_DIR is not set (CI sets it to ../shared/data)")
+    return d

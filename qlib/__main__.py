@@ -1,0 +1,49 @@
+"""Command line: ``python -m qlib train --model smollm2-135m --method mds --w-bits 2 ...`` (``--help`` lists all).
+
+Every option is a field of ``qlib.train.TrainConfig``; the notebooks build the same config and call the same
+``train`` function.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+
+from .train import TrainConfig, train
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m qlib", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="fine-tune a teacher (--method fp) or train a quantized student",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        hint = hints[f.name]
+        if hint is bool:
+            t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif f.name == "extra_eval":
+            t.add_argument(flag, nargs="*", default=list(default))
+        else:
+            base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+            t.add_argument(flag, type=base, default=default)
+    return p
+
+
+def main(argv=None) -> int:
+    args = vars(_parser().parse_args(argv))
+    args.pop("command")
+    result = train(TrainConfig.from_dict(args))
+    print(json.dumps({"out_dir": result["config"]["out_dir"], "metrics": {
+        k: v for k, v in result["metrics"].items() if k != "examples"}, "size_mb": result["size_mb"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

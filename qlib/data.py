@@ -1,0 +1,199 @@
+"""Datasets for the paper's tasks, read from ``QLIB_DATA_DIR`` when the files are there, else from the hub.
+
+A split that is neither offline nor reachable raises ``FileNotFoundError`` naming what is missing and how to get
+it; there is never a silent substitute.
+
+- Language modeling (``ptb``, ``wikitext2``, ``wikitext103``): the split's text, tokenized and cut into contiguous
+  blocks of ``seq_len`` tokens (the last partial block is dropped).
+- Next-utterance prediction (``personachat``): GPT-2 double-head format, ``num_candidates`` replies per example with
+  the gold reply last.
+- Summarization (``xsum``): (document, one-sentence summary) pairs; offline: 321 test articles only.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from .models import data_dir
+
+LM_DATASETS = {
+    # name: {split: offline relative path}, hub (path, config, text field)
+    "ptb": ({"train": "ptb/ptb.train.txt", "valid": "ptb/ptb.valid.txt", "test": "ptb/ptb.test.txt"},
+            ("ptb_text_only", None, "sentence")),
+    "wikitext2": ({"train": "wikitext-2/train.txt", "valid": "wikitext-2/valid.txt", "test": "wikitext-2/test.txt"},
+                  ("wikitext", "wikitext-2-v1", "text")),
+    "wikitext2-raw": ({"test": "wikitext-2-raw/wiki.test.raw"}, ("wikitext", "wikitext-2-raw-v1", "text")),
+    "wikitext103": ({}, ("wikitext", "wikitext-103-v1", "text")),
+}
+HUB_SPLITS = {"valid": "validation"}
+
+
+def _missing(what: str, offline_path: Path | None, hub: str, err: Exception | None) -> FileNotFoundError:
+    where = f"{offline_path} does not exist" if offline_path else "QLIB_DATA_DIR is not set"
+    return FileNotFoundError(
+        f"{what} is not available: {where}, and loading it from the hub ({hub}) failed"
+        + (f" ({type(err).__name__}: {str(err)[:200]})" if err else "")
+        + ". Put the files in QLIB_DATA_DIR or run where the Hugging Face hub is reachable.")
+
+
+def read_lm_text(name: str, split: str) -> str:
+    """The raw text of an LM split (offline file, else the hub)."""
+    if name not in LM_DATASETS:
+        raise ValueError(f"unknown language-modeling dataset {name!r}; known: {sorted(LM_DATASETS)}")
+    files, (hub_path, hub_cfg, field) = LM_DATASETS[name]
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"unknown split {split!r}; use train, valid or test")
+    root = data_dir()
+    path = root / files[split] if (root and split in files) else None
+    if path is not None and path.is_file():
+        return path.read_text(encoding="utf-8")
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(hub_path, hub_cfg, split=HUB_SPLITS.get(split, split))
+        return "\n".join(ds[field])
+    except Exception as e:  # noqa: BLE001 - any hub failure becomes the same clear error
+        raise _missing(f"{name} {split}", path or (root / f"<no offline copy of {name} {split}>" if root else None),
+                       f"{hub_path}/{hub_cfg or ''}", e) from e
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("QLIB_CACHE_DIR", Path.home() / ".cache" / "qlib"))
+
+
+def tokenize_text(text: str, tokenizer, cache: bool = True) -> torch.Tensor:
+    """Token ids of ``text`` (1-D int64). Lines are joined as they are in the file. Cached on disk by content."""
+    key = hashlib.sha1((tokenizer.name_or_path + str(len(tokenizer)) + type(tokenizer).__name__).encode()
+                       + text.encode()).hexdigest()[:20]
+    path = _cache_dir() / f"tokens-{key}.pt"
+    if cache and path.is_file():
+        return torch.load(path)
+    lines = text.splitlines(keepends=True)
+    # chunks of whole lines: byte-level BPE never merges across a newline, so chunking changes no token
+    chunks = ["".join(lines[i:i + 2000]) for i in range(0, len(lines), 2000)]
+    ids = [tok for enc in tokenizer(chunks, add_special_tokens=False)["input_ids"] for tok in enc]
+    out = torch.tensor(ids, dtype=torch.long)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(out, tmp)
+        tmp.replace(path)
+    return out
+
+
+def lm_blocks(name: str, split: str, tokenizer, seq_len: int, max_tokens: int | None = None) -> torch.Tensor:
+    """``[N, seq_len]`` contiguous token blocks of an LM split (optionally only its first ``max_tokens``)."""
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    ids = tokenize_text(read_lm_text(name, split), tokenizer)
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    n = ids.numel() // seq_len
+    if n == 0:
+        raise ValueError(f"{name} {split} has {ids.numel()} tokens: not one block of {seq_len}")
+    return ids[: n * seq_len].view(n, seq_len)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# XSum
+# ----------------------------------------------------------------------------------------------------------------
+
+_XSUM_FIELD = re.compile(r"\[XSUM\](URL|INTRODUCTION|RESTBODY)\[XSUM\]\n")
+
+
+def parse_xsum_file(text: str) -> dict:
+    parts = _XSUM_FIELD.split(text)
+    fields = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+    if "INTRODUCTION" not in fields or "RESTBODY" not in fields:
+        raise ValueError("not an XSum .data file (no [XSUM]INTRODUCTION[XSUM] / [XSUM]RESTBODY[XSUM] fields)")
+    return {"id": fields.get("URL", "").rsplit("/", 1)[-1], "document": fields["RESTBODY"],
+            "summary": fields["INTRODUCTION"]}
+
+
+def xsum_examples(split: str, limit: int | None = None) -> list[dict]:
+    """XSum (document, summary) pairs. Offline: the test sample in ``QLIB_DATA_DIR/xsum-sample`` (test only)."""
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"unknown split {split!r}; use train, valid or test")
+    root = data_dir()
+    folder = root / "xsum-sample" if root else None
+    if split == "test" and folder is not None and folder.is_dir():
+        files = sorted(folder.glob("*.data"))
+        return [parse_xsum_file(f.read_text(encoding="utf-8")) for f in files[:limit]]
+    try:
+        import datasets
+
+        ds = datasets.load_dataset("EdinburghNLP/xsum", split=HUB_SPLITS.get(split, split))
+        rows = ds if limit is None else ds.select(range(min(limit, len(ds))))
+        return [{"id": r["id"], "document": r["document"], "summary": r["summary"]} for r in rows]
+    except Exception as e:  # noqa: BLE001
+        offline = folder if split == "test" else (root / f"<no offline XSum {split} split>" if root else None)
+        raise _missing(f"XSum {split}", offline, "EdinburghNLP/xsum", e) from e
+
+
+def summarization_batch(examples: list[dict], tokenizer, source_len: int = 512, target_len: int = 64) -> dict:
+    """Tokenize (document -> summary) pairs for BART; padding positions of the labels are -100."""
+    src = tokenizer([e["document"] for e in examples], max_length=source_len, truncation=True, padding=True,
+                    return_tensors="pt")
+    tgt = tokenizer([e["summary"] for e in examples], max_length=target_len, truncation=True, padding=True,
+                    return_tensors="pt")
+    labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
+    return {"input_ids": src["input_ids"], "attention_mask": src["attention_mask"], "labels": labels,
+            "decoder_attention_mask": tgt["attention_mask"]}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Persona-Chat (double-head GPT-2)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def personachat_dialogs(split: str, limit: int | None = None) -> list[dict]:
+    """Persona-Chat turns as dicts with ``personality`` (list of str), ``history`` (list of str) and ``candidates``
+    (list of str, gold reply last). Not available offline: needs the hub."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset("bavard/personachat_truecased", split=HUB_SPLITS.get(split, split))
+        rows = ds if limit is None else ds.select(range(min(limit, len(ds))))
+        return [{"personality": r["personality"], "history": r["history"], "candidates": r["candidates"]}
+                for r in rows]
+    except Exception as e:  # noqa: BLE001
+        raise _missing(f"Persona-Chat {split}", None, "bavard/personachat_truecased", e) from e
+
+
+def personachat_batch(dialogs: list[dict], tokenizer, num_candidates: int = 20, max_len: int = 512,
+                      max_history: int = 2) -> dict:
+    """Double-head inputs: ``input_ids`` [B, C, L] (persona + history + candidate), ``mc_token_ids`` [B, C] (the
+    last token of each candidate), ``lm_labels`` (-100 except the gold reply's tokens), ``mc_labels`` [B] (the gold
+    candidate, the last one), ``attention_mask``. Sequences are left-truncated to ``max_len``."""
+    eos = tokenizer.eos_token_id
+    if num_candidates < 2:
+        raise ValueError("num_candidates must be >= 2")
+    all_ids, all_lab, all_mc = [], [], []
+    for d in dialogs:
+        cands = d["candidates"][-num_candidates:]
+        if len(cands) < num_candidates:
+            raise ValueError(f"a dialog has {len(cands)} candidates, fewer than num_candidates={num_candidates}")
+        context = " ".join(d["personality"]) + " " + " ".join(d["history"][-(2 * max_history + 1):])
+        ctx = tokenizer(context, add_special_tokens=False)["input_ids"] + [eos]
+        for c_i, cand in enumerate(cands):
+            reply = tokenizer(" " + cand, add_special_tokens=False)["input_ids"] + [eos]
+            ids = (ctx + reply)[-max_len:]
+            gold = c_i == len(cands) - 1
+            n_reply = min(len(reply), len(ids))
+            labels = [-100] * (len(ids) - n_reply) + (ids[-n_reply:] if gold else [-100] * n_reply)
+            all_ids.append(ids), all_lab.append(labels), all_mc.append(len(ids) - 1)
+    L = max(len(x) for x in all_ids)
+    B, C = len(dialogs), num_candidates
+    input_ids = torch.full((B * C, L), eos, dtype=torch.long)
+    lm_labels = torch.full((B * C, L), -100, dtype=torch.long)
+    mask = torch.zeros((B * C, L), dtype=torch.long)
+    for i, (ids, lab) in enumerate(zip(all_ids, all_lab)):
+        input_ids[i, : len(ids)], lm_labels[i, : len(lab)], mask[i, : len(ids)] = (torch.tensor(ids),
+                                                                                    torch.tensor(lab), 1)
+    return {"input_ids": input_ids.view(B, C, L), "attention_mask": mask.view(B, C, L),
+            "mc_token_ids": torch.tensor(all_mc).view(B, C), "lm_labels": lm_labels.view(B, C, L),
+            "mc_labels": torch.full((B,), C - 1, dtype=torch.long)}

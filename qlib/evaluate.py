@@ -1,0 +1,96 @@
+"""Evaluation under one protocol for teacher and students alike.
+
+Perplexity: token level, over non-overlapping blocks of ``seq_len`` tokens (the split cut as in ``qlib.data``); each
+block predicts its tokens 2..seq_len from the ones before, and PPL = exp(total NLL / number of predicted tokens).
+Multiple choice: accuracy of the double head's argmax. Summarization: beam search (beam 6, length penalty 1) and
+ROUGE-1/2/L F1 (``rouge-score``, with stemming), in percent.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (fp32 master weights stay in the optimizer); plain fp32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def perplexity(model, blocks: torch.Tensor, batch_size: int = 8, device="cpu", desc: str = "ppl",
+               progress: bool = True) -> float:
+    """exp(mean NLL) over all predicted tokens of ``blocks`` ([N, seq_len] token ids)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    nll, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    for i in tqdm(range(0, len(blocks), batch_size), desc=desc, disable=not progress, leave=False):
+        ids = blocks[i:i + batch_size].to(device)
+        with autocast(device):
+            logits = model(input_ids=ids).logits
+        nll += F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                               reduction="sum").double()
+        count += ids[:, 1:].numel()
+    model.train(was_training)
+    return math.exp(nll.item() / max(count, 1))
+
+
+@torch.no_grad()
+def mc_accuracy(model, batches, device="cpu", progress: bool = True) -> float:
+    """Accuracy of the multiple-choice head over batches from ``qlib.data.personachat_batch``."""
+    device = torch.device(device)
+    model.eval()
+    correct = total = 0
+    for b in tqdm(batches, desc="mc acc", disable=not progress, leave=False):
+        out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
+                    mc_token_ids=b["mc_token_ids"].to(device))
+        correct += (out.mc_logits.argmax(-1).cpu() == b["mc_labels"]).sum().item()
+        total += len(b["mc_labels"])
+    return 100.0 * correct / max(total, 1)
+
+
+@torch.no_grad()
+def summarize(model, tokenizer, documents: list[str], source_len: int = 512, max_new_tokens: int = 62,
+              num_beams: int = 6, length_penalty: float = 1.0, batch_size: int = 4, device="cpu",
+              progress: bool = True) -> list[str]:
+    device = torch.device(device)
+    model.eval()
+    out = []
+    for i in tqdm(range(0, len(documents), batch_size), desc="beam search", disable=not progress, leave=False):
+        enc = tokenizer(documents[i:i + batch_size], max_length=source_len, truncation=True, padding=True,
+                        return_tensors="pt").to(device)
+        gen = model.generate(**enc, num_beams=num_beams, length_penalty=length_penalty,
+                             max_new_tokens=max_new_tokens, early_stopping=True)
+        out.extend(tokenizer.batch_decode(gen, skip_special_tokens=True))
+    return [s.strip() for s in out]
+
+
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 in percent."""
+    from rouge_score import rouge_scorer
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    scores = [scorer.score(r, p) for p, r in zip(predictions, references)]
+    return {k: 100.0 * sum(s[k].fmeasure for s in scores) / max(len(scores), 1) for k in ("rouge1", "rouge2",
+                                                                                          "rougeL")}
+
+
+@torch.no_grad()
+def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int = 30, device="cpu") -> list[str]:
+    """Greedy continuations of ``prompts`` (for side-by-side samples of teacher and students)."""
+    device = torch.device(device)
+    model.eval()
+    outs = []
+    for p in prompts:
+        ids = tokenizer(p, return_tensors="pt").input_ids.to(device)
+        gen = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        outs.append(tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+    return outs

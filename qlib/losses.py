@@ -1,0 +1,190 @@
+"""Distillation losses: logit distillation (Eq. 4) and token-level contrastive distillation with a memory bank
+(Eq. 2-3), with the ablation variants of Table 4, Fig. 7 and Table 6.
+
+Our reading of Eq. 2-3 (the paper's formula and text disagree on details; the book states this reading):
+- anchor for position i: ``m * q[t_i] + (1 - m) * h^s_i`` where ``q`` is the memory bank row of token id ``t_i``
+  (no gradient through the bank) and ``h^s_i`` the projected student representation;
+- positive: the projected teacher representation ``h^t_i`` at the same position;
+- negatives: teacher representations ``h^t_j`` at K other (non-padding) positions j of the same sequence;
+- similarity cosine / tau; InfoNCE with the positive in the denominator; mean over non-padding anchors;
+- after the step, bank rows are set to the detached anchors (Eq. 3). A token id that occurs several times in a batch
+  is updated once, with the mean of its anchors, so the update does not depend on the order of positions.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NEGATIVE_MODES = ("teacher", "teacher+bank", "bank", "global", "sequence")
+
+
+def _valid_mask(like: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    if attention_mask is None:
+        return torch.ones(like.shape[:2], dtype=torch.bool, device=like.device)
+    return attention_mask.to(torch.bool)
+
+
+def logit_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft cross-entropy -sum_v p_teacher(v) log p_student(v) (Eq. 4), averaged over non-padding tokens."""
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
+                         f"{tuple(teacher_logits.shape)}")
+    p_t = torch.softmax(teacher_logits.detach().float(), dim=-1)
+    per_token = -(p_t * torch.log_softmax(student_logits.float(), dim=-1)).sum(-1)
+    if student_logits.dim() == 2:  # [N, C]: classification logits, one per example
+        return per_token.mean()
+    mask = _valid_mask(per_token, attention_mask).to(per_token.dtype)
+    return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+@torch.no_grad()
+def teacher_entropy(teacher_logits: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean entropy of the teacher's distributions: ``logit_distillation - teacher_entropy`` is the KL divergence,
+    the part of the soft cross-entropy the student can still reduce (logged as ``kl``)."""
+    logp = torch.log_softmax(teacher_logits.float(), dim=-1)
+    per_token = -(logp.exp() * logp).sum(-1)
+    if teacher_logits.dim() == 2:
+        return per_token.mean()
+    mask = _valid_mask(per_token, attention_mask).to(per_token.dtype)
+    return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class MemoryBank(nn.Module):
+    """One row per vocabulary id holding the momentum-smoothed student representation of that token (Eq. 3)."""
+
+    def __init__(self, vocab_size: int, dim: int, momentum: float = 0.5):
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.register_buffer("vectors", torch.zeros(vocab_size, dim))
+
+    def anchors(self, student: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """m * q[t_i] + (1 - m) * h^s_i; the gradient flows to the student only."""
+        return self.momentum * self.vectors[ids] + (1.0 - self.momentum) * student
+
+    @torch.no_grad()
+    def update(self, ids: torch.Tensor, anchors: torch.Tensor) -> None:
+        """Set each token's row to the mean of its anchors in this batch (Eq. 3 with duplicates averaged)."""
+        ids, anchors = ids.reshape(-1), anchors.detach().reshape(-1, anchors.shape[-1]).to(self.vectors.dtype)
+        if ids.numel() == 0:
+            return
+        sums = torch.zeros_like(self.vectors).index_add_(0, ids, anchors)
+        counts = torch.zeros(self.vectors.shape[0], device=ids.device, dtype=anchors.dtype)
+        counts.index_add_(0, ids, torch.ones_like(ids, dtype=anchors.dtype))
+        hit = counts > 0
+        self.vectors[hit] = sums[hit] / counts[hit, None]
+
+
+class TokenContrastiveLoss(nn.Module):
+    """Token-level contrastive distillation (QuantGPT Eq. 2) on already-projected ``[B, T, d]`` representations.
+
+    ``negatives``: ``"teacher"`` (the paper's method), ``"teacher+bank"`` ("fp+quan.": teacher and bank
+    representations of the sampled positions), ``"bank"`` ("quan. only"), ``"global"`` (bank rows of random
+    vocabulary ids), ``"sequence"`` (sequence-level: mean-pooled sequences, in-batch negatives).
+    ``use_bank=False`` uses the immediate student representation instead of the bank (Fig. 7).
+    """
+
+    def __init__(self, vocab_size: int, dim: int, num_negatives: int, temperature: float = 0.1,
+                 momentum: float = 0.5, negatives: str = "teacher", use_bank: bool = True):
+        super().__init__()
+        if negatives not in NEGATIVE_MODES:
+            raise ValueError(f"unknown negative sampling {negatives!r}; choose from {NEGATIVE_MODES}")
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.num_negatives, self.temperature = num_negatives, temperature
+        self.negatives, self.use_bank = negatives, use_bank
+        self.memory = MemoryBank(vocab_size, dim, momentum)
+        self.last_update: tuple[torch.Tensor, torch.Tensor] | None = None  # (ids, anchors) of the last call
+
+    def _sample_positions(self, valid: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """K distinct random positions j != i per anchor, among non-padding positions: [B, T, K] indices and a
+        [B, T, K] mask (False where the sequence has fewer than K other tokens)."""
+        B, T = valid.shape
+        K = self.num_negatives
+        if K > T - 1:
+            raise ValueError(f"num_negatives={K} needs sequences of at least {K + 1} tokens, got length {T}")
+        scores = torch.rand(B, T, T, device=valid.device, generator=generator)
+        allowed = valid[:, None, :] & ~torch.eye(T, dtype=torch.bool, device=valid.device)[None]
+        scores = scores.masked_fill(~allowed, -1.0)
+        top, idx = scores.topk(K, dim=-1)
+        return idx, top >= 0
+
+    def forward(self, student_repr: torch.Tensor, teacher_repr: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None, generator: torch.Generator | None = None):
+        if student_repr.shape != teacher_repr.shape or student_repr.dim() != 3:
+            raise ValueError(f"expected student and teacher representations of the same [B, T, d] shape, got "
+                             f"{tuple(student_repr.shape)} and {tuple(teacher_repr.shape)}")
+        if input_ids.shape != student_repr.shape[:2]:
+            raise ValueError(f"input_ids {tuple(input_ids.shape)} do not match representations "
+                             f"{tuple(student_repr.shape[:2])}")
+        valid = _valid_mask(student_repr, attention_mask)
+        teacher = teacher_repr  # may carry gradient into the teacher's projection head
+        anchors = self.memory.anchors(student_repr, input_ids) if self.use_bank else student_repr
+        if self.negatives == "sequence":
+            loss = self._sequence_loss(anchors, teacher, valid)
+        else:
+            loss = self._token_loss(anchors, teacher, input_ids, valid, generator)
+        self.last_update = (input_ids[valid], anchors[valid].detach())
+        return loss
+
+    def update_memory(self) -> None:
+        """Apply Eq. 3 for the last call (the trainer calls this after the optimizer step)."""
+        if self.last_update is not None and self.use_bank:
+            self.memory.update(*self.last_update)
+        self.last_update = None
+
+    def _token_loss(self, anchors, teacher, input_ids, valid, generator):
+        a = F.normalize(anchors.float(), dim=-1)
+        t = F.normalize(teacher.float(), dim=-1)
+        pos = (a * t).sum(-1, keepdim=True)  # [B, T, 1]
+        B, T, d = a.shape
+        if self.negatives == "global":
+            V = self.memory.vectors.shape[0]
+            rand_ids = torch.randint(0, V, (B, T, self.num_negatives), device=a.device, generator=generator)
+            neg = F.normalize(self.memory.vectors[rand_ids].float(), dim=-1)
+            neg_sim = torch.einsum("btd,btkd->btk", a, neg)
+            neg_ok = rand_ids != input_ids[..., None]
+        else:
+            idx, neg_ok = self._sample_positions(valid, generator)
+            batch = torch.arange(B, device=a.device)[:, None, None]
+            sims = []
+            if self.negatives in ("teacher", "teacher+bank"):
+                sims.append(torch.einsum("btd,btkd->btk", a, t[batch, idx]))
+            if self.negatives in ("bank", "teacher+bank"):
+                bank = self.memory.vectors[input_ids] if self.use_bank else anchors.detach()
+                bank = F.normalize(bank.float(), dim=-1)
+                sims.append(torch.einsum("btd,btkd->btk", a, bank[batch, idx]))
+            neg_sim = torch.cat(sims, dim=-1)
+            neg_ok = neg_ok.repeat(1, 1, len(sims))
+        logits = torch.cat([pos, neg_sim], dim=-1) / self.temperature
+        logits = logits.masked_fill(torch.cat([torch.ones_like(pos, dtype=torch.bool), neg_ok], -1).logical_not(),
+                                    float("-inf"))
+        per_token = -torch.log_softmax(logits, dim=-1)[..., 0]
+        mask = valid.to(per_token.dtype)
+        return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+
+    def _sequence_loss(self, anchors, teacher, valid):
+        m = valid.to(anchors.dtype)[..., None]
+        a = F.normalize(((anchors * m).sum(1) / m.sum(1).clamp_min(1.0)).float(), dim=-1)  # [B, d]
+        t = F.normalize(((teacher * m).sum(1) / m.sum(1).clamp_min(1.0)).float(), dim=-1)
+        logits = a @ t.T / self.temperature  # positive on the diagonal, other sequences as negatives
+        return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+
+
+class ContrastiveHeads(nn.Module):
+    """Linear projections of student and teacher hidden states into the contrastive space (Sec. 3.1)."""
+
+    def __init__(self, hidden: int, dim: int):
+        super().__init__()
+        self.student = nn.Linear(hidden, dim)
+        self.teacher = nn.Linear(hidden, dim)
+
+
+def total_loss(l_dist: torch.Tensor, l_cont: torch.Tensor | None, lam: float = 0.1) -> torch.Tensor:
+    """L = lambda * L_cont + L_dist (Eq. 5)."""
+    return l_dist if l_cont is None else l_dist + lam * l_cont

@@ -1,0 +1,519 @@
+"""One training loop for every task: fine-tune the full-precision teacher (``method="fp"``), or quantization-aware
+training of a student initialised from the teacher, with the method's losses.
+
+``train(TrainConfig(...))`` is the one entry point; ``python -m qlib train`` and the notebooks call it.
+Checkpoints (model, optimizer, scheduler, memory bank, RNG states, step) are written atomically every
+``save_every`` steps; ``resume=True`` continues a killed run so that it ends exactly where an uninterrupted run ends
+(the data order is a pure function of seed and epoch). A NaN/inf loss stops the run with ``NonFiniteLossError`` and
+leaves the last good checkpoint in place.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_model as load_safetensors_model
+from safetensors.torch import save_model as save_safetensors_model
+from tqdm.auto import tqdm
+
+from . import data as D
+from . import evaluate as E
+from .losses import (NEGATIVE_MODES, ContrastiveHeads, TokenContrastiveLoss, logit_distillation, teacher_entropy,
+                     total_loss)
+from .models import MODEL_NAMES, load_model, load_tokenizer
+from .modules import QuantConfig, quantize_model, quantizer_parameters
+from .packing import size_mb
+from .quant import bind_laq_hessians
+
+TASKS = ("lm", "mc", "summarization")
+METHODS = ("fp", "minmax", "pact", "lsq", "laq", "mds", "mds_pact_grad", "twn", "bwn")
+LOSSES = ("auto", "lm", "dist", "dist+cont")
+LAYERS = ("last", "first", "encoder")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Defaults: a 2-2-8 QuantGPT student of SmolLM2-135M on PTB (paper hyper-parameters,
+    a CPU-sized token budget)."""
+
+    task: str = "lm"
+    model: str = "smollm2-135m"
+    dataset: str = "ptb"
+    method: str = "mds"  # "fp": fine-tune the full-precision teacher
+    w_bits: int = 2
+    e_bits: int | None = None
+    a_bits: int | None = 8
+    teacher: str | None = None  # folder of a finished "fp" run (its model.safetensors); None: the pretrained model
+    loss: str = "auto"  # auto: fp -> lm; mds -> dist+cont; other methods -> dist (as the paper's baselines)
+    lam: float = 0.1
+    num_negatives: int = 64
+    temperature: float = 0.1
+    momentum: float = 0.5
+    negatives: str = "teacher"
+    use_bank: bool = True
+    contrast_layer: str = "last"
+    proj_dim: int = 128
+    seq_len: int = 512
+    batch_size: int = 4
+    grad_accum: int = 1
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs
+    train_tokens: int | None = None  # use only the first N tokens of the train split
+    lr: float = 5e-4
+    quant_lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 0  # 0: only at the end
+    eval_tokens: int | None = None  # cap on validation tokens during training (test is always complete)
+    test_tokens: int | None = None  # cap on test tokens (None: the whole test split)
+    extra_eval: tuple[str, ...] = ()  # more LM test sets, zero-shot (e.g. "wikitext2")
+    save_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+    out_dir: str = "runs/default"
+    resume: bool = False
+    preset: str = "custom"
+    progress: bool = True
+    eval_batch_size: int = 8
+    max_examples: int | None = None  # mc / summarization: cap on examples per split
+    num_candidates: int = 20
+    source_len: int = 512
+    target_len: int = 64
+    extra: dict = field(default_factory=dict)  # free-form notes recorded in the result file
+
+    def __post_init__(self):
+        checks = [(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}"),
+                  (self.model in MODEL_NAMES, f"unknown model {self.model!r}; known: {MODEL_NAMES}"),
+                  (self.method in METHODS, f"unknown method {self.method!r}; known: {METHODS}"),
+                  (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
+                  (self.negatives in NEGATIVE_MODES, f"negatives must be one of {NEGATIVE_MODES}"),
+                  (self.contrast_layer in LAYERS, f"contrast_layer must be one of {LAYERS}"),
+                  (self.lr > 0 and self.quant_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.quant_lr}"),
+                  (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
+                  (self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}"),
+                  (self.epochs > 0 or (self.max_steps or 0) > 0, "train for epochs > 0 or max_steps > 0"),
+                  (self.save_every >= 1, "save_every must be >= 1"),
+                  (self.lam >= 0, f"lam must be >= 0, got {self.lam}")]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        if self.method != "fp":
+            self.quant_config()  # validates bits
+        if self.task == "lm" and self.num_negatives >= self.seq_len and self.uses_contrastive:
+            raise ValueError(f"num_negatives={self.num_negatives} must be smaller than seq_len={self.seq_len}")
+        if self.contrast_layer == "encoder" and self.task != "summarization":
+            raise ValueError("contrast_layer='encoder' needs an encoder-decoder model (task='summarization')")
+        self.extra_eval = tuple(self.extra_eval)
+
+    @property
+    def resolved_loss(self) -> str:
+        if self.loss != "auto":
+            return self.loss
+        return {"fp": "lm", "mds": "dist+cont"}.get(self.method, "dist")
+
+    @property
+    def uses_contrastive(self) -> bool:
+        return self.resolved_loss == "dist+cont"
+
+    def quant_config(self) -> QuantConfig:
+        extra = ("multiple_choice_head.summary",) if self.task == "mc" else ()
+        return QuantConfig(self.method, self.w_bits, self.e_bits, self.a_bits, extra_modules=extra)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def code_version() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (rev or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """Write to a temporary file, flush it to disk, then rename: a kill mid-write leaves the old file intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+        raise ValueError(f"checkpoint {path} is corrupt or not a qlib checkpoint ({type(e).__name__}: {e}); "
+                         f"delete it to start over") from e
+
+
+def save_weights(model, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_safetensors_model(model, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_teacher(cfg: TrainConfig, tokenizer):
+    task = cfg.task if cfg.task != "summarization" else "summarization"
+    teacher = load_model(cfg.model, task, vocab_size=len(tokenizer), seed=cfg.seed)
+    if cfg.teacher:
+        weights = Path(cfg.teacher) / "model.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"teacher weights {weights} not found: run the teacher (method='fp') first")
+        missing, unexpected = load_safetensors_model(teacher, str(weights), strict=False)
+        if unexpected or missing:
+            raise ValueError(f"{weights} does not fit model {cfg.model!r}: missing {list(missing)[:3]}, "
+                             f"unexpected {list(unexpected)[:3]} (wrong model/teacher pairing?)")
+    return teacher
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tasks: data, one forward for the losses, evaluation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class LMTask:
+    def __init__(self, cfg: TrainConfig, tokenizer):
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.train = D.lm_blocks(cfg.dataset, "train", tokenizer, cfg.seq_len, cfg.train_tokens)
+        self.valid = D.lm_blocks(cfg.dataset, "valid", tokenizer, cfg.seq_len, cfg.eval_tokens)
+        self.test = D.lm_blocks(cfg.dataset, "test", tokenizer, cfg.seq_len, cfg.test_tokens)
+
+    def __len__(self):
+        return len(self.train)
+
+    def batch(self, idx):
+        ids = self.train[idx]
+        return {"input_ids": ids}
+
+    def evaluate(self, model, device, final: bool):
+        bs, prog = self.cfg.eval_batch_size, self.cfg.progress
+        out = {"valid_ppl": E.perplexity(model, self.valid, bs, device, "valid ppl", prog)}
+        if final:
+            out["test_ppl"] = E.perplexity(model, self.test, bs, device, "test ppl", prog)
+            for name in self.cfg.extra_eval:  # zero-shot transfer sets
+                blocks = D.lm_blocks(name, "test", self.tokenizer, self.cfg.seq_len, self.cfg.test_tokens)
+                out[f"{name}_test_ppl"] = E.perplexity(model, blocks, bs, device, f"{name} ppl", prog)
+        return out
+
+
+class MCTask:
+    """Next-utterance prediction with double-head GPT-2 (Persona-Chat). ``dialogs`` may be given directly."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer, dialogs: dict | None = None):
+        self.cfg, self.tokenizer = cfg, tokenizer
+        dialogs = dialogs or {s: D.personachat_dialogs(s, cfg.max_examples) for s in ("train", "valid")}
+        self.train_dialogs, self.valid_dialogs = dialogs["train"], dialogs["valid"]
+
+    def __len__(self):
+        return len(self.train_dialogs)
+
+    def batch(self, idx):
+        return D.personachat_batch([self.train_dialogs[i] for i in idx.tolist()], self.tokenizer,
+                                   self.cfg.num_candidates, self.cfg.seq_len)
+
+    def evaluate(self, model, device, final: bool):
+        bs = self.cfg.eval_batch_size
+        batches = [D.personachat_batch(self.valid_dialogs[i:i + bs], self.tokenizer, self.cfg.num_candidates,
+                                       self.cfg.seq_len) for i in range(0, len(self.valid_dialogs), bs)]
+        return {"valid_mc_acc": E.mc_accuracy(model, batches, device, self.cfg.progress)}
+
+
+class SummarizationTask:
+    """XSum with BART. ``examples`` may be given directly ({"train": [...], "test": [...]})."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer, examples: dict | None = None):
+        self.cfg, self.tokenizer = cfg, tokenizer
+        examples = examples or {s: D.xsum_examples(s, cfg.max_examples) for s in ("train", "test")}
+        self.train_ex, self.test_ex = examples["train"], examples["test"]
+
+    def __len__(self):
+        return len(self.train_ex)
+
+    def batch(self, idx):
+        return D.summarization_batch([self.train_ex[i] for i in idx.tolist()], self.tokenizer, self.cfg.source_len,
+                                     self.cfg.target_len)
+
+    def evaluate(self, model, device, final: bool):
+        preds = E.summarize(model, self.tokenizer, [e["document"] for e in self.test_ex], self.cfg.source_len,
+                            self.cfg.target_len, batch_size=self.cfg.eval_batch_size, device=device,
+                            progress=self.cfg.progress)
+        scores = E.rouge(preds, [e["summary"] for e in self.test_ex])
+        return {**{f"test_{k}": v for k, v in scores.items()}, "examples": [
+            {"document": e["document"][:500], "reference": e["summary"], "generated": p}
+            for e, p in list(zip(self.test_ex, preds))[:3]]}
+
+
+def make_task(cfg: TrainConfig, tokenizer, data=None):
+    if cfg.task == "lm":
+        return LMTask(cfg, tokenizer)
+    if cfg.task == "mc":
+        return MCTask(cfg, tokenizer, data)
+    return SummarizationTask(cfg, tokenizer, data)
+
+
+def _forward(cfg: TrainConfig, model, batch, hidden: bool):
+    """Model outputs plus (logits, mask, contrast states, contrast ids) in a task-independent shape."""
+    if cfg.task == "lm":
+        out = model(input_ids=batch["input_ids"], output_hidden_states=hidden)
+        mask = torch.ones_like(batch["input_ids"])
+        states = out.hidden_states if hidden else None
+        return out, out.logits, mask, states, batch["input_ids"]
+    if cfg.task == "mc":
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    mc_token_ids=batch["mc_token_ids"], output_hidden_states=hidden)
+        B, C, L = batch["input_ids"].shape
+        mask = batch["attention_mask"].view(B * C, L)
+        states = tuple(h.reshape(B * C, L, -1) for h in out.hidden_states) if hidden else None
+        return out, out.logits.view(B * C, L, -1), mask, states, batch["input_ids"].view(B * C, L)
+    labels = batch["labels"]
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                decoder_attention_mask=batch["decoder_attention_mask"], output_hidden_states=hidden)
+    states = out.decoder_hidden_states if hidden else None
+    from transformers.models.bart.modeling_bart import shift_tokens_right
+
+    dec_ids = shift_tokens_right(labels.masked_fill(labels == -100, model.config.pad_token_id),
+                                 model.config.pad_token_id, model.config.decoder_start_token_id)
+    return out, out.logits, batch["decoder_attention_mask"], states, dec_ids
+
+
+def _contrast_inputs(cfg, out, states, ids, mask, batch):
+    if cfg.contrast_layer == "encoder":
+        return out.encoder_last_hidden_state, batch["input_ids"], batch["attention_mask"]
+    layer = -1 if cfg.contrast_layer == "last" else 1
+    return states[layer], ids, mask
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the loop
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, data=None) -> dict:
+    """Run ``cfg`` and return its result dict (also written to ``out_dir/result.json``)."""
+    t_start = time.time()
+    device = resolve_device(cfg.device)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "metrics.jsonl"
+    if ckpt_path.exists() and not cfg.resume:
+        raise FileExistsError(f"{ckpt_path} exists: pass resume=True to continue it, or use a new out_dir")
+    seed_everything(cfg.seed)
+
+    tokenizer = load_tokenizer(cfg.model)
+    task = make_task(cfg, tokenizer, data)
+    if len(task) == 0:
+        raise ValueError("the training set is empty")
+    teacher = load_teacher(cfg, tokenizer)
+    if cfg.method == "fp":
+        student, teacher = teacher, None
+    else:
+        student = quantize_model(copy.deepcopy(teacher), cfg.quant_config())
+        teacher.eval().requires_grad_(False).to(device)
+    student.to(device).train()
+
+    heads = contrast = None
+    if cfg.uses_contrastive:
+        hidden = student.config.hidden_size if hasattr(student.config, "hidden_size") else student.config.d_model
+        heads = ContrastiveHeads(hidden, cfg.proj_dim).to(device)
+        contrast = TokenContrastiveLoss(len(tokenizer), cfg.proj_dim, cfg.num_negatives, cfg.temperature,
+                                        cfg.momentum, cfg.negatives, cfg.use_bank).to(device)
+    if cfg.resolved_loss != "lm" and teacher is None:
+        raise ValueError(f"loss {cfg.resolved_loss!r} needs a teacher: use a quantization method, not 'fp'")
+
+    qparams = quantizer_parameters(student)
+    q_ids = {id(p) for p in qparams}
+    backbone = [p for p in student.parameters() if id(p) not in q_ids and p.requires_grad]
+    if heads is not None:
+        backbone += list(heads.parameters())
+    groups = [{"params": backbone, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+    if qparams:
+        groups.append({"params": qparams, "lr": cfg.quant_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups)
+
+    steps_per_epoch = max(len(task) // (cfg.batch_size * cfg.grad_accum), 1)
+    total_steps = cfg.max_steps or max(int(round(cfg.epochs * steps_per_epoch)), 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total_steps))
+
+    step, history = 0, []
+    if cfg.resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        now = asdict(cfg)
+        diff = sorted(k for k in now if k not in ("resume", "progress") and ck["config"].get(k) != now[k])
+        if diff:
+            raise ValueError(f"checkpoint {ckpt_path} was written with other settings: {diff}")
+        student.load_state_dict(ck["model"])
+        if heads is not None:
+            heads.load_state_dict(ck["heads"])
+            contrast.load_state_dict(ck["contrast"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        step, history = ck["step"], ck["history"]
+        _set_rng_state(ck["rng"])
+        # keep only the metrics lines up to the checkpoint (later ones are redone)
+        if metrics_path.exists():
+            lines = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
+            metrics_path.write_text("".join(json.dumps(x) + "\n" for x in lines if x["step"] <= step))
+    elif metrics_path.exists():
+        metrics_path.unlink()
+    bind_laq_hessians(student, optimizer)
+
+    def save_checkpoint():
+        atomic_torch_save({"config": asdict(cfg), "step": step, "history": history, "rng": _rng_state(),
+                           "model": student.state_dict(), "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(),
+                           "heads": heads.state_dict() if heads is not None else None,
+                           "contrast": contrast.state_dict() if contrast is not None else None}, ckpt_path)
+
+    def log(entry):
+        history.append(entry)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    need_hidden = contrast is not None
+    bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.method} {cfg.quant_config().label if cfg.method != 'fp' else 'fp32'}",
+               disable=not cfg.progress, dynamic_ncols=True)
+    tokens_seen, t_loop = 0, time.time()
+    while step < total_steps:
+        epoch, pos = divmod(step * cfg.batch_size * cfg.grad_accum, max(len(task), 1))
+        order = torch.randperm(len(task), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+        optimizer.zero_grad(set_to_none=True)
+        parts = {}
+        for micro in range(cfg.grad_accum):
+            start = (pos + micro * cfg.batch_size) % len(task)
+            idx = order[(torch.arange(cfg.batch_size) + start) % len(task)]
+            batch = {k: v.to(device) for k, v in task.batch(idx).items()}
+            with E.autocast(device):
+                out, logits, mask, states, ids = _forward(cfg, student, batch, need_hidden)
+                if cfg.resolved_loss == "lm":
+                    loss = _lm_loss(cfg, out, batch)
+                    parts = {"lm": loss.detach()}
+                else:
+                    with torch.no_grad():
+                        t_out, t_logits, _, t_states, _ = _forward(cfg, teacher, batch, need_hidden)
+                    l_dist = logit_distillation(logits, t_logits, mask)
+                    if cfg.task == "mc":
+                        l_dist = l_dist + logit_distillation(out.mc_logits, t_out.mc_logits)
+                    l_cont = None
+                    if contrast is not None:
+                        s_h, c_ids, c_mask = _contrast_inputs(cfg, out, states, ids, mask, batch)
+                        t_h, _, _ = _contrast_inputs(cfg, t_out, t_states, ids, mask, batch)
+                        l_cont = contrast(heads.student(s_h.float()), heads.teacher(t_h.float()), c_ids, c_mask)
+                    loss = total_loss(l_dist, l_cont, cfg.lam)
+                    parts = {"dist": l_dist.detach(), **({"cont": l_cont.detach()} if l_cont is not None else {})}
+                    if (step + 1) % 10 == 0 or step + 1 == total_steps:  # logged steps only: it costs a softmax
+                        parts["kl"] = parts["dist"] - teacher_entropy(t_logits, mask)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise NonFiniteLossError(f"loss is {loss.item()} at step {step}; stopped. The last good checkpoint "
+                                         f"is {ckpt_path if ckpt_path.exists() else 'none (no step saved yet)'}")
+            (loss / cfg.grad_accum).backward()
+            tokens_seen += int(batch["input_ids"].numel())
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        bind_laq_hessians(student, optimizer)
+        if contrast is not None:
+            contrast.update_memory()
+        step += 1
+        bar.update(1)
+        if step % 10 == 0 or step == total_steps:  # host sync only every few steps
+            bar.set_postfix(loss=f"{loss.item():.4g}", tok_s=f"{tokens_seen / (time.time() - t_loop):.0f}")
+            log({"step": step, "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
+                 "lr": scheduler.get_last_lr()[0]})
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+            log({"step": step, **task.evaluate(student, device, final=False)})
+            student.train()
+        if step % cfg.save_every == 0 and step < total_steps:
+            save_checkpoint()
+    bar.close()
+    save_checkpoint()
+
+    final = task.evaluate(student, device, final=True)
+    log({"step": step, **{k: v for k, v in final.items() if k != "examples"}})
+    if cfg.method == "fp":
+        save_weights(student, out_dir / "model.safetensors")
+    result = {
+        "config": asdict(cfg), "preset": cfg.preset, "setting": "fp32" if cfg.method == "fp" else
+        cfg.quant_config().label, "loss": cfg.resolved_loss, "metrics": final, "steps": step,
+        "tokens_per_step": cfg.batch_size * cfg.grad_accum * cfg.seq_len if cfg.task == "lm" else None,
+        "size_mb": size_mb(student), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
+        platform.machine(), "torch": torch.__version__, "code_version": code_version(),
+        "wall_time_s": time.time() - t_start, "history": history,
+    }
+    if cfg.method in ("mds", "mds_pact_grad"):
+        result["gamma"] = {n.removesuffix(".weight_quantizer.gamma"): p.detach().float().mean().item()
+                           for n, p in student.named_parameters() if n.endswith("weight_quantizer.gamma")}
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+def _lm_loss(cfg, out, batch):
+    """Task loss of the full-precision teacher fine-tuning."""
+    if cfg.task == "lm":
+        logits = out.logits[:, :-1].float()
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 batch["input_ids"][:, 1:].reshape(-1))
+    if cfg.task == "mc":
+        logits = out.logits[..., :-1, :].float()
+        labels = batch["lm_labels"][..., 1:]
+        lm = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                               ignore_index=-100)
+        return lm + torch.nn.functional.cross_entropy(out.mc_logits.float(), batch["mc_labels"])
+    return out.loss

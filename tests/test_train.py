@@ -1,0 +1,182 @@
+"""The trainer end to end on tiny configs: each task, overfitting, resume after SIGKILL, NaN guard, bad configs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from qlib import train as T
+from qlib.train import NonFiniteLossError, TrainConfig, train
+
+from .conftest import offline_data
+
+TINY_LM = dict(task="lm", model="tiny-gpt2", dataset="ptb", method="mds", w_bits=2, seq_len=32, batch_size=4,
+               num_negatives=8, train_tokens=4096, eval_tokens=1024, test_tokens=1024, progress=False)
+
+
+def _cfg(tmp_path, name="run", **kw):
+    return TrainConfig(**{**TINY_LM, "out_dir": str(tmp_path / name), **kw})
+
+
+def test_teacher_and_student_overfit_a_few_batches_and_write_their_files(tmp_path):
+    offline_data()
+    few = dict(train_tokens=128, lr=3e-3, quant_lr=3e-3)  # one batch of 4 x 32 tokens, seen again and again
+    # a sharp teacher (high lr): a nearly uniform one leaves the student nothing to learn
+    teacher = train(_cfg(tmp_path, "teacher", method="fp", max_steps=30, **{**few, "lr": 1e-2}))
+    lm = [h["lm"] for h in teacher["history"] if "lm" in h]
+    assert lm[-1] < 0.8 * lm[0] and teacher["loss"] == "lm"
+    assert (tmp_path / "teacher" / "model.safetensors").is_file()
+
+    res = train(_cfg(tmp_path, "student", teacher=str(tmp_path / "teacher"), max_steps=30, save_every=10, **few))
+    kl = [h["kl"] for h in res["history"] if "kl" in h]  # soft CE minus the teacher's entropy
+    assert kl[-1] < 0.8 * kl[0] and "cont" in res["history"][0]
+    assert res["metrics"]["test_ppl"] > 1 and res["setting"] == "2-2-8" and res["loss"] == "dist+cont"
+    out = Path(res["config"]["out_dir"])
+    assert (out / "checkpoint.pt").is_file() and (out / "metrics.jsonl").is_file()
+    assert json.loads((out / "result.json").read_text())["metrics"] == res["metrics"]
+    assert set(res["gamma"]) and all(v > 0 for v in res["gamma"].values())
+    with pytest.raises(ValueError, match="does not fit"):  # a gpt2 teacher for a llama student
+        train(_cfg(tmp_path, "s3", model="tiny-llama", teacher=str(tmp_path / "teacher"), max_steps=1))
+
+
+@pytest.mark.parametrize("method,bits", [("pact", 4), ("lsq", 2), ("laq", 2), ("mds_pact_grad", 2)])
+def test_baselines_train_with_distillation_only(tmp_path, method, bits):
+    offline_data()
+    res = train(_cfg(tmp_path, method=method, w_bits=bits, max_steps=3))
+    assert res["loss"] == "dist" and "cont" not in res["history"][-2]
+    assert torch.isfinite(torch.tensor(res["metrics"]["test_ppl"]))
+
+
+def test_missing_teacher_weights(tmp_path):
+    offline_data()
+    with pytest.raises(FileNotFoundError, match="teacher weights"):
+        train(_cfg(tmp_path, "s2", teacher=str(tmp_path / "nowhere"), max_steps=1))
+
+
+def test_mc_task_end_to_end(tmp_path):
+    offline_data()
+    dialogs = [{"personality": [f"i like thing {i} ."], "history": ["hi", "hello"],
+                "candidates": [f"wrong {j}" for j in range(3)] + [f"right answer {i}"]} for i in range(6)]
+    res = train(_cfg(tmp_path, task="mc", seq_len=48, num_candidates=4, batch_size=2, num_negatives=4,
+                     max_steps=3, eval_batch_size=3), data={"train": dialogs, "valid": dialogs[:3]})
+    assert 0 <= res["metrics"]["valid_mc_acc"] <= 100
+
+
+def test_summarization_task_end_to_end(tmp_path):
+    offline_data()
+    from qlib.data import xsum_examples
+    ex = xsum_examples("test", limit=4)  # smoke only: the offline sample has no train split
+    res = train(_cfg(tmp_path, task="summarization", model="tiny-bart", source_len=48, target_len=12,
+                     batch_size=2, num_negatives=4, max_steps=2, eval_batch_size=2),
+                data={"train": ex, "test": ex[:2]})
+    assert {"test_rouge1", "test_rouge2", "test_rougeL"} <= set(res["metrics"])
+    enc = train(_cfg(tmp_path, "enc", task="summarization", model="tiny-bart", source_len=48, target_len=12,
+                     batch_size=2, num_negatives=4, max_steps=1, eval_batch_size=2, contrast_layer="encoder"),
+                data={"train": ex, "test": ex[:2]})
+    assert enc["steps"] == 1
+
+
+def _cli(out_dir, extra=()):
+    args = [sys.executable, "-m", "qlib", "train", "--model", "tiny-gpt2", "--method", "mds", "--w-bits", "2",
+            "--seq-len", "32", "--batch-size", "4", "--num-negatives", "8", "--train-tokens", "4096",
+            "--eval-tokens", "512", "--test-tokens", "512", "--max-steps", "24", "--save-every", "4",
+            "--no-progress", "--out-dir", str(out_dir), *extra]
+    return args
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    offline_data()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(_cli(tmp_path / "full"), check=True, env=env, capture_output=True)
+    full = json.loads((tmp_path / "full" / "result.json").read_text())
+
+    proc = subprocess.Popen(_cli(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 8:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step_at_kill = torch.load(ckpt, weights_only=False)["step"]
+    assert 8 <= step_at_kill < 24 and not (tmp_path / "killed" / "result.json").exists()
+    subprocess.run(_cli(tmp_path / "killed", ["--resume"]), check=True, env=env, capture_output=True)
+    resumed = json.loads((tmp_path / "killed" / "result.json").read_text())
+    assert resumed["metrics"] == full["metrics"]
+    assert [h for h in resumed["history"] if "loss" in h] == [h for h in full["history"] if "loss" in h]
+
+
+def test_a_kill_during_the_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    T.atomic_torch_save({"step": 1}, path)
+
+    def dying_save(obj, f):
+        f.write(b"partial")
+        raise KeyboardInterrupt  # the process dies mid-write
+    monkeypatch.setattr(T.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        T.atomic_torch_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert T.load_checkpoint(path)["step"] == 1
+
+
+def test_nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    offline_data()
+    real = T.logit_distillation
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        return out * float("nan") if calls["n"] > 5 else out
+    monkeypatch.setattr(T, "logit_distillation", flaky)
+    with pytest.raises(NonFiniteLossError, match="step 5"):
+        train(_cfg(tmp_path, max_steps=10, save_every=2))
+    ck = T.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ck["step"] == 4 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_corrupt_checkpoint_and_existing_run_are_errors(tmp_path):
+    offline_data()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(FileExistsError, match="resume"):
+        train(_cfg(tmp_path, max_steps=1))
+    with pytest.raises(ValueError, match="corrupt"):
+        train(_cfg(tmp_path, max_steps=1, resume=True))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"method": "foo"}, "unknown method"),
+    ({"method": "twn", "w_bits": 3}, "supports bits"),
+    ({"w_bits": 0}, "supports bits"),
+    ({"lr": -1.0}, "learning rates"),
+    ({"num_negatives": 40}, "num_negatives"),
+    ({"model": "gpt5"}, "unknown model"),
+    ({"task": "translation"}, "task must be"),
+    ({"contrast_layer": "encoder"}, "encoder-decoder"),
+    ({"negatives": "random"}, "negatives must be"),
+])
+def test_bad_configs_fail_at_construction(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _cfg(tmp_path, **kwargs)
+
+
+def test_empty_dataset_is_an_error(tmp_path):
+    offline_data()
+    with pytest.raises(ValueError, match="empty|not one block"):
+        train(_cfg(tmp_path, task="mc", seq_len=48, num_candidates=4, max_steps=1), data={"train": [], "valid": []})
+
+
+def test_cli_help_lists_the_options():
+    out = subprocess.run([sys.executable, "-m", "qlib", "train", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for opt in ("--method", "--w-bits", "--num-negatives", "--resume", "--preset", "--teacher"):
+        assert opt in out

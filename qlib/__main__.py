@@ -33,12 +33,35 @@ def _parser() -> argparse.ArgumentParser:
         else:
             base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
             t.add_argument(flag, type=base, default=default)
+    g = sub.add_parser("grid", help="run (or load) a named grid of the paper's experiments, resumably")
+    g.add_argument("name", help="lm-table or lm-ablations")
+    g.add_argument("--preset", default="cpu", help="smoke, cpu or paper")
+    g.add_argument("--only", nargs="*", default=None, help="run only the configs whose name contains one of these")
+    g.add_argument("--list", action="store_true", help="list the configs, their state and commands; run nothing")
     return p
+
+
+def _grid(args) -> int:
+    from pathlib import Path
+
+    from .experiments import grid, run_grid, status
+
+    configs = grid(args["name"], args["preset"])
+    if args["only"]:
+        configs = [c for c in configs if any(o in Path(c.out_dir).name for o in args["only"])]
+    if args["list"]:
+        for row in status(configs):
+            print(f"{'done   ' if row['done'] else 'not run'}  {row['name']}\n         {row['command']}")
+        return 0
+    for res in run_grid(configs):
+        print(Path(res["config"]["out_dir"]).name, {k: v for k, v in res["metrics"].items() if k != "examples"})
+    return 0
 
 
 def main(argv=None) -> int:
     args = vars(_parser().parse_args(argv))
-    args.pop("command")
+    if args.pop("command") == "grid":
+        return _grid(args)
     result = train(TrainConfig.from_dict(args))
     print(json.dumps({"out_dir": result["config"]["out_dir"], "metrics": {
         k: v for k, v in result["metrics"].items() if k != "examples"}, "size_mb": result["size_mb"]}, indent=1))

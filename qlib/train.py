@@ -360,6 +360,10 @@ def train(cfg: TrainConfig, data=None) -> dict:
     if len(task) == 0:
         raise ValueError("the training set is empty")
     teacher = load_teacher(cfg, tokenizer)
+    vocab = teacher.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > vocab:
+        raise ValueError(f"tokenizer of {cfg.model!r} has {len(tokenizer)} tokens but the model's embedding only "
+                         f"{vocab} rows: wrong tokenizer/model pairing")
     if cfg.method == "fp":
         student, teacher = teacher, None
     else:
@@ -394,7 +398,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
     if cfg.resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         now = asdict(cfg)
-        diff = sorted(k for k in now if k not in ("resume", "progress") and ck["config"].get(k) != now[k])
+        diff = sorted(k for k in now if k not in ("resume", "progress", "out_dir") and ck["config"].get(k) != now[k])
         if diff:
             raise ValueError(f"checkpoint {ckpt_path} was written with other settings: {diff}")
         student.load_state_dict(ck["model"])
@@ -425,7 +429,6 @@ def train(cfg: TrainConfig, data=None) -> dict:
         with open(metrics_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
-    need_hidden = contrast is not None
     bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.method} {cfg.quant_config().label if cfg.method != 'fp' else 'fp32'}",
                disable=not cfg.progress, dynamic_ncols=True)
     tokens_seen, t_loop = 0, time.time()
@@ -439,25 +442,8 @@ def train(cfg: TrainConfig, data=None) -> dict:
             idx = order[(torch.arange(cfg.batch_size) + start) % len(task)]
             batch = {k: v.to(device) for k, v in task.batch(idx).items()}
             with E.autocast(device):
-                out, logits, mask, states, ids = _forward(cfg, student, batch, need_hidden)
-                if cfg.resolved_loss == "lm":
-                    loss = _lm_loss(cfg, out, batch)
-                    parts = {"lm": loss.detach()}
-                else:
-                    with torch.no_grad():
-                        t_out, t_logits, _, t_states, _ = _forward(cfg, teacher, batch, need_hidden)
-                    l_dist = logit_distillation(logits, t_logits, mask)
-                    if cfg.task == "mc":
-                        l_dist = l_dist + logit_distillation(out.mc_logits, t_out.mc_logits)
-                    l_cont = None
-                    if contrast is not None:
-                        s_h, c_ids, c_mask = _contrast_inputs(cfg, out, states, ids, mask, batch)
-                        t_h, _, _ = _contrast_inputs(cfg, t_out, t_states, ids, mask, batch)
-                        l_cont = contrast(heads.student(s_h.float()), heads.teacher(t_h.float()), c_ids, c_mask)
-                    loss = total_loss(l_dist, l_cont, cfg.lam)
-                    parts = {"dist": l_dist.detach(), **({"cont": l_cont.detach()} if l_cont is not None else {})}
-                    if (step + 1) % 10 == 0 or step + 1 == total_steps:  # logged steps only: it costs a softmax
-                        parts["kl"] = parts["dist"] - teacher_entropy(t_logits, mask)
+                want_kl = (step + 1) % 10 == 0 or step + 1 == total_steps  # logged steps only: costs a softmax
+                loss, parts = compute_loss(cfg, student, teacher, heads, contrast, batch, want_kl)
             if not torch.isfinite(loss):
                 bar.close()
                 raise NonFiniteLossError(f"loss is {loss.item()} at step {step}; stopped. The last good checkpoint "
@@ -502,6 +488,31 @@ def train(cfg: TrainConfig, data=None) -> dict:
                            for n, p in student.named_parameters() if n.endswith("weight_quantizer.gamma")}
     (out_dir / "result.json").write_text(json.dumps(result, indent=1, default=float))
     return result
+
+
+def compute_loss(cfg: TrainConfig, student, teacher, heads, contrast, batch: dict, want_kl: bool = False):
+    """The training loss of one batch and its logged parts: the task loss for a teacher ("lm"), else
+    L_dist (+ lambda * L_cont) against the teacher (Eq. 5). Used by ``train`` and by the benchmark."""
+    need_hidden = contrast is not None
+    out, logits, mask, states, ids = _forward(cfg, student, batch, need_hidden)
+    if cfg.resolved_loss == "lm":
+        loss = _lm_loss(cfg, out, batch)
+        return loss, {"lm": loss.detach()}
+    with torch.no_grad():
+        t_out, t_logits, _, t_states, _ = _forward(cfg, teacher, batch, need_hidden)
+    l_dist = logit_distillation(logits, t_logits, mask)
+    if cfg.task == "mc":
+        l_dist = l_dist + logit_distillation(out.mc_logits, t_out.mc_logits)
+    l_cont = None
+    if contrast is not None:
+        s_h, c_ids, c_mask = _contrast_inputs(cfg, out, states, ids, mask, batch)
+        t_h, _, _ = _contrast_inputs(cfg, t_out, t_states, ids, mask, batch)
+        l_cont = contrast(heads.student(s_h.float()), heads.teacher(t_h.float()), c_ids, c_mask)
+    loss = total_loss(l_dist, l_cont, cfg.lam)
+    parts = {"dist": l_dist.detach(), **({"cont": l_cont.detach()} if l_cont is not None else {})}
+    if want_kl:
+        parts["kl"] = parts["dist"] - teacher_entropy(t_logits, mask)
+    return loss, parts
 
 
 def _lm_loss(cfg, out, batch):

@@ -1,0 +1,88 @@
+"""Analyses behind the book's figures (paper Sec. 2.2 and 5): token embeddings, representation similarity, weight
+distributions, clipping factors and the gradient of the clipping factor."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .modules import QuantEmbedding, quantized_modules
+from .quant import MDSQuantizer, PACTQuantizer, make_quantizer
+
+
+def most_frequent_tokens(blocks: torch.Tensor, top: int = 500) -> torch.Tensor:
+    """Ids of the ``top`` most frequent tokens in ``blocks``."""
+    counts = torch.bincount(blocks.reshape(-1))
+    return counts.argsort(descending=True)[:top]
+
+
+@torch.no_grad()
+def used_embeddings(model) -> torch.Tensor:
+    """The word-embedding table the forward pass uses (quantized for a student)."""
+    emb = model.get_input_embeddings()
+    w = emb.quantized_weight() if isinstance(emb, QuantEmbedding) else emb.weight
+    return w.detach().float().cpu()
+
+
+def tsne(vectors: torch.Tensor, seed: int = 0) -> np.ndarray:
+    """2-D t-SNE of row vectors (Fig. 2)."""
+    from sklearn.manifold import TSNE
+
+    x = vectors.float().numpy().astype(np.float64)
+    # quantized tables repeat rows exactly; a tiny fixed jitter keeps t-SNE's affinities finite
+    x = x + np.random.default_rng(seed).normal(0.0, 1e-4 * (x.std() + 1e-12), x.shape)
+    perplexity = min(30.0, max(2.0, (len(x) - 1) / 3))
+    # exact t-SNE: quantized embeddings repeat rows, which sends Barnes-Hut's quad tree into unbounded recursion
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", method="exact",
+                random_state=seed).fit_transform(x)
+
+
+def embedding_spread(vectors: torch.Tensor) -> float:
+    """Mean pairwise cosine similarity of row vectors: higher means more homogeneous embeddings."""
+    v = torch.nn.functional.normalize(vectors.float(), dim=-1)
+    sim = v @ v.T
+    n = len(v)
+    return ((sim.sum() - n) / (n * (n - 1))).item()
+
+
+@torch.no_grad()
+def token_similarity(model, input_ids: torch.Tensor, layer: int = -1) -> torch.Tensor:
+    """Cosine similarity between the hidden states of every pair of tokens of one sequence (Fig. 3)."""
+    model.eval()
+    hs = model(input_ids=input_ids[None], output_hidden_states=True).hidden_states[layer][0].float()
+    hs = torch.nn.functional.normalize(hs, dim=-1)
+    return (hs @ hs.T).cpu()
+
+
+@torch.no_grad()
+def clipping_factors(model) -> dict[str, dict]:
+    """Per quantized module: the clipping range the quantizer uses now (MDS: gamma*mean|w|; PACT: both sides)."""
+    out = {}
+    for name, m in quantized_modules(model):
+        q = m.weight_quantizer
+        if q.granularity != "tensor":
+            continue
+        if isinstance(q, MDSQuantizer):
+            a = q.alpha(m.weight).item()
+            out[name] = {"neg": -a, "pos": a, "gamma": q.gamma.item()}
+        elif isinstance(q, PACTQuantizer):
+            out[name] = {"neg": -q.alpha_neg.item(), "pos": q.alpha_pos.item()}
+    return out
+
+
+def gamma_gradient_curve(w: torch.Tensor, bits: int, gammas) -> dict[str, list[float]]:
+    """dL/dgamma of the reconstruction loss L = ||w_q - w||^2 / 2 as gamma varies, under Eq. 7 (``mds``) and
+    under PACT's rule that only clipped weights count (``mds_pact_grad``); also L itself. Shows why ignoring the
+    weights inside the range leaves a too-large clipping factor without a push back."""
+    curves = {"gamma": [float(g) for g in gammas], "mds": [], "mds_pact_grad": [], "loss": []}
+    for g in gammas:
+        for method in ("mds", "mds_pact_grad"):
+            q = make_quantizer(method, bits)
+            with torch.no_grad():
+                q.gamma.fill_(float(g))
+            wq = q(w)
+            loss = 0.5 * ((wq - w) ** 2).sum()
+            loss.backward()
+            curves[method].append(q.gamma.grad.item())
+            if method == "mds":
+                curves["loss"].append(loss.item())
+    return curves

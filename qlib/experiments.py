@@ -1,0 +1,176 @@
+"""The paper's experiments as named grids of ``TrainConfig``s, each run at most once.
+
+``run(cfg)`` trains a config unless a committed result file for exactly that config exists, in which case it
+loads it; a killed run resumes from its checkpoint. The notebooks call ``run_grid``, and so does
+``python -m qlib grid NAME --preset P`` for long runs in the background: both write the same result files under
+``results/``, which the book reads.
+
+Presets: ``smoke`` (tiny random model, a few steps: CI), ``cpu`` (SmolLM2-135M, a token budget that a 2-core
+machine finishes in minutes per run), ``paper`` (the paper's settings, for a GPU box).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+# where result files (committed) and run folders (checkpoints, not committed) live; tests point these elsewhere
+RESULTS = Path(os.environ.get("QLIB_RESULTS_DIR", ROOT / "results"))
+RUNS = Path(os.environ.get("QLIB_RUNS_DIR", ROOT / "runs"))
+PRESETS = ("smoke", "cpu", "paper")
+LM_SETTINGS = ((8, 8, 8), (4, 4, 8), (2, 2, 8))
+LM_METHODS = ("pact", "lsq", "laq", "mds")
+# fields that do not change what a run computes
+VOLATILE = ("progress", "resume", "out_dir", "teacher", "eval_batch_size")
+
+
+def lm_base(preset: str, dataset: str = "ptb") -> dict:
+    """Common settings of the language-modeling runs of a preset (students; the teacher overrides a few)."""
+    if preset == "smoke":
+        return dict(model="tiny-llama", dataset=dataset, seq_len=32, batch_size=2, max_steps=2, num_negatives=8,
+                    train_tokens=2048, eval_tokens=256, test_tokens=256, save_every=1, preset=preset)
+    if preset == "cpu":
+        return dict(model="smollm2-135m", dataset=dataset, seq_len=128, batch_size=4, max_steps=100,
+                    num_negatives=64, eval_tokens=20000, save_every=25, preset=preset)
+    if preset == "paper":  # Sec. B.2: seq 512, batch 32, 120 epochs on PTB (80 WikiText-2, 8 WikiText-103)
+        epochs = {"ptb": 120, "wikitext2": 80, "wikitext103": 8}[dataset]
+        negs = {"ptb": 64}.get(dataset, 32)
+        return dict(model="smollm2-135m", dataset=dataset, seq_len=512, batch_size=4, grad_accum=8,
+                    epochs=epochs, num_negatives=negs, eval_every=1000, save_every=200, preset=preset)
+    raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
+
+
+def lm_teacher(preset: str, dataset: str = "ptb") -> TrainConfig:
+    base = lm_base(preset, dataset)
+    steps = {"smoke": 2, "cpu": 150}.get(preset)
+    return TrainConfig(**{**base, "max_steps": steps, "lr": 1e-4, "method": "fp",
+                          "out_dir": str(RUNS / f"{dataset}-{base['model']}-fp-{preset}")})
+
+
+def lm_student(preset: str, method: str, bits: tuple[int, int, int] = (2, 2, 8), dataset: str = "ptb",
+               tag: str = "", **overrides) -> TrainConfig:
+    base = lm_base(preset, dataset)
+    w, e, a = bits
+    name = f"{dataset}-{base['model']}-{method}-{w}{e}{a}{('-' + tag) if tag else ''}-{preset}"
+    teacher = lm_teacher(preset, dataset)
+    return TrainConfig(**{**base, "method": method, "w_bits": w, "e_bits": e, "a_bits": a,
+                          "teacher": teacher.out_dir, "out_dir": str(RUNS / name), **overrides})
+
+
+def grid(name: str, preset: str) -> list[TrainConfig]:
+    """Named grids: ``lm-table`` (Table 1 PTB column: teacher + 4 methods x 3 settings), ``lm-ablations``
+    (Tables 4/7, Fig. 7 at 2-2-8)."""
+    if name == "lm-table":
+        return [lm_teacher(preset)] + [lm_student(preset, m, b) for b in reversed(LM_SETTINGS) for m in LM_METHODS]
+    if name == "lm-ablations":
+        return [
+            lm_student(preset, "mds", tag="dist-only", loss="dist"),  # Table 7: L_dist only
+            lm_student(preset, "mds_pact_grad", tag="dist-only", loss="dist"),  # Table 7: ours with PACT grad
+            lm_student(preset, "mds", tag="immediate", use_bank=False),  # Fig. 7: bank vs immediate
+            *[lm_student(preset, "mds", tag=f"neg{k}", num_negatives=k)  # Fig. 7: number of negatives
+              for k in ((2, 4) if preset == "smoke" else (8, 32))],
+            *[lm_student(preset, "mds", tag=mode.replace("+", "-"), negatives=mode)  # Table 4
+              for mode in ("teacher+bank", "bank", "global", "sequence")],
+        ]
+    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-ablations")
+
+
+def result_path(cfg: TrainConfig) -> Path:
+    return RESULTS / cfg.task / f"{Path(cfg.out_dir).name}.json"
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in set(a) | set(b) if k not in VOLATILE)
+
+
+def load_result(cfg: TrainConfig) -> dict | None:
+    """The committed result of exactly this config, or None."""
+    path = result_path(cfg)
+    if not path.is_file():
+        return None
+    res = json.loads(path.read_text())
+    return res if _same(res["config"], asdict(cfg)) else None
+
+
+def run(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Load the committed result of ``cfg`` or train it (resuming a killed run) and commit-ready save it."""
+    done = load_result(cfg)
+    if done is not None:
+        return done
+    if cfg.teacher and not (Path(cfg.teacher) / "model.safetensors").is_file():
+        teacher = next((t for t in [lm_teacher(cfg.preset, cfg.dataset)] if t.out_dir == cfg.teacher), None)
+        if teacher is None:
+            raise FileNotFoundError(f"teacher weights missing in {cfg.teacher} and no recipe to rebuild them")
+        _train_and_save(replace(teacher, progress=progress))
+    return _train_and_save(replace(cfg, progress=progress, resume=True))
+
+
+def _train_and_save(cfg: TrainConfig) -> dict:
+    res = train(cfg)
+    path = result_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1, default=float))
+    tmp.replace(path)
+    return res
+
+
+def run_grid(configs: list[TrainConfig], progress: bool = True, run_missing: bool = True) -> list[dict | None]:
+    """Run (or load) every config in order, with a progress bar over the grid. With ``run_missing=False`` nothing
+    is trained: configs without a committed result give None (the book shows them as "not run")."""
+    out = []
+    for cfg in tqdm(configs, desc="runs", disable=not progress):
+        out.append(run(cfg, progress=progress) if run_missing else load_result(cfg))
+    return out
+
+
+def trained_model(cfg: TrainConfig, device: str = "cpu"):
+    """The trained model of ``cfg`` from its run folder's checkpoint (trained again, resumably, when the folder
+    is missing, e.g. on a fresh clone that only has the committed result files)."""
+    import torch
+
+    from .models import load_model, load_tokenizer
+    from .modules import quantize_model
+    from .train import load_checkpoint
+
+    ckpt = Path(cfg.out_dir) / "checkpoint.pt"
+    if not ckpt.is_file():
+        if cfg.teacher and not (Path(cfg.teacher) / "model.safetensors").is_file():
+            run(lm_teacher(cfg.preset, cfg.dataset), progress=cfg.progress)
+        train(replace(cfg, resume=True))
+    state = load_checkpoint(ckpt)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, cfg.task, vocab_size=len(tokenizer), seed=cfg.seed)
+    if cfg.method != "fp":
+        quantize_model(model, cfg.quant_config())
+    model.load_state_dict(state["model"])
+    return model.to(torch.device(device)).eval()
+
+
+def status(configs: list[TrainConfig]) -> list[dict]:
+    """Which configs have a committed result (for the book's 'not run' rows)."""
+    return [{"name": Path(c.out_dir).name, "done": load_result(c) is not None, "command": command(c)}
+            for c in configs]
+
+
+def command(cfg: TrainConfig) -> str:
+    """The shell command that runs ``cfg`` from the repository root."""
+    defaults = TrainConfig()
+    args = []
+    for k, v in asdict(cfg).items():
+        if k in ("progress", "resume", "extra") or v == getattr(defaults, k):
+            continue
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            args.append(flag if v else f"--no-{k.replace('_', '-')}")
+        elif isinstance(v, (tuple, list)):
+            args.append(f"{flag} {' '.join(map(str, v))}")
+        else:
+            args.append(f"{flag} {v}")
+    return ("python -m qlib train " + " ".join(args)).replace(str(ROOT) + "/", "")

@@ -1,0 +1,90 @@
+"""Tables for the book: our committed results beside the paper's numbers (always labelled as the paper's).
+
+The paper's numbers (GPT-2 small / BART-base, test PPL, Persona-Chat accuracy, XSum ROUGE) are copied from its
+tables; ours come only from result files under ``results/``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .experiments import RESULTS, command, load_result
+
+PAPER_TABLE1 = {  # (method, W-E-A): (size MB, WikiText2, PTB, WikiText103, Persona-Chat acc)
+    ("fp", "fp32"): (474.9, 14.48, 14.72, 14.19, 77.01),
+    ("pact", "8-8-8"): (121.4, 17.49, 16.11, 16.76, 74.73),
+    ("lsq", "8-8-8"): (121.4, 16.75, 15.43, 15.24, 75.28),
+    ("laq", "8-8-8"): (121.4, 16.91, 15.87, 15.88, 76.02),
+    ("mds", "8-8-8"): (121.4, 15.31, 14.90, 14.58, 76.12),
+    ("pact", "4-4-8"): (62.4, 19.23, 20.17, 20.15, 25.13),
+    ("lsq", "4-4-8"): (62.4, 78.99, 79.76, 75.12, 45.10),
+    ("laq", "4-4-8"): (62.4, 17.12, 16.55, 16.91, 71.71),
+    ("mds", "4-4-8"): (62.4, 15.55, 14.95, 15.31, 76.57),
+    ("pact", "2-2-8"): (33.0, 173.02, 189.13, 171.03, 5.52),
+    ("lsq", "2-2-8"): (33.0, 847.54, 544.98, 1470.86, 5.54),
+    ("laq", "2-2-8"): (33.0, 19.15, 18.25, 18.97, 71.36),
+    ("mds", "2-2-8"): (33.0, 17.30, 16.12, 16.98, 74.78),
+}
+PAPER_TABLE4_PTB = {"teacher": 16.12, "teacher+bank": 16.51, "bank": 16.54, "global": 16.63, "sequence": 19.23}
+PAPER_TABLE5 = {"dist": {"sec_per_iter": 0.61, "memory_mb": 14700, "ptb_ppl": 16.93},
+                "dist+cont": {"sec_per_iter": 0.67, "memory_mb": 14839, "ptb_ppl": 16.12}}
+PAPER_TABLE7_PTB = {"QuantGPT": 16.12, "L_dist only": 16.93, "Ours with PACT": 17.78}
+PAPER_XSUM = {"fp": (40.75, 18.10, 33.05), "mds 2-2-8": (39.15, 16.72, 31.72)}
+METHOD_NAMES = {"fp": "full precision", "pact": "PACT", "lsq": "LSQ", "laq": "LAQ", "mds": "QuantGPT",
+                "mds_pact_grad": "Ours with PACT gradient", "minmax": "min-max", "twn": "TWN", "bwn": "BWN"}
+
+
+def _paper_col(dataset: str) -> int:
+    return {"wikitext2": 1, "ptb": 2, "wikitext103": 3}[dataset]
+
+
+def lm_table(configs, dataset: str = "ptb") -> pd.DataFrame:
+    """Table 1 (LM column of ``dataset``): ours (committed results) beside the paper's. Runs without a committed
+    result appear as "not run" with the command that makes them."""
+    rows = []
+    for cfg in configs:
+        res = load_result(cfg)
+        setting = "fp32" if cfg.method == "fp" else cfg.quant_config().label
+        paper = PAPER_TABLE1.get((cfg.method, setting))
+        row = {"method": METHOD_NAMES.get(cfg.method, cfg.method), "W-E-A": setting}
+        if res is None:
+            row.update({"size (MiB)": None, "ours: test PPL": "not run", "ours: steps x tokens": "",
+                        "command": command(cfg)})
+        else:
+            row.update({"size (MiB)": round(res["size_mb"], 1), "ours: test PPL": round(res["metrics"]["test_ppl"], 2),
+                        "ours: steps x tokens": f"{res['steps']} x {res.get('tokens_per_step') or '-'}",
+                        "command": ""})
+        row["paper (GPT-2): size MB"] = paper[0] if paper else None
+        row["paper (GPT-2): test PPL"] = paper[_paper_col(dataset)] if paper else None
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if not (df["command"] != "").any():
+        df = df.drop(columns="command")
+    return df
+
+
+def ablation_table(configs, labels: list[str], paper: dict[str, float] | None = None) -> pd.DataFrame:
+    rows = []
+    for cfg, label in zip(configs, labels):
+        res = load_result(cfg)
+        rows.append({"variant": label,
+                     "ours: test PPL": round(res["metrics"]["test_ppl"], 2) if res else "not run",
+                     "paper (GPT-2, PTB)": (paper or {}).get(label),
+                     "command": "" if res else command(cfg)})
+    df = pd.DataFrame(rows)
+    if not (df["command"] != "").any():
+        df = df.drop(columns="command")
+    return df
+
+
+def committed_results(task: str = "lm") -> list[dict]:
+    """Every committed result file of a task."""
+    folder = RESULTS / task
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def result_rows(results: list[dict], metric: str = "test_ppl") -> list[dict]:
+    return [{"method": r["config"]["method"], "w_bits": r["config"]["w_bits"], "value": r["metrics"][metric],
+             "name": Path(r["config"]["out_dir"]).name} for r in results if metric in r["metrics"]]

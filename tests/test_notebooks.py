@@ -1,0 +1,111 @@
+"""The notebooks and the book: every notebook runs in the smoke preset; executed copies under book/ are not stale;
+the book builds without warnings; every page renders in headless Chromium."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+EXECUTED = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def _cells(path):
+    nb = json.loads(path.read_text())
+    return [(c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"])
+            for c in nb["cells"] if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 8
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_source_notebook_shape(path):
+    nb = json.loads(path.read_text())
+    params = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    src = "".join(params[0]["source"])
+    assert re.search(r"^preset: str = ", src, re.M), "a typed preset parameter"
+    assert all(re.match(r"^\w+: \w+ = ", line) for line in src.splitlines() if line and not line.startswith("#"))
+    for c in nb["cells"]:
+        if c["cell_type"] == "code":
+            assert not c.get("outputs") and not c.get("execution_count"), "source notebooks are stored without outputs"
+            assert "sys.path" not in "".join(c["source"])
+            assert not re.search(r"^\s*(def|class) ", "".join(c["source"]), re.M), "no logic in notebooks"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_smoke_preset(path, tmp_path):
+    env = {**os.environ, "QLIB_RESULTS_DIR": str(tmp_path / "results"), "QLIB_RUNS_DIR": str(tmp_path / "runs"),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    out = tmp_path / path.name
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(path), str(out), "-p", "preset", "smoke",
+                           "--cwd", str(ROOT / "notebooks"), "-k", "python3", "--no-progress-bar"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=lambda p: p.stem)
+def test_executed_notebook_matches_its_source(path):
+    source = ROOT / "notebooks" / path.name
+    assert source.is_file(), f"{path} has no source notebook"
+    assert _cells(path) == _cells(source), f"{path} is stale: run `make notebooks`"
+
+
+def test_every_source_notebook_is_in_the_book():
+    toc = (ROOT / "_toc.yml").read_text()
+    for nb in NOTEBOOKS:
+        assert (ROOT / "book" / nb.name).is_file(), f"no executed copy of {nb.name}: run `make notebooks`"
+        assert f"book/{nb.stem}" in toc
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    proc = subprocess.run(["jupyter-book", "build", str(ROOT), "--path-output", str(out), "-W", "-n",
+                           "--keep-going"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return out / "_build" / "html"
+
+
+def test_book_builds_without_warnings(built_book):
+    assert (built_book / "index.html").is_file()
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def test_every_page_renders_in_headless_chromium(built_book, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs it)")
+        pytest.skip("chromium is not installed")
+    pages = [built_book / "index.html"] + sorted((built_book / "book").glob("*.html"))
+    assert len(pages) >= 10
+    for page in pages:
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                              "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                              "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                              "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+                             capture_output=True, text=True, timeout=120).stdout
+        assert "</html>" in dom, f"{page.name}: no DOM"
+        assert "Traceback (most recent call last)" not in dom, f"{page.name} shows a Python traceback"
+        for src in re.findall(r'<img[^>]+src="([^"]+)"', dom):
+            if src.startswith("data:"):
+                continue
+            target = (page.parent / src.split("#")[0]).resolve()
+            assert target.is_file() and target.stat().st_size > 100, f"{page.name}: broken image {src}"
+        has_math = "math notranslate" in dom or 'class="math' in dom
+        if has_math:
+            assert "mjx-container" in dom, f"{page.name}: math was not rendered by MathJax"

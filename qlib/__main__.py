@@ -14,6 +14,13 @@ import typing
 from .train import TrainConfig, train
 
 
+def _optional(base):
+    def parse(value: str):
+        return None if value.lower() == "none" else base(value)
+    parse.__name__ = base.__name__
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m qlib", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -30,9 +37,15 @@ def _parser() -> argparse.ArgumentParser:
             t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif f.name == "extra_eval":
             t.add_argument(flag, nargs="*", default=list(default))
+        elif f.name == "keep_layers":
+            t.add_argument(flag, nargs="*", type=int, default=list(default))
         else:
-            base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
-            t.add_argument(flag, type=base, default=default)
+            args = typing.get_args(hint)
+            base = next((a for a in args if a is not type(None)), hint)
+            if type(None) in args:  # optional: "None" on the command line means None
+                t.add_argument(flag, type=_optional(base), default=default)
+            else:
+                t.add_argument(flag, type=base, default=default)
     g = sub.add_parser("grid", help="run (or load) a named grid of the paper's experiments, resumably")
     g.add_argument("name", help="lm-table or lm-ablations")
     g.add_argument("--preset", default="cpu", help="smoke, cpu or paper")

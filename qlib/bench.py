@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import tempfile
 import threading
@@ -105,7 +106,8 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
     out = {"model": "gpt2-small-config (random init)" if gpt2_small else model, "w_bits": w_bits,
            "batch_size": batch_size, "seq_len": seq_len, "steps": steps, "device": str(dev),
            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or
-           platform.machine(), "torch": torch.__version__, "code_version": code_version(), "phases": {}}
+           platform.machine(), "torch": torch.__version__, "code_version": code_version(), "phases": {},
+           "load_avg": round(os.getloadavg()[0], 2)}  # other work on the machine skews timings
 
     def measure(label, fn, n=steps):
         with PeakMemory(dev) as mem:

@@ -197,3 +197,65 @@ def personachat_batch(dialogs: list[dict], tokenizer, num_candidates: int = 20, 
     return {"input_ids": input_ids.view(B, C, L), "attention_mask": mask.view(B, C, L),
             "mc_token_ids": torch.tensor(all_mc).view(B, C), "lm_labels": lm_labels.view(B, C, L),
             "mc_labels": torch.full((B,), C - 1, dtype=torch.long)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GLUE (XTC)
+# ----------------------------------------------------------------------------------------------------------------
+
+# task: (offline folder, columns (text_a, text_b | None, label), has header, label map | None (regression), metric)
+GLUE_TASKS = {
+    "sst2": ("SST-2", ("sentence", None, "label"), True, {"0": 0, "1": 1}, "accuracy"),
+    "cola": ("CoLA", (3, None, 1), False, {"0": 0, "1": 1}, "mcc"),
+    "mrpc": ("MRPC", ("#1 String", "#2 String", "Quality"), True, {"0": 0, "1": 1}, "f1"),
+    "rte": ("RTE", ("sentence1", "sentence2", "label"), True, {"not_entailment": 0, "entailment": 1}, "accuracy"),
+    "stsb": ("STS-B", ("sentence1", "sentence2", "score"), True, None, "pearson"),
+}
+GLUE_SPLITS = {"train": "train.tsv", "valid": "dev.tsv"}
+
+
+def glue_num_labels(task: str) -> int:
+    return 1 if GLUE_TASKS[task][3] is None else len(GLUE_TASKS[task][3])
+
+
+def glue_examples(task: str, split: str, limit: int | None = None) -> list[dict]:
+    """GLUE examples as dicts (text_a, text_b, label); offline from ``QLIB_DATA_DIR/glue/<TASK>/`` (plain
+    tab-separated text, no CSV quoting), else from the hub. The labelled splits are train and valid (dev)."""
+    if task not in GLUE_TASKS:
+        raise ValueError(f"unknown GLUE task {task!r}; known: {sorted(GLUE_TASKS)}")
+    if split not in GLUE_SPLITS:
+        raise ValueError(f"GLUE split must be train or valid (the test split has no labels), got {split!r}")
+    folder, (ca, cb, cl), header, labels, _ = GLUE_TASKS[task]
+    root = data_dir()
+    path = root / "glue" / folder / GLUE_SPLITS[split] if root else None
+    if path is not None and path.is_file():
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        names = lines[0].split("\t") if header else None
+        rows = [line.split("\t") for line in (lines[1:] if header else lines) if line.strip()]
+        col = (lambda c: names.index(c)) if header else (lambda c: c)
+        ia, il = col(ca), col(cl)
+        ib = col(cb) if cb is not None else None
+        out = []
+        for r in rows[:limit]:
+            y = float(r[il]) if labels is None else labels[r[il].strip()]
+            out.append({"text_a": r[ia], "text_b": r[ib] if ib is not None else None, "label": y})
+        return out
+    try:
+        import datasets
+
+        hub_split = {"valid": "validation"}.get(split, split)
+        ds = datasets.load_dataset("nyu-mll/glue", task, split=hub_split)
+        keys = [k for k in ds.column_names if k not in ("label", "idx")]
+        return [{"text_a": r[keys[0]], "text_b": r[keys[1]] if len(keys) > 1 else None, "label": r["label"]}
+                for r in (ds if limit is None else ds.select(range(min(limit, len(ds)))))]
+    except Exception as e:  # noqa: BLE001
+        raise _missing(f"GLUE {task} {split}", path, "nyu-mll/glue", e) from e
+
+
+def classification_batch(examples: list[dict], tokenizer, max_len: int = 128) -> dict:
+    a = [e["text_a"] for e in examples]
+    b = [e["text_b"] for e in examples] if examples and examples[0]["text_b"] is not None else None
+    enc = tokenizer(a, b, max_length=max_len, truncation=True, padding=True, return_tensors="pt")
+    regression = isinstance(examples[0]["label"], float) if examples else False
+    labels = torch.tensor([e["label"] for e in examples], dtype=torch.float if regression else torch.long)
+    return {**{k: v for k, v in enc.items()}, "labels": labels}

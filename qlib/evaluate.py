@@ -94,3 +94,31 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int = 30
                              pad_token_id=tokenizer.pad_token_id)
         outs.append(tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
     return outs
+
+
+def glue_metrics(predictions, labels, regression: bool) -> dict[str, float]:
+    """GLUE's official metrics in percent: accuracy and F1 (binary), Matthews correlation, or Pearson/Spearman."""
+    import numpy as np
+    from scipy.stats import pearsonr, spearmanr
+
+    p, y = np.asarray(predictions), np.asarray(labels)
+    if regression:
+        return {"pearson": 100 * float(pearsonr(p, y)[0]), "spearman": 100 * float(spearmanr(p, y)[0])}
+    tp, tn = float(((p == 1) & (y == 1)).sum()), float(((p == 0) & (y == 0)).sum())
+    fp, fn = float(((p == 1) & (y == 0)).sum()), float(((p == 0) & (y == 1)).sum())
+    f1 = 2 * tp / max(2 * tp + fp + fn, 1.0)
+    denom = math.sqrt(max((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn), 1e-12))
+    return {"accuracy": 100 * float((p == y).mean()), "f1": 100 * f1, "mcc": 100 * (tp * tn - fp * fn) / denom}
+
+
+@torch.no_grad()
+def classify(model, batches, device="cpu", progress: bool = True):
+    """Predictions (class ids, or scores for regression) and labels over batches."""
+    device = torch.device(device)
+    model.eval()
+    preds, labels = [], []
+    for b in tqdm(batches, desc="classify", disable=not progress, leave=False):
+        logits = model(**{k: v.to(device) for k, v in b.items() if k != "labels"}).logits.float().cpu()
+        preds.append(logits[:, 0] if logits.shape[-1] == 1 else logits.argmax(-1))
+        labels.append(b["labels"])
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy()

@@ -63,6 +63,51 @@ def lm_student(preset: str, method: str, bits: tuple[int, int, int] = (2, 2, 8),
                           "teacher": teacher.out_dir, "out_dir": str(RUNS / name), **overrides})
 
 
+def xtc_teacher(preset: str, task: str = "sst2") -> TrainConfig:
+    """The fine-tuned BERT-family teacher of the XTC runs (offline: all-MiniLM-L6-v2, a sentence-embedding model)."""
+    model = "tiny-bert" if preset == "smoke" else ("bert-base-uncased" if preset == "paper" else "minilm-l6")
+    steps = {"smoke": 2, "cpu": 500}.get(preset)
+    return TrainConfig(task="classification", model=model, dataset=task, method="fp", lr=5e-5 if preset != "smoke"
+                       else 1e-3, seq_len=128 if preset == "paper" else 64, batch_size=32 if preset != "smoke" else 8,
+                       max_steps=steps, epochs=3, max_examples=64 if preset == "smoke" else None, eval_batch_size=64,
+                       save_every=100, preset=preset, out_dir=str(RUNS / f"xtc-{task}-{model}-fp-{preset}"))
+
+
+def xtc_grid(preset: str, task: str = "sst2") -> list[TrainConfig]:
+    """XTC on GLUE: teacher; layer reduction only; 1-bit and 2-bit at full depth; 1-bit and 2-bit after layer
+    reduction (initialised from the reduced full-precision student). Keeps every other layer, as XTC keeps
+    [1, 3, 5, 7, 9, 11] of 12."""
+    t = xtc_teacher(preset, task)
+    depth = {"tiny-bert": 2, "minilm-l6": 6, "bert-base-uncased": 12}[t.model]
+    keep = tuple(range(1, depth, 2))
+    steps = {"smoke": 2, "cpu": 300}.get(preset)
+    base = {**asdict(t), "max_steps": steps, "epochs": 18, "teacher": t.out_dir}
+
+    def cfg(name, **kw):
+        return TrainConfig(**{**base, **kw, "out_dir": str(RUNS / f"xtc-{task}-{t.model}-{name}-{preset}")})
+    reduced = cfg(f"fp-{len(keep)}L", keep_layers=keep)
+    return [t, reduced,
+            cfg(f"bwn-{depth}L", method="bwn", w_bits=1), cfg(f"twn-{depth}L", method="twn", w_bits=2),
+            cfg(f"bwn-{len(keep)}L", method="bwn", w_bits=1, keep_layers=keep, init_from=reduced.out_dir),
+            cfg(f"twn-{len(keep)}L", method="twn", w_bits=2, keep_layers=keep, init_from=reduced.out_dir)]
+
+
+def lm_xtc_grid(preset: str, dataset: str = "ptb") -> list[TrainConfig]:
+    """Beyond both papers: XTC's recipe on the generative model (binary/ternary weights, with and without layer
+    reduction), distilled on logits as the other LM students, to compare with QuantGPT at equal bits."""
+    depth = 2 if preset == "smoke" else 30  # SmolLM2-135M has 30 layers
+    keep = tuple(range(1, depth, 2))
+    reduced = lm_student(preset, "fp", (32, 32, 32), dataset, tag=f"xtc-{len(keep)}L", keep_layers=keep,
+                         loss="dist", a_bits=None, e_bits=None, w_bits=2)
+    return [reduced,
+            lm_student(preset, "twn", (2, 2, 8), dataset, tag="xtc", loss="dist"),
+            lm_student(preset, "bwn", (1, 1, 8), dataset, tag="xtc", loss="dist"),
+            lm_student(preset, "twn", (2, 2, 8), dataset, tag=f"xtc-{len(keep)}L", loss="dist", keep_layers=keep,
+                       init_from=reduced.out_dir),
+            lm_student(preset, "bwn", (1, 1, 8), dataset, tag=f"xtc-{len(keep)}L", loss="dist", keep_layers=keep,
+                       init_from=reduced.out_dir)]
+
+
 def grid(name: str, preset: str) -> list[TrainConfig]:
     """Named grids: ``lm-table`` (Table 1 PTB column: teacher + 4 methods x 3 settings), ``lm-ablations``
     (Tables 4/7, Fig. 7 at 2-2-8)."""
@@ -78,7 +123,11 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
             *[lm_student(preset, "mds", tag=mode.replace("+", "-"), negatives=mode)  # Table 4
               for mode in ("teacher+bank", "bank", "global", "sequence")],
         ]
-    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-ablations")
+    if name == "lm-xtc":
+        return lm_xtc_grid(preset)
+    if name.startswith("xtc"):  # xtc or xtc-<glue task>
+        return xtc_grid(preset, name.split("-", 1)[1] if "-" in name else "sst2")
+    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-ablations, xtc[-<glue task>]")
 
 
 def result_path(cfg: TrainConfig) -> Path:
@@ -86,7 +135,11 @@ def result_path(cfg: TrainConfig) -> Path:
 
 
 def _same(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in set(a) | set(b) if k not in VOLATILE)
+    """Equal configs, up to fields that do not change the computation; a field missing from an older file counts
+    as its default (so adding a field does not orphan earlier results)."""
+    d = asdict(TrainConfig())
+    norm = (lambda x: list(x) if isinstance(x, tuple) else x)
+    return all(norm(a.get(k, d.get(k))) == norm(b.get(k, d.get(k))) for k in set(a) | set(b) if k not in VOLATILE)
 
 
 def load_result(cfg: TrainConfig) -> dict | None:
@@ -103,12 +156,22 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict:
     done = load_result(cfg)
     if done is not None:
         return done
-    if cfg.teacher and not (Path(cfg.teacher) / "model.safetensors").is_file():
-        teacher = next((t for t in [lm_teacher(cfg.preset, cfg.dataset)] if t.out_dir == cfg.teacher), None)
-        if teacher is None:
-            raise FileNotFoundError(f"teacher weights missing in {cfg.teacher} and no recipe to rebuild them")
-        _train_and_save(replace(teacher, progress=progress))
+    for dep in (cfg.teacher, cfg.init_from):  # runs this one starts from, rebuilt when their weights are gone
+        if dep and not (Path(dep) / "model.safetensors").is_file():
+            recipe = _recipe_for(dep, cfg)
+            if recipe is None:
+                raise FileNotFoundError(f"weights missing in {dep} and no recipe to rebuild them")
+            _train_and_save(replace(recipe, progress=progress, resume=True))
     return _train_and_save(replace(cfg, progress=progress, resume=True))
+
+
+def _recipe_for(out_dir: str, cfg: TrainConfig) -> TrainConfig | None:
+    candidates = [lm_teacher(cfg.preset, cfg.dataset)]
+    if cfg.task == "lm":
+        candidates += lm_xtc_grid(cfg.preset, cfg.dataset)
+    if cfg.task == "classification":
+        candidates += xtc_grid(cfg.preset, cfg.dataset)
+    return next((c for c in candidates if c.out_dir == out_dir), None)
 
 
 def _train_and_save(cfg: TrainConfig) -> dict:

@@ -44,6 +44,7 @@ class QuantConfig:
     embed_method: str | None = None
     act_granularity: str = "tensor"
     quantize_attention_probs: bool = True
+    asymmetric_ffn_input: bool = True  # XTC quantizes every linear input symmetrically
     extra_modules: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self):
@@ -240,7 +241,7 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
             continue
         if not (IN_LAYER.search(name) or name in config.extra_modules):
             continue
-        symmetric = not SECOND_FFN.search(name)
+        symmetric = not (config.asymmetric_ffn_input and SECOND_FFN.search(name))
         q = make_quantizer(config.method, config.w_bits, "tensor")
         _set_module(model, name, QuantLinear(m.weight, m.bias, q, _act(config, symmetric),
                                              transposed=isinstance(m, Conv1D)))

@@ -103,9 +103,11 @@ def weight_distribution(w: torch.Tensor, clips: dict[str, tuple[float, float]], 
     sns.kdeplot(sample, ax=ax, color="black", lw=1)
     for (name, (lo, hi)), color in zip(clips.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"][1:]):
         ax.axvline(lo, color=color, ls="--", label=name), ax.axvline(hi, color=color, ls="--")
-    lim = max(np.abs(np.quantile(x, [0.001, 0.999])).max(), *[max(abs(a), abs(b)) for a, b in clips.values()])
+    lim = max([float(np.abs(np.quantile(x, [0.001, 0.999])).max())] +
+              [max(abs(a), abs(b)) for a, b in clips.values()])
     ax.set_xlim(-1.1 * lim, 1.1 * lim), ax.set_xlabel("weight"), ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    if clips:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

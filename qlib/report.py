@@ -50,19 +50,14 @@ def lm_table(configs, dataset: str = "ptb") -> pd.DataFrame:
         paper = PAPER_TABLE1.get((cfg.method, setting))
         row = {"method": METHOD_NAMES.get(cfg.method, cfg.method), "W-E-A": setting}
         if res is None:
-            row.update({"size (MiB)": None, "ours: test PPL": "not run", "ours: steps x tokens": "",
-                        "command": command(cfg)})
+            row.update({"size (MiB)": None, "ours: test PPL": "not run", "ours: steps x tokens": ""})
         else:
             row.update({"size (MiB)": round(res["size_mb"], 1), "ours: test PPL": round(res["metrics"]["test_ppl"], 2),
-                        "ours: steps x tokens": f"{res['steps']} x {res.get('tokens_per_step') or '-'}",
-                        "command": ""})
+                        "ours: steps x tokens": f"{res['steps']} x {res.get('tokens_per_step') or '-'}"})
         row["paper (GPT-2): size MB"] = paper[0] if paper else None
         row["paper (GPT-2): test PPL"] = paper[_paper_col(dataset)] if paper else None
         rows.append(row)
-    df = pd.DataFrame(rows)
-    if not (df["command"] != "").any():
-        df = df.drop(columns="command")
-    return df
+    return pd.DataFrame(rows)
 
 
 def ablation_table(configs, labels: list[str], paper: dict[str, float] | None = None) -> pd.DataFrame:
@@ -71,12 +66,8 @@ def ablation_table(configs, labels: list[str], paper: dict[str, float] | None = 
         res = load_result(cfg)
         rows.append({"variant": label,
                      "ours: test PPL": round(res["metrics"]["test_ppl"], 2) if res else "not run",
-                     "paper (GPT-2, PTB)": (paper or {}).get(label),
-                     "command": "" if res else command(cfg)})
-    df = pd.DataFrame(rows)
-    if not (df["command"] != "").any():
-        df = df.drop(columns="command")
-    return df
+                     "paper (GPT-2, PTB)": (paper or {}).get(label)})
+    return pd.DataFrame(rows)
 
 
 def committed_results(task: str = "lm") -> list[dict]:
@@ -88,3 +79,59 @@ def committed_results(task: str = "lm") -> list[dict]:
 def result_rows(results: list[dict], metric: str = "test_ppl") -> list[dict]:
     return [{"method": r["config"]["method"], "w_bits": r["config"]["w_bits"], "value": r["metrics"][metric],
              "name": Path(r["config"]["out_dir"]).name} for r in results if metric in r["metrics"]]
+
+
+PAPER_XTC_MNLI = [  # XTC's headline numbers (BERT-base, MNLI-m/mm accuracy), from its paper
+    {"model": "BERT-base baseline (12L, fp32)", "MNLI-m/mm": "84.9 / 85.6"},
+    {"model": "12L, 1-bit (XTC)", "MNLI-m/mm": "84.1 / 84.0"},
+    {"model": "6L, 1-bit (XTC)", "MNLI-m/mm": "82.9 / 83.6"},
+    {"model": "5L, 2-bit (XTC)", "MNLI-m/mm": "83.3 / 84.1"},
+]
+
+
+def xtc_table(configs, metric: str = "valid_accuracy") -> pd.DataFrame:
+    """Our XTC runs: layers, bits, size and compression against the teacher, and the task metric."""
+    results = [load_result(c) for c in configs]
+    teacher_size = results[0]["size_mb"] if results[0] else None
+    rows = []
+    for cfg, res in zip(configs, results):
+        depth = len(cfg.keep_layers) or None
+        row = {"variant": "teacher (fine-tuned)" if cfg.out_dir == configs[0].out_dir else
+               ("layer reduction only" if cfg.method == "fp" else
+                f"{'binary' if cfg.method == 'bwn' else 'ternary'} weights" + (" + layer reduction" if depth else "")),
+               "layers": depth or "all", "W-E-A": "32-32-32" if cfg.method == "fp" else cfg.quant_config().label}
+        if res is None:
+            row.update({"size (MiB)": None, "compression": None, metric: "not run"})
+        else:
+            row.update({"size (MiB)": round(res["size_mb"], 2),
+                        "compression": f"{teacher_size / res['size_mb']:.1f}x" if teacher_size else None,
+                        metric: round(res["metrics"][metric], 2)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def not_run(configs) -> None:
+    """Print the command of every config without a committed result (the book's "not run" rows)."""
+    missing = [c for c in configs if load_result(c) is None]
+    if not missing:
+        print("every run of this table has a committed result")
+    for c in missing:
+        print(f"not run: {Path(c.out_dir).name}\n  {command(c)}")
+
+
+def bench_table() -> pd.DataFrame:
+    """Every committed benchmark result (results/bench/*.json) with the paper's Table 5 figures beside it."""
+    rows = []
+    for path in sorted((RESULTS / "bench").glob("*.json")):
+        b = json.loads(path.read_text())
+        for phase, v in b["phases"].items():
+            rows.append({"setting": f"{b['model']} W{b['w_bits']} b{b['batch_size']} s{b['seq_len']} {b['device']}",
+                         "phase": phase, "s/iter": round(v["sec_per_iter"], 3), "tokens/s": round(v["tokens_per_s"]),
+                         "peak MiB": round(v["peak_mem_mib"]), "load avg": b.get("load_avg")})
+        rows.append({"setting": f"{b['model']} ratios", "phase": ", ".join(
+            f"{k} = {v:.2f}" for k, v in b["ratios"].items())})
+    rows.append({"setting": "paper (GPT-2 small, V100)", "phase": "L_dist -> L_dist + L_cont",
+                 "s/iter": "0.61 -> 0.67", "peak MiB": "14700 -> 14839"})
+    if len(rows) == 1:
+        rows.insert(0, {"setting": "ours", "phase": "not run: python -m qlib.bench --model smollm2-135m"})
+    return pd.DataFrame(rows)

@@ -35,9 +35,9 @@ from .modules import QuantConfig, quantize_model, quantizer_parameters
 from .packing import size_mb
 from .quant import bind_laq_hessians
 
-TASKS = ("lm", "mc", "summarization")
+TASKS = ("lm", "mc", "summarization", "classification")
 METHODS = ("fp", "minmax", "pact", "lsq", "laq", "mds", "mds_pact_grad", "twn", "bwn")
-LOSSES = ("auto", "lm", "dist", "dist+cont")
+LOSSES = ("auto", "lm", "dist", "dist+cont", "xtc")
 LAYERS = ("last", "first", "encoder")
 
 
@@ -93,6 +93,8 @@ class TrainConfig:
     num_candidates: int = 20
     source_len: int = 512
     target_len: int = 64
+    keep_layers: tuple[int, ...] = ()  # layer reduction (XTC): the teacher layers the student keeps
+    init_from: str | None = None  # folder of a finished run whose final weights initialise the student
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the result file
 
     def __post_init__(self):
@@ -118,11 +120,16 @@ class TrainConfig:
         if self.contrast_layer == "encoder" and self.task != "summarization":
             raise ValueError("contrast_layer='encoder' needs an encoder-decoder model (task='summarization')")
         self.extra_eval = tuple(self.extra_eval)
+        self.keep_layers = tuple(self.keep_layers)
+        if self.resolved_loss == "xtc" and self.task != "classification":
+            raise ValueError("loss 'xtc' (XTC's one-stage distillation) is for task='classification'")
 
     @property
     def resolved_loss(self) -> str:
         if self.loss != "auto":
             return self.loss
+        if self.task == "classification":  # XTC: task loss for the teacher, one-stage KD for every student
+            return "lm" if self.method == "fp" and not self.keep_layers else "xtc"
         return {"fp": "lm", "mds": "dist+cont"}.get(self.method, "dist")
 
     @property
@@ -130,6 +137,9 @@ class TrainConfig:
         return self.resolved_loss == "dist+cont"
 
     def quant_config(self) -> QuantConfig:
+        if self.resolved_loss == "xtc":
+            from .xtc import xtc_quant_config
+            return xtc_quant_config(self.method, self.w_bits)
         extra = ("multiple_choice_head.summary",) if self.task == "mc" else ()
         return QuantConfig(self.method, self.w_bits, self.e_bits, self.a_bits, extra_modules=extra)
 
@@ -209,8 +219,8 @@ def save_weights(model, path: Path) -> None:
 
 
 def load_teacher(cfg: TrainConfig, tokenizer):
-    task = cfg.task if cfg.task != "summarization" else "summarization"
-    teacher = load_model(cfg.model, task, vocab_size=len(tokenizer), seed=cfg.seed)
+    kwargs = {"num_labels": D.glue_num_labels(cfg.dataset)} if cfg.task == "classification" else {}
+    teacher = load_model(cfg.model, cfg.task, vocab_size=len(tokenizer), seed=cfg.seed, **kwargs)
     if cfg.teacher:
         weights = Path(cfg.teacher) / "model.safetensors"
         if not weights.is_file():
@@ -299,7 +309,32 @@ class SummarizationTask:
             for e, p in list(zip(self.test_ex, preds))[:3]]}
 
 
+class ClassificationTask:
+    """GLUE sentence(-pair) classification or regression (XTC). ``examples`` may be given directly."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer, examples: dict | None = None):
+        self.cfg, self.tokenizer = cfg, tokenizer
+        examples = examples or {s: D.glue_examples(cfg.dataset, s, cfg.max_examples) for s in ("train", "valid")}
+        self.train_ex, self.valid_ex = examples["train"], examples["valid"]
+        self.regression = D.glue_num_labels(cfg.dataset) == 1
+
+    def __len__(self):
+        return len(self.train_ex)
+
+    def batch(self, idx):
+        return D.classification_batch([self.train_ex[i] for i in idx.tolist()], self.tokenizer, self.cfg.seq_len)
+
+    def evaluate(self, model, device, final: bool):
+        bs = self.cfg.eval_batch_size
+        batches = [D.classification_batch(self.valid_ex[i:i + bs], self.tokenizer, self.cfg.seq_len)
+                   for i in range(0, len(self.valid_ex), bs)]
+        preds, labels = E.classify(model, batches, device, self.cfg.progress)
+        return {f"valid_{k}": v for k, v in E.glue_metrics(preds, labels, self.regression).items()}
+
+
 def make_task(cfg: TrainConfig, tokenizer, data=None):
+    if cfg.task == "classification":
+        return ClassificationTask(cfg, tokenizer, data)
     if cfg.task == "lm":
         return LMTask(cfg, tokenizer)
     if cfg.task == "mc":
@@ -309,6 +344,11 @@ def make_task(cfg: TrainConfig, tokenizer, data=None):
 
 def _forward(cfg: TrainConfig, model, batch, hidden: bool):
     """Model outputs plus (logits, mask, contrast states, contrast ids) in a task-independent shape."""
+    if cfg.task == "classification":
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        xtc = cfg.resolved_loss == "xtc"
+        out = model(**inputs, output_hidden_states=xtc, output_attentions=xtc)
+        return out, out.logits, batch["attention_mask"], None, None
     if cfg.task == "lm":
         out = model(input_ids=batch["input_ids"], output_hidden_states=hidden)
         mask = torch.ones_like(batch["input_ids"])
@@ -364,11 +404,31 @@ def train(cfg: TrainConfig, data=None) -> dict:
     if len(tokenizer) > vocab:
         raise ValueError(f"tokenizer of {cfg.model!r} has {len(tokenizer)} tokens but the model's embedding only "
                          f"{vocab} rows: wrong tokenizer/model pairing")
-    if cfg.method == "fp":
+    needs_teacher = cfg.resolved_loss != "lm"
+    if cfg.resolved_loss == "xtc":  # attention probabilities are distilled: they must be returned
+        teacher.set_attn_implementation("eager")
+    if not needs_teacher and not cfg.keep_layers and not cfg.init_from and cfg.method == "fp":
         student, teacher = teacher, None
     else:
-        student = quantize_model(copy.deepcopy(teacher), cfg.quant_config())
-        teacher.eval().requires_grad_(False).to(device)
+        if cfg.keep_layers:
+            from .xtc import reduce_layers
+            student = reduce_layers(teacher, cfg.keep_layers)
+        else:
+            student = copy.deepcopy(teacher)
+        if cfg.init_from:
+            weights = Path(cfg.init_from) / "model.safetensors"
+            if not weights.is_file():
+                raise FileNotFoundError(f"{weights} not found: run the initialising run first")
+            missing, unexpected = load_safetensors_model(student, str(weights), strict=False)
+            if missing or unexpected:
+                raise ValueError(f"{weights} does not fit the student (keep_layers {cfg.keep_layers}?): "
+                                 f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
+        if cfg.method != "fp":
+            quantize_model(student, cfg.quant_config())
+        if needs_teacher:
+            teacher.eval().requires_grad_(False).to(device)
+        else:
+            teacher = None
     student.to(device).train()
 
     heads = contrast = None
@@ -377,8 +437,6 @@ def train(cfg: TrainConfig, data=None) -> dict:
         heads = ContrastiveHeads(hidden, cfg.proj_dim).to(device)
         contrast = TokenContrastiveLoss(len(tokenizer), cfg.proj_dim, cfg.num_negatives, cfg.temperature,
                                         cfg.momentum, cfg.negatives, cfg.use_bank).to(device)
-    if cfg.resolved_loss != "lm" and teacher is None:
-        raise ValueError(f"loss {cfg.resolved_loss!r} needs a teacher: use a quantization method, not 'fp'")
 
     qparams = quantizer_parameters(student)
     q_ids = {id(p) for p in qparams}
@@ -397,8 +455,9 @@ def train(cfg: TrainConfig, data=None) -> dict:
     step, history = 0, []
     if cfg.resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
-        now = asdict(cfg)
-        diff = sorted(k for k in now if k not in ("resume", "progress", "out_dir") and ck["config"].get(k) != now[k])
+        now, defaults = asdict(cfg), asdict(TrainConfig())
+        diff = sorted(k for k in now if k not in ("resume", "progress", "out_dir")
+                      and ck["config"].get(k, defaults[k]) != now[k])
         if diff:
             raise ValueError(f"checkpoint {ckpt_path} was written with other settings: {diff}")
         student.load_state_dict(ck["model"])
@@ -472,7 +531,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
 
     final = task.evaluate(student, device, final=True)
     log({"step": step, **{k: v for k, v in final.items() if k != "examples"}})
-    if cfg.method == "fp":
+    if cfg.method == "fp":  # teachers and layer-reduced students initialise later runs
         save_weights(student, out_dir / "model.safetensors")
     result = {
         "config": asdict(cfg), "preset": cfg.preset, "setting": "fp32" if cfg.method == "fp" else
@@ -500,6 +559,11 @@ def compute_loss(cfg: TrainConfig, student, teacher, heads, contrast, batch: dic
         return loss, {"lm": loss.detach()}
     with torch.no_grad():
         t_out, t_logits, _, t_states, _ = _forward(cfg, teacher, batch, need_hidden)
+    if cfg.resolved_loss == "xtc":
+        from .xtc import xtc_distillation
+        keep = list(cfg.keep_layers) or list(range(len(t_out.attentions)))
+        loss, parts = xtc_distillation(out, t_out, keep, mask, regression=t_logits.shape[-1] == 1)
+        return loss, parts
     l_dist = logit_distillation(logits, t_logits, mask)
     if cfg.task == "mc":
         l_dist = l_dist + logit_distillation(out.mc_logits, t_out.mc_logits)
@@ -521,6 +585,10 @@ def _lm_loss(cfg, out, batch):
         logits = out.logits[:, :-1].float()
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                  batch["input_ids"][:, 1:].reshape(-1))
+    if cfg.task == "classification":
+        if out.logits.shape[-1] == 1:
+            return torch.nn.functional.mse_loss(out.logits[:, 0].float(), batch["labels"].float())
+        return torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"])
     if cfg.task == "mc":
         logits = out.logits[..., :-1, :].float()
         labels = batch["lm_labels"][..., 1:]

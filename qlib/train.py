@@ -262,74 +262,75 @@ class LMTask:
         return out
 
 
-class MCTask:
-    """Next-utterance prediction with double-head GPT-2 (Persona-Chat). ``dialogs`` may be given directly."""
+class _ExampleTask:
+    """A task whose splits are lists of examples, turned into batches by ``collate``. ``examples`` may be given
+    directly as {split: [...]} (tests, notebooks); otherwise ``load`` reads each split."""
 
-    def __init__(self, cfg: TrainConfig, tokenizer, dialogs: dict | None = None):
-        self.cfg, self.tokenizer = cfg, tokenizer
-        dialogs = dialogs or {s: D.personachat_dialogs(s, cfg.max_examples) for s in ("train", "valid")}
-        self.train_dialogs, self.valid_dialogs = dialogs["train"], dialogs["valid"]
-
-    def __len__(self):
-        return len(self.train_dialogs)
-
-    def batch(self, idx):
-        return D.personachat_batch([self.train_dialogs[i] for i in idx.tolist()], self.tokenizer,
-                                   self.cfg.num_candidates, self.cfg.seq_len)
-
-    def evaluate(self, model, device, final: bool):
-        bs = self.cfg.eval_batch_size
-        batches = [D.personachat_batch(self.valid_dialogs[i:i + bs], self.tokenizer, self.cfg.num_candidates,
-                                       self.cfg.seq_len) for i in range(0, len(self.valid_dialogs), bs)]
-        return {"valid_mc_acc": E.mc_accuracy(model, batches, device, self.cfg.progress)}
-
-
-class SummarizationTask:
-    """XSum with BART. ``examples`` may be given directly ({"train": [...], "test": [...]})."""
+    splits = ("train", "valid")
 
     def __init__(self, cfg: TrainConfig, tokenizer, examples: dict | None = None):
         self.cfg, self.tokenizer = cfg, tokenizer
-        examples = examples or {s: D.xsum_examples(s, cfg.max_examples) for s in ("train", "test")}
-        self.train_ex, self.test_ex = examples["train"], examples["test"]
+        examples = examples or {s: self.load(s) for s in self.splits}
+        self.train_ex, self.eval_ex = examples[self.splits[0]], examples[self.splits[1]]
 
     def __len__(self):
         return len(self.train_ex)
 
     def batch(self, idx):
-        return D.summarization_batch([self.train_ex[i] for i in idx.tolist()], self.tokenizer, self.cfg.source_len,
-                                     self.cfg.target_len)
+        return self.collate([self.train_ex[i] for i in idx.tolist()])
+
+    def eval_batches(self):
+        bs = self.cfg.eval_batch_size
+        return [self.collate(self.eval_ex[i:i + bs]) for i in range(0, len(self.eval_ex), bs)]
+
+
+class MCTask(_ExampleTask):
+    """Next-utterance prediction with double-head GPT-2 (Persona-Chat)."""
+
+    def load(self, split):
+        return D.personachat_dialogs(split, self.cfg.max_examples)
+
+    def collate(self, dialogs):
+        return D.personachat_batch(dialogs, self.tokenizer, self.cfg.num_candidates, self.cfg.seq_len)
 
     def evaluate(self, model, device, final: bool):
-        preds = E.summarize(model, self.tokenizer, [e["document"] for e in self.test_ex], self.cfg.source_len,
+        return {"valid_mc_acc": E.mc_accuracy(model, self.eval_batches(), device, self.cfg.progress)}
+
+
+class SummarizationTask(_ExampleTask):
+    """XSum with BART, evaluated by beam search and ROUGE on the test split."""
+
+    splits = ("train", "test")
+
+    def load(self, split):
+        return D.xsum_examples(split, self.cfg.max_examples)
+
+    def collate(self, examples):
+        return D.summarization_batch(examples, self.tokenizer, self.cfg.source_len, self.cfg.target_len)
+
+    def evaluate(self, model, device, final: bool):
+        preds = E.summarize(model, self.tokenizer, [e["document"] for e in self.eval_ex], self.cfg.source_len,
                             self.cfg.target_len, batch_size=self.cfg.eval_batch_size, device=device,
                             progress=self.cfg.progress)
-        scores = E.rouge(preds, [e["summary"] for e in self.test_ex])
+        scores = E.rouge(preds, [e["summary"] for e in self.eval_ex])
         return {**{f"test_{k}": v for k, v in scores.items()}, "examples": [
             {"document": e["document"][:500], "reference": e["summary"], "generated": p}
-            for e, p in list(zip(self.test_ex, preds))[:3]]}
+            for e, p in list(zip(self.eval_ex, preds))[:3]]}
 
 
-class ClassificationTask:
-    """GLUE sentence(-pair) classification or regression (XTC). ``examples`` may be given directly."""
+class ClassificationTask(_ExampleTask):
+    """GLUE sentence(-pair) classification or regression (XTC)."""
 
-    def __init__(self, cfg: TrainConfig, tokenizer, examples: dict | None = None):
-        self.cfg, self.tokenizer = cfg, tokenizer
-        examples = examples or {s: D.glue_examples(cfg.dataset, s, cfg.max_examples) for s in ("train", "valid")}
-        self.train_ex, self.valid_ex = examples["train"], examples["valid"]
-        self.regression = D.glue_num_labels(cfg.dataset) == 1
+    def load(self, split):
+        return D.glue_examples(self.cfg.dataset, split, self.cfg.max_examples)
 
-    def __len__(self):
-        return len(self.train_ex)
-
-    def batch(self, idx):
-        return D.classification_batch([self.train_ex[i] for i in idx.tolist()], self.tokenizer, self.cfg.seq_len)
+    def collate(self, examples):
+        return D.classification_batch(examples, self.tokenizer, self.cfg.seq_len)
 
     def evaluate(self, model, device, final: bool):
-        bs = self.cfg.eval_batch_size
-        batches = [D.classification_batch(self.valid_ex[i:i + bs], self.tokenizer, self.cfg.seq_len)
-                   for i in range(0, len(self.valid_ex), bs)]
-        preds, labels = E.classify(model, batches, device, self.cfg.progress)
-        return {f"valid_{k}": v for k, v in E.glue_metrics(preds, labels, self.regression).items()}
+        preds, labels = E.classify(model, self.eval_batches(), device, self.cfg.progress)
+        regression = D.glue_num_labels(self.cfg.dataset) == 1
+        return {f"valid_{k}": v for k, v in E.glue_metrics(preds, labels, regression).items()}
 
 
 def make_task(cfg: TrainConfig, tokenizer, data=None):

@@ -99,7 +99,7 @@ class TokenContrastiveLoss(nn.Module):
         self.num_negatives, self.temperature = num_negatives, temperature
         self.negatives, self.use_bank = negatives, use_bank
         self.memory = MemoryBank(vocab_size, dim, momentum)
-        self.last_update: tuple[torch.Tensor, torch.Tensor] | None = None  # (ids, anchors) of the last call
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (ids, anchors) of the calls since the update
 
     def _sample_positions(self, valid: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """K distinct random positions j != i per anchor, among non-padding positions: [B, T, K] indices and a
@@ -129,14 +129,24 @@ class TokenContrastiveLoss(nn.Module):
             loss = self._sequence_loss(anchors, teacher, valid)
         else:
             loss = self._token_loss(anchors, teacher, input_ids, valid, generator)
-        self.last_update = (input_ids[valid], anchors[valid].detach())
+        self.pending.append((input_ids[valid], anchors[valid].detach()))
         return loss
 
-    def update_memory(self) -> None:
-        """Apply Eq. 3 for the last call (the trainer calls this after the optimizer step)."""
-        if self.last_update is not None and self.use_bank:
-            self.memory.update(*self.last_update)
-        self.last_update = None
+    def take_pending(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (ids, anchors) of every call since the last update (all micro-batches of a step), and forget them."""
+        dim = self.memory.vectors.shape[1]
+        ids = torch.cat([i for i, _ in self.pending]) if self.pending else torch.zeros(0, dtype=torch.long)
+        rows = torch.cat([a for _, a in self.pending]) if self.pending else torch.zeros(0, dim)
+        self.pending = []
+        return ids, rows
+
+    def update_memory(self, ids: torch.Tensor | None = None, anchors: torch.Tensor | None = None) -> None:
+        """Apply Eq. 3 after the optimizer step: to the pending updates of this process, or to the given ones
+        (the trainer passes the updates gathered from every rank, so that all banks stay identical)."""
+        if ids is None:
+            ids, anchors = self.take_pending()
+        if self.use_bank and ids.numel():
+            self.memory.update(ids.to(self.memory.vectors.device), anchors.to(self.memory.vectors.device))
 
     def _token_loss(self, anchors, teacher, input_ids, valid, generator):
         a = F.normalize(anchors.float(), dim=-1)

@@ -9,6 +9,7 @@ leaves the last good checkpoint in place.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -27,6 +28,7 @@ from safetensors.torch import save_model as save_safetensors_model
 from tqdm.auto import tqdm
 
 from . import data as D
+from . import distributed as dist
 from . import evaluate as E
 from .losses import (NEGATIVE_MODES, ContrastiveHeads, TokenContrastiveLoss, logit_distillation, teacher_entropy,
                      total_loss)
@@ -368,8 +370,9 @@ def _forward(cfg: TrainConfig, model, batch, hidden: bool):
     states = out.decoder_hidden_states if hidden else None
     from transformers.models.bart.modeling_bart import shift_tokens_right
 
-    dec_ids = shift_tokens_right(labels.masked_fill(labels == -100, model.config.pad_token_id),
-                                 model.config.pad_token_id, model.config.decoder_start_token_id)
+    mcfg = getattr(model, "module", model).config  # DDP wraps the model
+    dec_ids = shift_tokens_right(labels.masked_fill(labels == -100, mcfg.pad_token_id), mcfg.pad_token_id,
+                                 mcfg.decoder_start_token_id)
     return out, out.logits, batch["decoder_attention_mask"], states, dec_ids
 
 
@@ -388,13 +391,15 @@ def _contrast_inputs(cfg, out, states, ids, mask, batch):
 def train(cfg: TrainConfig, data=None) -> dict:
     """Run ``cfg`` and return its result dict (also written to ``out_dir/result.json``)."""
     t_start = time.time()
-    device = resolve_device(cfg.device)
+    device = dist.init_from_env(resolve_device(cfg.device))
+    rank, world = dist.world()
+    main = rank == 0
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "metrics.jsonl"
     if ckpt_path.exists() and not cfg.resume:
         raise FileExistsError(f"{ckpt_path} exists: pass resume=True to continue it, or use a new out_dir")
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # the same on every rank: identical initial models and heads
 
     tokenizer = load_tokenizer(cfg.model)
     task = make_task(cfg, tokenizer, data)
@@ -439,6 +444,11 @@ def train(cfg: TrainConfig, data=None) -> dict:
         contrast = TokenContrastiveLoss(len(tokenizer), cfg.proj_dim, cfg.num_negatives, cfg.temperature,
                                         cfg.momentum, cfg.negatives, cfg.use_bank).to(device)
 
+    seed_everything(cfg.seed + rank)  # from here on (negative sampling, dropout) each rank draws its own numbers
+    forward_model = student
+    if world > 1:
+        forward_model = torch.nn.parallel.DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None)
     qparams = quantizer_parameters(student)
     q_ids = {id(p) for p in qparams}
     backbone = [p for p in student.parameters() if id(p) not in q_ids and p.requires_grad]
@@ -449,7 +459,8 @@ def train(cfg: TrainConfig, data=None) -> dict:
         groups.append({"params": qparams, "lr": cfg.quant_lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups)
 
-    steps_per_epoch = max(len(task) // (cfg.batch_size * cfg.grad_accum), 1)
+    global_batch = cfg.batch_size * world  # per-device batch x devices
+    steps_per_epoch = max(len(task) // (global_batch * cfg.grad_accum), 1)
     total_steps = cfg.max_steps or max(int(round(cfg.epochs * steps_per_epoch)), 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total_steps))
 
@@ -461,6 +472,9 @@ def train(cfg: TrainConfig, data=None) -> dict:
                       and ck["config"].get(k, defaults[k]) != now[k])
         if diff:
             raise ValueError(f"checkpoint {ckpt_path} was written with other settings: {diff}")
+        if ck.get("world_size", 1) != world:
+            raise ValueError(f"checkpoint {ckpt_path} was written by {ck.get('world_size', 1)} processes, this run "
+                             f"has {world}: the data order would change")
         student.load_state_dict(ck["model"])
         if heads is not None:
             heads.load_state_dict(ck["heads"])
@@ -468,85 +482,101 @@ def train(cfg: TrainConfig, data=None) -> dict:
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         step, history = ck["step"], ck["history"]
-        _set_rng_state(ck["rng"])
+        _set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
         # keep only the metrics lines up to the checkpoint (later ones are redone)
-        if metrics_path.exists():
+        if main and metrics_path.exists():
             lines = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
             metrics_path.write_text("".join(json.dumps(x) + "\n" for x in lines if x["step"] <= step))
-    elif metrics_path.exists():
+    elif main and metrics_path.exists():
         metrics_path.unlink()
     bind_laq_hessians(student, optimizer)
 
     def save_checkpoint():
-        atomic_torch_save({"config": asdict(cfg), "step": step, "history": history, "rng": _rng_state(),
-                           "model": student.state_dict(), "optimizer": optimizer.state_dict(),
-                           "scheduler": scheduler.state_dict(),
-                           "heads": heads.state_dict() if heads is not None else None,
-                           "contrast": contrast.state_dict() if contrast is not None else None}, ckpt_path)
+        rng = dist.gather_objects(_rng_state())  # every rank's stream, so a resumed run draws the same numbers
+        if main:
+            atomic_torch_save({"config": asdict(cfg), "step": step, "history": history, "rng": rng,
+                               "world_size": world, "model": student.state_dict(),
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "heads": heads.state_dict() if heads is not None else None,
+                               "contrast": contrast.state_dict() if contrast is not None else None}, ckpt_path)
+        dist.barrier()
 
     def log(entry):
         history.append(entry)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        if main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
 
     bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.method} {cfg.quant_config().label if cfg.method != 'fp' else 'fp32'}",
-               disable=not cfg.progress, dynamic_ncols=True)
+               disable=not (cfg.progress and main), dynamic_ncols=True)
     tokens_seen, t_loop = 0, time.time()
     while step < total_steps:
-        epoch, pos = divmod(step * cfg.batch_size * cfg.grad_accum, max(len(task), 1))
+        # the data order is a pure function of (seed, epoch); each rank reads its slice of the global batch
+        epoch, pos = divmod(step * global_batch * cfg.grad_accum, max(len(task), 1))
         order = torch.randperm(len(task), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
         optimizer.zero_grad(set_to_none=True)
         parts = {}
         for micro in range(cfg.grad_accum):
-            start = (pos + micro * cfg.batch_size) % len(task)
-            idx = order[(torch.arange(cfg.batch_size) + start) % len(task)]
+            start = (pos + micro * global_batch) % len(task)
+            idx = order[(torch.arange(global_batch) + start) % len(task)]
+            idx = idx[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
             batch = {k: v.to(device) for k, v in task.batch(idx).items()}
-            with E.autocast(device):
+            sync = world == 1 or micro == cfg.grad_accum - 1  # DDP all-reduces on the last micro-batch only
+            with E.autocast(device), (contextlib.nullcontext() if sync else forward_model.no_sync()):
                 want_kl = (step + 1) % 10 == 0 or step + 1 == total_steps  # logged steps only: costs a softmax
-                loss, parts = compute_loss(cfg, student, teacher, heads, contrast, batch, want_kl)
-            if not torch.isfinite(loss):
-                bar.close()
-                raise NonFiniteLossError(f"loss is {loss.item()} at step {step}; stopped. The last good checkpoint "
-                                         f"is {ckpt_path if ckpt_path.exists() else 'none (no step saved yet)'}")
-            (loss / cfg.grad_accum).backward()
-            tokens_seen += int(batch["input_ids"].numel())
+                loss, parts = compute_loss(cfg, forward_model, teacher, heads, contrast, batch, want_kl)
+                finite = torch.isfinite(loss) if world == 1 else dist.mean_scalar(torch.isfinite(loss).float()) == 1
+                if not finite:
+                    bar.close()
+                    raise NonFiniteLossError(f"loss is {loss.item()} at step {step}; stopped. The last good "
+                                             f"checkpoint is {ckpt_path if ckpt_path.exists() else 'none yet'}")
+                (loss / cfg.grad_accum).backward()
+            tokens_seen += int(batch["input_ids"].numel()) * world
+        if heads is not None:
+            dist.all_reduce_grads(heads.parameters())  # the heads live outside the DDP module
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         bind_laq_hessians(student, optimizer)
-        if contrast is not None:
-            contrast.update_memory()
+        if contrast is not None:  # Eq. 3 with every rank's updates, applied in rank order on every rank
+            contrast.update_memory(*dist.gather_rows(*contrast.take_pending()))
         step += 1
         bar.update(1)
         if step % 10 == 0 or step == total_steps:  # host sync only every few steps
             bar.set_postfix(loss=f"{loss.item():.4g}", tok_s=f"{tokens_seen / (time.time() - t_loop):.0f}")
-            log({"step": step, "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
-                 "lr": scheduler.get_last_lr()[0]})
+            log({"step": step, "loss": dist.mean_scalar(loss).item(),
+                 **{k: dist.mean_scalar(v).item() for k, v in parts.items()}, "lr": scheduler.get_last_lr()[0]})
         if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-            log({"step": step, **task.evaluate(student, device, final=False)})
-            student.train()
+            if main:
+                log({"step": step, **task.evaluate(student, device, final=False)})
+                student.train()
+            dist.barrier()
         if step % cfg.save_every == 0 and step < total_steps:
             save_checkpoint()
     bar.close()
     save_checkpoint()
 
-    final = task.evaluate(student, device, final=True)
+    bank_checksums = dist.gather_objects(contrast.memory.vectors.double().sum().item()) if contrast else None
+    final = task.evaluate(student, device, final=True) if main else {}
     log({"step": step, **{k: v for k, v in final.items() if k != "examples"}})
-    if cfg.method == "fp":  # teachers and layer-reduced students initialise later runs
+    if cfg.method == "fp" and main:  # teachers and layer-reduced students initialise later runs
         save_weights(student, out_dir / "model.safetensors")
     result = {
         "config": asdict(cfg), "preset": cfg.preset, "setting": "fp32" if cfg.method == "fp" else
         cfg.quant_config().label, "loss": cfg.resolved_loss, "metrics": final, "steps": step,
-        "tokens_per_step": cfg.batch_size * cfg.grad_accum * cfg.seq_len if cfg.task == "lm" else None,
+        "tokens_per_step": cfg.batch_size * world * cfg.grad_accum * cfg.seq_len if cfg.task == "lm" else None,
         "size_mb": size_mb(student), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
         platform.machine(), "torch": torch.__version__, "code_version": code_version(),
-        "wall_time_s": time.time() - t_start, "history": history,
+        "wall_time_s": time.time() - t_start, "history": history, "world_size": world,
+        "effective_batch": cfg.batch_size * world * cfg.grad_accum, "bank_checksums": bank_checksums,
     }
     if cfg.method in ("mds", "mds_pact_grad"):
         result["gamma"] = {n.removesuffix(".weight_quantizer.gamma"): p.detach().float().mean().item()
                            for n, p in student.named_parameters() if n.endswith("weight_quantizer.gamma")}
-    (out_dir / "result.json").write_text(json.dumps(result, indent=1, default=float))
+    if main:
+        (out_dir / "result.json").write_text(json.dumps(result, indent=1, default=float))
+    dist.barrier()
     return result
 
 

@@ -220,17 +220,22 @@ def save_weights(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_run_weights(model, run_dir: str, what: str) -> None:
+    """Load the final weights of a finished run (``run_dir/model.safetensors``) into ``model``, or say why not."""
+    weights = Path(run_dir) / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{what} weights {weights} not found: run that run first")
+    missing, unexpected = load_safetensors_model(model, str(weights), strict=False)
+    if unexpected or missing:
+        raise ValueError(f"{weights} does not fit the {what}: missing {list(missing)[:3]}, unexpected "
+                         f"{list(unexpected)[:3]} (wrong model/teacher pairing, or other keep_layers?)")
+
+
 def load_teacher(cfg: TrainConfig, tokenizer):
     kwargs = {"num_labels": D.glue_num_labels(cfg.dataset)} if cfg.task == "classification" else {}
     teacher = load_model(cfg.model, cfg.task, vocab_size=len(tokenizer), seed=cfg.seed, **kwargs)
     if cfg.teacher:
-        weights = Path(cfg.teacher) / "model.safetensors"
-        if not weights.is_file():
-            raise FileNotFoundError(f"teacher weights {weights} not found: run the teacher (method='fp') first")
-        missing, unexpected = load_safetensors_model(teacher, str(weights), strict=False)
-        if unexpected or missing:
-            raise ValueError(f"{weights} does not fit model {cfg.model!r}: missing {list(missing)[:3]}, "
-                             f"unexpected {list(unexpected)[:3]} (wrong model/teacher pairing?)")
+        load_run_weights(teacher, cfg.teacher, "teacher")
     return teacher
 
 
@@ -422,13 +427,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
         else:
             student = copy.deepcopy(teacher)
         if cfg.init_from:
-            weights = Path(cfg.init_from) / "model.safetensors"
-            if not weights.is_file():
-                raise FileNotFoundError(f"{weights} not found: run the initialising run first")
-            missing, unexpected = load_safetensors_model(student, str(weights), strict=False)
-            if missing or unexpected:
-                raise ValueError(f"{weights} does not fit the student (keep_layers {cfg.keep_layers}?): "
-                                 f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
+            load_run_weights(student, cfg.init_from, "student")
         if cfg.method != "fp":
             quantize_model(student, cfg.quant_config())
         if needs_teacher:

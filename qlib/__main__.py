@@ -51,13 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--preset", default="cpu", help="smoke, cpu or paper")
     g.add_argument("--only", nargs="*", default=None, help="run only the configs whose name contains one of these")
     g.add_argument("--list", action="store_true", help="list the configs, their state and commands; run nothing")
+    g.add_argument("--transfer", default=None, metavar="DATASET",
+                   help="after each run, its zero-shot test PPL on DATASET (e.g. wikitext2), saved under transfer/")
     return p
 
 
 def _grid(args) -> int:
     from pathlib import Path
 
-    from .experiments import grid, run_grid, status
+    from .experiments import grid, run_grid, status, transfer_eval
 
     configs = grid(args["name"], args["preset"])
     if args["only"]:
@@ -68,6 +70,9 @@ def _grid(args) -> int:
         return 0
     for res in run_grid(configs):
         print(Path(res["config"]["out_dir"]).name, {k: v for k, v in res["metrics"].items() if k != "examples"})
+    for cfg in configs if args["transfer"] else ():
+        res = transfer_eval(cfg, args["transfer"])
+        print(Path(cfg.out_dir).name, f"{args['transfer']} test PPL (zero-shot)", round(res["test_ppl"], 2))
     return 0
 
 

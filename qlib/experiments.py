@@ -176,12 +176,15 @@ def _recipe_for(out_dir: str, cfg: TrainConfig) -> TrainConfig | None:
 
 def _train_and_save(cfg: TrainConfig) -> dict:
     res = train(cfg)
-    path = result_path(cfg)
+    _write_json(result_path(cfg), res)
+    return res
+
+
+def _write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=1, default=float))
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
     tmp.replace(path)
-    return res
 
 
 def run_grid(configs: list[TrainConfig], progress: bool = True, run_missing: bool = True) -> list[dict | None]:
@@ -214,6 +217,46 @@ def trained_model(cfg: TrainConfig, device: str = "cpu"):
         quantize_model(model, cfg.quant_config())
     model.load_state_dict(state["model"])
     return model.to(torch.device(device)).eval()
+
+
+# zero-shot test sets are large next to a CPU run (WikiText-2 test is 3x PTB's): the cpu preset reads a prefix
+TRANSFER_TOKENS = {"smoke": 256, "cpu": 40960, "paper": None}
+
+
+def transfer_path(cfg: TrainConfig, dataset: str) -> Path:
+    return RESULTS / cfg.task / "transfer" / f"{Path(cfg.out_dir).name}-{dataset}.json"
+
+
+def transfer_eval(cfg: TrainConfig, dataset: str = "wikitext2", progress: bool = True,
+                  run_missing: bool = True) -> dict | None:
+    """Zero-shot test perplexity of the trained model of ``cfg`` on another corpus (the paper's WikiText-2 column
+    without WikiText-2 training, whose train split is not offline). Saved under ``results/<task>/transfer/``;
+    loaded when a file for exactly this run, corpus and token count exists. ``run_missing=False``: None if absent."""
+    import time
+
+    from . import data as D
+    from . import evaluate as E
+    from .models import load_tokenizer
+    from .train import code_version, resolve_device
+
+    tokens = TRANSFER_TOKENS[cfg.preset]
+    path = transfer_path(cfg, dataset)
+    if path.is_file():
+        res = json.loads(path.read_text())
+        if _same(res["config"], asdict(cfg)) and res["dataset"] == dataset and res["test_tokens"] == tokens:
+            return res
+    if not run_missing:
+        return None
+    if load_result(cfg) is None:
+        run(cfg, progress=progress)
+    t0, device = time.time(), resolve_device(cfg.device)
+    model = trained_model(cfg, device=str(device))
+    blocks = D.lm_blocks(dataset, "test", load_tokenizer(cfg.model), cfg.seq_len, tokens)
+    ppl = E.perplexity(model, blocks, cfg.eval_batch_size, device, f"{dataset} ppl", progress)
+    res = {"config": asdict(cfg), "dataset": dataset, "test_tokens": tokens, "tokens_read": blocks.numel(),
+           "test_ppl": ppl, "device": str(device), "code_version": code_version(), "wall_time_s": time.time() - t0}
+    _write_json(path, res)
+    return res
 
 
 def status(configs: list[TrainConfig]) -> list[dict]:

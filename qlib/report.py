@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import RESULTS, command, load_result
+from .experiments import RESULTS, TRANSFER_TOKENS, command, load_result, transfer_eval
 
 PAPER_TABLE1 = {  # (method, W-E-A): (size MB, WikiText2, PTB, WikiText103, Persona-Chat acc)
     ("fp", "fp32"): (474.9, 14.48, 14.72, 14.19, 77.01),
@@ -70,6 +70,22 @@ def ablation_table(configs, labels: list[str], paper: dict[str, float] | None = 
     return pd.DataFrame(rows)
 
 
+def transfer_table(configs, dataset: str = "wikitext2") -> pd.DataFrame:
+    """Zero-shot test PPL on ``dataset`` of PTB-trained runs, beside the paper's column for that dataset, which
+    comes from models trained on it (so the paper's numbers are a reference point, not a like-for-like target)."""
+    rows = []
+    for cfg in configs:
+        res = transfer_eval(cfg, dataset, run_missing=False)
+        setting = "fp32" if cfg.method == "fp" else cfg.quant_config().label
+        paper = PAPER_TABLE1.get((cfg.method, setting))
+        tokens = TRANSFER_TOKENS[cfg.preset]
+        rows.append({"method": METHOD_NAMES.get(cfg.method, cfg.method), "W-E-A": setting,
+                     f"ours: {dataset} test PPL, zero-shot from PTB": round(res["test_ppl"], 2) if res else "not run",
+                     "ours: test tokens": (res["tokens_read"] if res else (tokens or "all")),
+                     f"paper (GPT-2 trained on {dataset})": paper[_paper_col(dataset)] if paper else None})
+    return pd.DataFrame(rows)
+
+
 def committed_results(task: str = "lm") -> list[dict]:
     """Every committed result file of a task."""
     folder = RESULTS / task
@@ -110,13 +126,19 @@ def xtc_table(configs, metric: str = "valid_accuracy") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def not_run(configs) -> None:
-    """Print the command of every config without a committed result (the book's "not run" rows)."""
-    missing = [c for c in configs if load_result(c) is None]
+def not_run(configs, transfer: str | None = None, grid_name: str = "lm-table") -> None:
+    """Print the command of every config without a committed result (the book's "not run" rows); with
+    ``transfer``, of every config without a zero-shot evaluation on that dataset (run via grid ``grid_name``)."""
+    if transfer:
+        missing = [c for c in configs if transfer_eval(c, transfer, run_missing=False) is None]
+        cmd = (lambda c: f"python -m qlib grid {grid_name} --preset {c.preset} --only {Path(c.out_dir).name} "
+                         f"--transfer {transfer}")
+    else:
+        missing, cmd = [c for c in configs if load_result(c) is None], command
     if not missing:
         print("every run of this table has a committed result")
     for c in missing:
-        print(f"not run: {Path(c.out_dir).name}\n  {command(c)}")
+        print(f"not run: {Path(c.out_dir).name}{' on ' + transfer if transfer else ''}\n  {cmd(c)}")
 
 
 def bench_table() -> pd.DataFrame:

@@ -395,7 +395,7 @@ def _contrast_inputs(cfg, out, states, ids, mask, batch):
 
 def train(cfg: TrainConfig, data=None) -> dict:
     """Run ``cfg`` and return its result dict (also written to ``out_dir/result.json``)."""
-    t_start = time.time()
+    t_start, version = time.time(), code_version()  # the code this run starts with
     device = dist.init_from_env(resolve_device(cfg.device))
     rank, world = dist.world()
     main = rank == 0
@@ -566,7 +566,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
         "tokens_per_step": cfg.batch_size * world * cfg.grad_accum * cfg.seq_len if cfg.task == "lm" else None,
         "size_mb": size_mb(student), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
-        platform.machine(), "torch": torch.__version__, "code_version": code_version(),
+        platform.machine(), "torch": torch.__version__, "code_version": version,
         "wall_time_s": time.time() - t_start, "history": history, "world_size": world,
         "effective_batch": cfg.batch_size * world * cfg.grad_accum, "bank_checksums": bank_checksums,
     }

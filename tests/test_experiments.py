@@ -1,0 +1,67 @@
+"""Named grids and result files: a run is made once, found again only for exactly its config, re-made from the
+command the book prints, and evaluated zero-shot on another corpus."""
+import json
+import shlex
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from qlib import evaluate as E
+from qlib import experiments as X
+from qlib import report
+from qlib.__main__ import _parser
+from qlib.train import TrainConfig
+
+from .conftest import offline_data
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    monkeypatch.setattr(X, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(X, "RUNS", tmp_path / "runs")
+    return tmp_path
+
+
+def test_printed_command_parses_back_to_the_same_config(dirs):
+    for cfg in X.grid("lm-ablations", "cpu") + X.grid("lm-xtc", "cpu") + X.grid("xtc", "cpu"):
+        argv = shlex.split(X.command(cfg))[3:]  # drop "python -m qlib"
+        args = vars(_parser().parse_args(argv))
+        args.pop("command")
+        back = TrainConfig.from_dict(args)
+        assert asdict(back) == asdict(replace(cfg, progress=True, resume=back.resume)), X.command(cfg)
+
+
+def test_a_result_is_found_only_for_its_own_config(dirs):
+    offline_data()
+    teacher, student = X.lm_teacher("smoke"), X.lm_student("smoke", "mds")
+    assert X.load_result(student) is None
+    res = X.run_grid([student], progress=False)[0]  # builds the missing teacher first
+    assert X.load_result(teacher) is not None and (Path(teacher.out_dir) / "model.safetensors").is_file()
+    again = X.load_result(student)
+    assert again["metrics"] == json.loads(json.dumps(res["metrics"]))
+    # fields that do not change the computation do not matter; any other field does
+    assert X.load_result(replace(student, progress=False, eval_batch_size=3)) is not None
+    assert X.load_result(replace(student, lam=0.2)) is None
+    assert X.run_grid([replace(student, lam=0.2)], run_missing=False) == [None]
+
+
+def test_transfer_eval_is_saved_and_loaded_not_recomputed(dirs, monkeypatch, capsys):
+    offline_data()
+    teacher = X.lm_teacher("smoke")
+    assert X.transfer_eval(teacher, "wikitext2", run_missing=False) is None
+    report.not_run([teacher], transfer="wikitext2")
+    assert "--transfer wikitext2" in capsys.readouterr().out
+    res = X.transfer_eval(teacher, "wikitext2", progress=False)
+    assert res["tokens_read"] == X.TRANSFER_TOKENS["smoke"] and res["test_ppl"] > 1
+    assert X.transfer_path(teacher, "wikitext2").is_file()
+
+    def fail(*a, **k):
+        raise AssertionError("recomputed a saved evaluation")
+
+    monkeypatch.setattr(E, "perplexity", fail)
+    assert X.transfer_eval(teacher, "wikitext2")["test_ppl"] == res["test_ppl"]
+    table = report.transfer_table([teacher], "wikitext2")
+    assert table.iloc[0, 2] == round(res["test_ppl"], 2)
+    # the paper's WikiText-2 column sits beside ours, labelled as trained on WikiText-2
+    assert table.iloc[0, 4] == report.PAPER_TABLE1[("fp", "fp32")][1]

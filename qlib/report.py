@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import RESULTS, TRANSFER_TOKENS, command, load_result, transfer_eval
+from .experiments import RESULTS, TRANSFER_TOKENS, command, lm_teacher, load_result, transfer_eval
 
 PAPER_TABLE1 = {  # (method, W-E-A): (size MB, WikiText2, PTB, WikiText103, Persona-Chat acc)
     ("fp", "fp32"): (474.9, 14.48, 14.72, 14.19, 77.01),
@@ -60,13 +60,21 @@ def lm_table(configs, dataset: str = "ptb") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def ablation_table(configs, labels: list[str], paper: dict[str, float] | None = None) -> pd.DataFrame:
+def ablation_table(configs, labels: list[str], paper: dict[str, float] | None = None,
+                   sizes: bool = False) -> pd.DataFrame:
+    """One row per variant: our test PPL beside the paper's (when given); with ``sizes``, each student's size and
+    its compression against the full-precision teacher of the same preset."""
     rows = []
+    teacher = load_result(lm_teacher(configs[0].preset, configs[0].dataset)) if sizes else None
     for cfg, label in zip(configs, labels):
         res = load_result(cfg)
-        rows.append({"variant": label,
-                     "ours: test PPL": round(res["metrics"]["test_ppl"], 2) if res else "not run",
-                     "paper (GPT-2, PTB)": (paper or {}).get(label)})
+        row = {"variant": label, "ours: test PPL": round(res["metrics"]["test_ppl"], 2) if res else "not run"}
+        if sizes:
+            row["size (MiB)"] = round(res["size_mb"], 1) if res else None
+            row["compression"] = f"{teacher['size_mb'] / res['size_mb']:.1f}x" if res and teacher else None
+        if paper is not None:
+            row["paper (GPT-2, PTB)"] = paper.get(label)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -44,6 +44,10 @@ def test_a_result_is_found_only_for_its_own_config(dirs):
     assert X.load_result(replace(student, progress=False, eval_batch_size=3)) is not None
     assert X.load_result(replace(student, lam=0.2)) is None
     assert X.run_grid([replace(student, lam=0.2)], run_missing=False) == [None]
+    table = report.ablation_table([student, replace(student, lam=0.2)], ["ours", "other"], sizes=True)
+    assert list(table["ours: test PPL"]) == [round(res["metrics"]["test_ppl"], 2), "not run"]
+    ratio = X.load_result(teacher)["size_mb"] / res["size_mb"]
+    assert table["compression"][0] == f"{ratio:.1f}x" and ratio > 1
 
 
 def test_transfer_eval_is_saved_and_loaded_not_recomputed(dirs, monkeypatch, capsys):

@@ -69,3 +69,29 @@ def test_transfer_eval_is_saved_and_loaded_not_recomputed(dirs, monkeypatch, cap
     assert table.iloc[0, 2] == round(res["test_ppl"], 2)
     # the paper's WikiText-2 column sits beside ours, labelled as trained on WikiText-2
     assert table.iloc[0, 4] == report.PAPER_TABLE1[("fp", "fp32")][1]
+
+
+def _fake_result(cfg, ppl):
+    # a hand-written result file, only to exercise the verdict logic (never under results/)
+    X._write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": ppl}, "size_mb": 1.0})
+
+
+def test_claims_say_reproduced_not_reproduced_or_not_run(dirs):
+    pact, mds, teacher = X.lm_student("cpu", "pact"), X.lm_student("cpu", "mds"), X.lm_teacher("cpu")
+    verdicts = (lambda: dict(zip(report.claims("cpu")["claim"], report.claims("cpu")["verdict"])))
+    assert all(v.startswith("not run") for v in verdicts().values())
+    _fake_result(pact, 500.0)
+    _fake_result(mds, 20.0)
+    _fake_result(teacher, 19.0)
+    v = verdicts()
+    assert v["PACT collapses at 2-2-8 (test PPL > 100)"] == "reproduced"
+    assert v["QuantGPT 2-2-8 stays within 10% of the full-precision PPL"] == "reproduced"
+    assert v["QuantGPT has the lowest test PPL of the four methods at 2-2-8"] == "not run (2 of 4 runs missing)"
+    _fake_result(pact, 50.0)
+    _fake_result(teacher, 10.0)
+    v = verdicts()
+    assert v["PACT collapses at 2-2-8 (test PPL > 100)"] == "not reproduced"
+    assert v["QuantGPT 2-2-8 stays within 10% of the full-precision PPL"] == "not reproduced"
+    for m, p in (("lsq", 30.0), ("laq", 25.0)):
+        _fake_result(X.lm_student("cpu", m), p)
+    assert verdicts()["QuantGPT has the lowest test PPL of the four methods at 2-2-8"] == "reproduced"

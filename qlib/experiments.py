@@ -196,9 +196,10 @@ def run_grid(configs: list[TrainConfig], progress: bool = True, run_missing: boo
     return out
 
 
-def trained_model(cfg: TrainConfig, device: str = "cpu"):
+def trained_model(cfg: TrainConfig, device: str = "cpu", run_missing: bool = True):
     """The trained model of ``cfg`` from its run folder's checkpoint (trained again, resumably, when the folder
-    is missing, e.g. on a fresh clone that only has the committed result files)."""
+    is missing, e.g. on a fresh clone that only has the committed result files; with ``run_missing=False`` it
+    prints the command that would make it and returns None)."""
     import torch
 
     from .models import load_model, load_tokenizer
@@ -206,6 +207,10 @@ def trained_model(cfg: TrainConfig, device: str = "cpu"):
     from .train import load_checkpoint
 
     ckpt = Path(cfg.out_dir) / "checkpoint.pt"
+    if not ckpt.is_file() and not run_missing:
+        print(f"weights of {Path(cfg.out_dir).name} are not on this machine (run folders are not committed): "
+              f"{command(cfg)}")
+        return None
     if not ckpt.is_file():
         if cfg.teacher and not (Path(cfg.teacher) / "model.safetensors").is_file():
             run(lm_teacher(cfg.preset, cfg.dataset), progress=cfg.progress)

@@ -44,6 +44,8 @@ def test_a_result_is_found_only_for_its_own_config(dirs):
     assert X.load_result(replace(student, progress=False, eval_batch_size=3)) is not None
     assert X.load_result(replace(student, lam=0.2)) is None
     assert X.run_grid([replace(student, lam=0.2)], run_missing=False) == [None]
+    assert X.trained_model(student) is not None
+    assert X.trained_model(replace(student, out_dir=str(dirs / "runs" / "gone")), run_missing=False) is None
     table = report.ablation_table([student, replace(student, lam=0.2)], ["ours", "other"], sizes=True)
     assert list(table["ours: test PPL"]) == [round(res["metrics"]["test_ppl"], 2), "not run"]
     ratio = X.load_result(teacher)["size_mb"] / res["size_mb"]

@@ -53,13 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--list", action="store_true", help="list the configs, their state and commands; run nothing")
     g.add_argument("--transfer", default=None, metavar="DATASET",
                    help="after each run, its zero-shot test PPL on DATASET (e.g. wikitext2), saved under transfer/")
+    g.add_argument("--samples", action="store_true",
+                   help="after each run, greedy continuations of the book's prompts, saved under samples/")
     return p
 
 
 def _grid(args) -> int:
     from pathlib import Path
 
-    from .experiments import grid, run_grid, status, transfer_eval
+    from .experiments import grid, run_grid, status, text_samples, transfer_eval
 
     configs = grid(args["name"], args["preset"])
     if args["only"]:
@@ -73,6 +75,9 @@ def _grid(args) -> int:
     for cfg in configs if args["transfer"] else ():
         res = transfer_eval(cfg, args["transfer"])
         print(Path(cfg.out_dir).name, f"{args['transfer']} test PPL (zero-shot)", round(res["test_ppl"], 2))
+    for cfg in configs if args["samples"] else ():
+        res = text_samples(cfg)
+        print(Path(cfg.out_dir).name, *(f"\n  {p} | {c.strip()}" for p, c in zip(res["prompts"], res["continuations"])))
     return 0
 
 

@@ -226,29 +226,31 @@ def trained_model(cfg: TrainConfig, device: str = "cpu", run_missing: bool = Tru
 
 # zero-shot test sets are large next to a CPU run (WikiText-2 test is 3x PTB's): the cpu preset reads a prefix
 TRANSFER_TOKENS = {"smoke": 256, "cpu": 40960, "paper": None}
+# the prompts of the side-by-side generated text (the paper's Sec. 4.4); PTB-style: lower case, no punctuation
+SAMPLE_PROMPTS = ("the company said it expects", "stock prices fell sharply after",
+                  "the new york stock exchange", "in an interview the president said")
+SAMPLE_TOKENS = 20
 
 
 def transfer_path(cfg: TrainConfig, dataset: str) -> Path:
     return RESULTS / cfg.task / "transfer" / f"{Path(cfg.out_dir).name}-{dataset}.json"
 
 
-def transfer_eval(cfg: TrainConfig, dataset: str = "wikitext2", progress: bool = True,
-                  run_missing: bool = True) -> dict | None:
-    """Zero-shot test perplexity of the trained model of ``cfg`` on another corpus (the paper's WikiText-2 column
-    without WikiText-2 training, whose train split is not offline). Saved under ``results/<task>/transfer/``;
-    loaded when a file for exactly this run, corpus and token count exists. ``run_missing=False``: None if absent."""
+def samples_path(cfg: TrainConfig) -> Path:
+    return RESULTS / cfg.task / "samples" / f"{Path(cfg.out_dir).name}.json"
+
+
+def _after_run(cfg: TrainConfig, path: Path, key: dict, compute, progress: bool, run_missing: bool) -> dict | None:
+    """An evaluation of a finished run's model, saved to ``path`` with ``key`` (what it was asked for) and loaded
+    when a file for exactly this run and key exists; the weights are gone on a fresh clone, so such files are
+    committed like result files. ``run_missing=False``: None when absent (nothing is trained or evaluated)."""
     import time
 
-    from . import data as D
-    from . import evaluate as E
-    from .models import load_tokenizer
     from .train import code_version, resolve_device
 
-    tokens = TRANSFER_TOKENS[cfg.preset]
-    path = transfer_path(cfg, dataset)
     if path.is_file():
         res = json.loads(path.read_text())
-        if _same(res["config"], asdict(cfg)) and res["dataset"] == dataset and res["test_tokens"] == tokens:
+        if _same(res["config"], asdict(cfg)) and all(res.get(k) == v for k, v in key.items()):
             return res
     if not run_missing:
         return None
@@ -256,12 +258,42 @@ def transfer_eval(cfg: TrainConfig, dataset: str = "wikitext2", progress: bool =
         run(cfg, progress=progress)
     t0, device = time.time(), resolve_device(cfg.device)
     model = trained_model(cfg, device=str(device))
-    blocks = D.lm_blocks(dataset, "test", load_tokenizer(cfg.model), cfg.seq_len, tokens)
-    ppl = E.perplexity(model, blocks, cfg.eval_batch_size, device, f"{dataset} ppl", progress)
-    res = {"config": asdict(cfg), "dataset": dataset, "test_tokens": tokens, "tokens_read": blocks.numel(),
-           "test_ppl": ppl, "device": str(device), "code_version": code_version(), "wall_time_s": time.time() - t0}
+    res = {"config": asdict(cfg), **key, **compute(model, device), "device": str(device),
+           "code_version": code_version(), "wall_time_s": time.time() - t0}
     _write_json(path, res)
     return res
+
+
+def transfer_eval(cfg: TrainConfig, dataset: str = "wikitext2", progress: bool = True,
+                  run_missing: bool = True) -> dict | None:
+    """Zero-shot test perplexity of the trained model of ``cfg`` on another corpus (the paper's WikiText-2 column
+    without WikiText-2 training, whose train split is not offline), saved under ``results/<task>/transfer/``."""
+    from . import data as D
+    from . import evaluate as E
+    from .models import load_tokenizer
+
+    tokens = TRANSFER_TOKENS[cfg.preset]
+
+    def compute(model, device):
+        blocks = D.lm_blocks(dataset, "test", load_tokenizer(cfg.model), cfg.seq_len, tokens)
+        ppl = E.perplexity(model, blocks, cfg.eval_batch_size, device, f"{dataset} ppl", progress)
+        return {"tokens_read": blocks.numel(), "test_ppl": ppl}
+    return _after_run(cfg, transfer_path(cfg, dataset), {"dataset": dataset, "test_tokens": tokens}, compute,
+                      progress, run_missing)
+
+
+def text_samples(cfg: TrainConfig, prompts: tuple[str, ...] = SAMPLE_PROMPTS, max_new_tokens: int = SAMPLE_TOKENS,
+                 progress: bool = True, run_missing: bool = True) -> dict | None:
+    """Greedy continuations of ``prompts`` by the trained model of ``cfg`` (the paper's Sec. 4.4 side-by-side
+    samples), saved under ``results/<task>/samples/`` so that the book shows them without the weights."""
+    from . import evaluate as E
+    from .models import load_tokenizer
+
+    def compute(model, device):
+        return {"continuations": E.generate_text(model, load_tokenizer(cfg.model), list(prompts), max_new_tokens,
+                                                 device)}
+    return _after_run(cfg, samples_path(cfg), {"prompts": list(prompts), "max_new_tokens": max_new_tokens},
+                      compute, progress, run_missing)
 
 
 def status(configs: list[TrainConfig]) -> list[dict]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .experiments import (RESULTS, TRANSFER_TOKENS, command, grid, lm_student, lm_teacher, load_result,
-                          transfer_eval)
+                          text_samples, transfer_eval)
 
 PAPER_TABLE1 = {  # (method, W-E-A): (size MB, WikiText2, PTB, WikiText103, Persona-Chat acc)
     ("fp", "fp32"): (474.9, 14.48, 14.72, 14.19, 77.01),
@@ -98,6 +98,25 @@ def transfer_table(configs, dataset: str = "wikitext2") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def samples_table(configs) -> pd.DataFrame:
+    """Greedy continuations of the same prompts by each run (committed files under ``results/<task>/samples/``),
+    one row per prompt and one column per model; a run without samples is a "not run" column."""
+    cols = {}
+    prompts = None
+    for cfg in configs:
+        res = text_samples(cfg, run_missing=False)
+        label = METHOD_NAMES.get(cfg.method, cfg.method) + ("" if cfg.method == "fp" else f" {cfg.quant_config().label}")
+        label = Path(cfg.out_dir).name if label in cols else label  # two runs of one method: name them apart
+        if res is not None:
+            prompts = prompts or res["prompts"]
+            cols[label] = [c.strip() for c in res["continuations"]]
+        else:
+            cols[label] = None
+    if prompts is None:
+        return pd.DataFrame({"samples": ["not run"]})
+    return pd.DataFrame({"prompt": prompts, **{k: v or ["not run"] * len(prompts) for k, v in cols.items()}})
+
+
 def committed_results(task: str = "lm") -> list[dict]:
     """Every committed result file of a task."""
     folder = RESULTS / task
@@ -177,19 +196,25 @@ def claims(preset: str, dataset: str = "ptb") -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def not_run(configs, transfer: str | None = None, grid_name: str = "lm-table") -> None:
+def not_run(configs, transfer: str | None = None, grid_name: str = "lm-table", samples: bool = False) -> None:
     """Print the command of every config without a committed result (the book's "not run" rows); with
-    ``transfer``, of every config without a zero-shot evaluation on that dataset (run via grid ``grid_name``)."""
+    ``transfer``, of every config without a zero-shot evaluation on that dataset, with ``samples``, of every config
+    without generated text (both run via grid ``grid_name``)."""
+    grid_cmd = (lambda c, flag: f"python -m qlib grid {grid_name} --preset {c.preset} --only {Path(c.out_dir).name} "
+                                f"{flag}")
     if transfer:
         missing = [c for c in configs if transfer_eval(c, transfer, run_missing=False) is None]
-        cmd = (lambda c: f"python -m qlib grid {grid_name} --preset {c.preset} --only {Path(c.out_dir).name} "
-                         f"--transfer {transfer}")
+        cmd = (lambda c: grid_cmd(c, f"--transfer {transfer}"))
+    elif samples:
+        missing = [c for c in configs if text_samples(c, run_missing=False) is None]
+        cmd = (lambda c: grid_cmd(c, "--samples"))
     else:
         missing, cmd = [c for c in configs if load_result(c) is None], command
     if not missing:
         print("every run of this table has a committed result")
     for c in missing:
-        print(f"not run: {Path(c.out_dir).name}{' on ' + transfer if transfer else ''}\n  {cmd(c)}")
+        what = f" on {transfer}" if transfer else (" (text samples)" if samples else "")
+        print(f"not run: {Path(c.out_dir).name}{what}\n  {cmd(c)}")
 
 
 def bench_table() -> pd.DataFrame:

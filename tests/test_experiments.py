@@ -97,3 +97,31 @@ def test_claims_say_reproduced_not_reproduced_or_not_run(dirs):
     for m, p in (("lsq", 30.0), ("laq", 25.0)):
         _fake_result(X.lm_student("cpu", m), p)
     assert verdicts()["QuantGPT has the lowest test PPL of the four methods at 2-2-8"] == "reproduced"
+
+
+def test_text_samples_are_saved_shown_and_not_regenerated(dirs, monkeypatch, capsys):
+    offline_data()
+    teacher = X.lm_teacher("smoke")
+    assert X.text_samples(teacher, run_missing=False) is None
+    assert list(report.samples_table([teacher]).iloc[:, 0]) == ["not run"]
+    report.not_run([teacher], samples=True)
+    assert f"--only {Path(teacher.out_dir).name} --samples" in capsys.readouterr().out
+    res = X.text_samples(teacher, prompts=("the company", "stock prices"), max_new_tokens=3, progress=False)
+    assert len(res["continuations"]) == 2 and all(isinstance(c, str) for c in res["continuations"])
+    assert X.samples_path(teacher).is_file()
+
+    def fail(*a, **k):
+        raise AssertionError("regenerated saved samples")
+
+    generate = E.generate_text
+    monkeypatch.setattr(E, "generate_text", fail)
+    again = X.text_samples(teacher, prompts=("the company", "stock prices"), max_new_tokens=3, run_missing=False)
+    assert again["continuations"] == res["continuations"]
+    # other prompts are another evaluation: not found, and not silently replaced by the saved one
+    assert X.text_samples(teacher, prompts=("other",), max_new_tokens=3, run_missing=False) is None
+    monkeypatch.setattr(E, "generate_text", generate)
+    full = X.text_samples(teacher, progress=False)  # the book's prompts
+    table = report.samples_table([teacher, X.lm_student("smoke", "pact")])
+    assert list(table["prompt"]) == list(X.SAMPLE_PROMPTS)
+    assert list(table.iloc[:, 1]) == [c.strip() for c in full["continuations"]]
+    assert list(table.iloc[:, 2]) == ["not run"] * len(X.SAMPLE_PROMPTS)

@@ -55,13 +55,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="after each run, its zero-shot test PPL on DATASET (e.g. wikitext2), saved under transfer/")
     g.add_argument("--samples", action="store_true",
                    help="after each run, greedy continuations of the book's prompts, saved under samples/")
+    g.add_argument("--figures", action="store_true",
+                   help="after each run, the data of the 'why hard' figures (Figs. 2-4), saved under figures/")
     return p
 
 
 def _grid(args) -> int:
     from pathlib import Path
 
-    from .experiments import grid, run_grid, status, text_samples, transfer_eval
+    from .experiments import figure_data, grid, run_grid, status, text_samples, transfer_eval
 
     configs = grid(args["name"], args["preset"])
     if args["only"]:
@@ -78,6 +80,9 @@ def _grid(args) -> int:
     for cfg in configs if args["samples"] else ():
         res = text_samples(cfg)
         print(Path(cfg.out_dir).name, *(f"\n  {p} | {c.strip()}" for p, c in zip(res["prompts"], res["continuations"])))
+    for cfg in configs if args["figures"] else ():
+        res = figure_data(cfg)
+        print(Path(cfg.out_dir).name, "figure data: embedding mean cos", round(res["embedding_mean_cos"], 3))
     return 0
 
 

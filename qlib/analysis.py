@@ -69,6 +69,29 @@ def clipping_factors(model) -> dict[str, dict]:
     return out
 
 
+def weight_histogram(w: torch.Tensor, bins: int = 200, coverage: float = 0.999) -> dict:
+    """Density histogram of a weight matrix over the symmetric range holding ``coverage`` of its values (Fig. 4);
+    the outliers beyond it are summarised by their share and the largest magnitude."""
+    x = w.detach().flatten().float().cpu().numpy()
+    lim = float(np.quantile(np.abs(x), coverage))
+    density, edges = np.histogram(x, bins=bins, range=(-lim, lim), density=True)
+    inside = float((np.abs(x) <= lim).mean())
+    return {"density": (density * inside).tolist(), "edges": edges.tolist(), "outside": 1.0 - inside,
+            "max_abs": float(np.abs(x).max())}
+
+
+@torch.no_grad()
+def figure_data(model, token_ids: torch.Tensor, sentence: torch.Tensor, module: str) -> dict:
+    """What Figs. 2-4 draw from one trained model, small enough to commit (the weights are not): the t-SNE map and
+    mean cosine similarity of the embeddings of ``token_ids``, the token-token similarity of the last hidden states
+    on ``sentence``, and the weight histogram and clipping range of ``module``."""
+    emb = used_embeddings(model)[token_ids]
+    return {"tsne": tsne(emb).tolist(), "embedding_mean_cos": embedding_spread(emb),
+            "token_similarity": token_similarity(model, sentence.to(next(model.parameters()).device)).tolist(),
+            "weight_hist": weight_histogram(model.get_submodule(module).weight),
+            "clip": clipping_factors(model).get(module)}
+
+
 def gamma_gradient_curve(w: torch.Tensor, bits: int, gammas) -> dict[str, list[float]]:
     """dL/dgamma of the reconstruction loss L = ||w_q - w||^2 / 2 as gamma varies, under Eq. 7 (``mds``) and
     under PACT's rule that only clipped weights count (``mds_pact_grad``); also L itself. Shows why ignoring the

@@ -230,6 +230,9 @@ TRANSFER_TOKENS = {"smoke": 256, "cpu": 40960, "paper": None}
 SAMPLE_PROMPTS = ("the company said it expects", "stock prices fell sharply after",
                   "the new york stock exchange", "in an interview the president said")
 SAMPLE_TOKENS = 20
+# Fig. 4's module: an attention output projection (SmolLM2 layer 4; layer 1 of the tiny test model)
+FIGURE_MODULE = {"smollm2-135m": "model.layers.4.self_attn.o_proj"}
+FIGURE_SENTENCE = (32, 3)  # Fig. 3: block 3 of the test split in blocks of 32 tokens
 
 
 def transfer_path(cfg: TrainConfig, dataset: str) -> Path:
@@ -238,6 +241,10 @@ def transfer_path(cfg: TrainConfig, dataset: str) -> Path:
 
 def samples_path(cfg: TrainConfig) -> Path:
     return RESULTS / cfg.task / "samples" / f"{Path(cfg.out_dir).name}.json"
+
+
+def figures_path(cfg: TrainConfig) -> Path:
+    return RESULTS / cfg.task / "figures" / f"{Path(cfg.out_dir).name}.json"
 
 
 def _after_run(cfg: TrainConfig, path: Path, key: dict, compute, progress: bool, run_missing: bool) -> dict | None:
@@ -294,6 +301,28 @@ def text_samples(cfg: TrainConfig, prompts: tuple[str, ...] = SAMPLE_PROMPTS, ma
                                                  device)}
     return _after_run(cfg, samples_path(cfg), {"prompts": list(prompts), "max_new_tokens": max_new_tokens},
                       compute, progress, run_missing)
+
+
+def figure_data(cfg: TrainConfig, top_tokens: int = 500, progress: bool = True,
+                run_missing: bool = True) -> dict | None:
+    """The data of the "why hard" figures (Figs. 2-4: embeddings of the ``top_tokens`` most frequent training
+    tokens, token similarity on one test sentence, one module's weights and clipping range) for the trained model
+    of ``cfg``, saved under ``results/<task>/figures/`` so that the book draws them without the weights."""
+    from . import analysis
+    from . import data as D
+    from .models import load_tokenizer
+
+    module = FIGURE_MODULE.get(cfg.model, "model.layers.1.self_attn.o_proj")
+    length, block = FIGURE_SENTENCE
+
+    def compute(model, device):
+        tok = load_tokenizer(cfg.model)
+        ids = analysis.most_frequent_tokens(D.lm_blocks(cfg.dataset, "train", tok, cfg.seq_len, cfg.train_tokens),
+                                            top_tokens)
+        sentence = D.lm_blocks(cfg.dataset, "test", tok, length)[block]
+        return {"tokens": ids.tolist(), **analysis.figure_data(model, ids, sentence, module)}
+    key = {"top_tokens": top_tokens, "module": module, "sentence": list(FIGURE_SENTENCE)}
+    return _after_run(cfg, figures_path(cfg), key, compute, progress, run_missing)
 
 
 def status(configs: list[TrainConfig]) -> list[dict]:

@@ -1,14 +1,15 @@
-"""Figures of the book. Each function returns a matplotlib Figure; the notebooks only call them."""
+"""Figures of the book. Each function returns a matplotlib Figure; the notebooks only call them.
+
+No backend is forced here: in a notebook the inline backend shows every figure a cell makes (forcing Agg would
+leave the book without figures); headless scripts get Agg by matplotlib's own choice.
+"""
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .quant import make_quantizer  # noqa: E402
+from .quant import make_quantizer
 
 METHOD_LABELS = {"fp": "full precision", "minmax": "min-max", "pact": "PACT", "lsq": "LSQ", "laq": "LAQ",
                  "mds": "QuantGPT (dynamic scaling)", "mds_pact_grad": "dynamic scaling, PACT gradient",
@@ -71,6 +72,7 @@ def embedding_maps(coords: dict[str, np.ndarray], spread: dict[str, float] | Non
     """Fig. 2: t-SNE maps side by side, all on the same scale."""
     n = len(coords)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
+    coords = {name: np.asarray(c) for name, c in coords.items()}
     lim = max(np.abs(c).max() for c in coords.values()) * 1.05
     for ax, (name, c) in zip(axes[0], coords.items()):
         ax.scatter(c[:, 0], c[:, 1], s=4, alpha=0.7)
@@ -81,33 +83,29 @@ def embedding_maps(coords: dict[str, np.ndarray], spread: dict[str, float] | Non
     return fig
 
 
-def similarity_maps(mats: dict[str, torch.Tensor], tokens: list[str] | None = None):
+def similarity_maps(mats: dict[str, torch.Tensor | list], tokens: list[str] | None = None):
     """Fig. 3: token-token cosine similarity matrices."""
     n = len(mats)
     fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 3.3), squeeze=False)
     for ax, (name, m) in zip(axes[0], mats.items()):
-        im = ax.imshow(m.numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+        im = ax.imshow(np.asarray(m), vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set_title(name, fontsize=9), ax.set_xticks([]), ax.set_yticks([])
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     return fig
 
 
-def weight_distribution(w: torch.Tensor, clips: dict[str, tuple[float, float]], title: str = ""):
-    """Fig. 4: histogram and kernel density of a weight matrix with the clipping factors of several methods."""
-    import seaborn as sns
-
+def weight_distribution(hist: dict, clips: dict[str, tuple[float, float]], title: str = ""):
+    """Fig. 4: the density of a weight matrix (``analysis.weight_histogram``) with the clipping ranges of several
+    methods; the outliers beyond the histogram's range are noted in the legend."""
     fig, ax = plt.subplots(figsize=(5.5, 3.3))
-    x = w.flatten().float().numpy()
-    sample = x if len(x) <= 200_000 else np.random.default_rng(0).choice(x, 200_000, replace=False)
-    sns.histplot(sample, bins=200, stat="density", ax=ax, color="lightsteelblue", edgecolor=None)
-    sns.kdeplot(sample, ax=ax, color="black", lw=1)
+    edges, density = np.asarray(hist["edges"]), np.asarray(hist["density"])
+    ax.stairs(density, edges, fill=True, color="lightsteelblue",
+              label=f"weights ({100 * hist['outside']:.2f}% beyond the axis, max |w| {hist['max_abs']:.2f})")
     for (name, (lo, hi)), color in zip(clips.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"][1:]):
         ax.axvline(lo, color=color, ls="--", label=name), ax.axvline(hi, color=color, ls="--")
-    lim = max([float(np.abs(np.quantile(x, [0.001, 0.999])).max())] +
-              [max(abs(a), abs(b)) for a, b in clips.values()])
-    ax.set_xlim(-1.1 * lim, 1.1 * lim), ax.set_xlabel("weight"), ax.set_title(title, fontsize=9)
-    if clips:
-        ax.legend(fontsize=8)
+    lim = max([float(np.abs(edges).max())] + [max(abs(a), abs(b)) for a, b in clips.values()])
+    ax.set_xlim(-1.1 * lim, 1.1 * lim), ax.set_xlabel("weight"), ax.set_ylabel("density")
+    ax.set_title(title, fontsize=9), ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

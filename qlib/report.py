@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import (RESULTS, TRANSFER_TOKENS, command, grid, lm_student, lm_teacher, load_result,
-                          text_samples, transfer_eval)
+from .experiments import (RESULTS, TRANSFER_TOKENS, command, figure_data, grid, lm_student, lm_teacher,
+                          load_result, text_samples, transfer_eval)
 
 PAPER_TABLE1 = {  # (method, W-E-A): (size MB, WikiText2, PTB, WikiText103, Persona-Chat acc)
     ("fp", "fp32"): (474.9, 14.48, 14.72, 14.19, 77.01),
@@ -196,25 +196,26 @@ def claims(preset: str, dataset: str = "ptb") -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def not_run(configs, transfer: str | None = None, grid_name: str = "lm-table", samples: bool = False) -> None:
+def not_run(configs, transfer: str | None = None, grid_name: str = "lm-table", samples: bool = False,
+            figures: bool = False) -> None:
     """Print the command of every config without a committed result (the book's "not run" rows); with
-    ``transfer``, of every config without a zero-shot evaluation on that dataset, with ``samples``, of every config
-    without generated text (both run via grid ``grid_name``)."""
-    grid_cmd = (lambda c, flag: f"python -m qlib grid {grid_name} --preset {c.preset} --only {Path(c.out_dir).name} "
-                                f"{flag}")
+    ``transfer``, of every config without a zero-shot evaluation on that dataset, with ``samples`` / ``figures``,
+    of every config without generated text / figure data (these three made via grid ``grid_name``)."""
+    check, flag, what = load_result, None, ""
     if transfer:
-        missing = [c for c in configs if transfer_eval(c, transfer, run_missing=False) is None]
-        cmd = (lambda c: grid_cmd(c, f"--transfer {transfer}"))
+        check, flag, what = (lambda c: transfer_eval(c, transfer, run_missing=False)), f"--transfer {transfer}", \
+            f" on {transfer}"
     elif samples:
-        missing = [c for c in configs if text_samples(c, run_missing=False) is None]
-        cmd = (lambda c: grid_cmd(c, "--samples"))
-    else:
-        missing, cmd = [c for c in configs if load_result(c) is None], command
+        check, flag, what = (lambda c: text_samples(c, run_missing=False)), "--samples", " (text samples)"
+    elif figures:
+        check, flag, what = (lambda c: figure_data(c, run_missing=False)), "--figures", " (figure data)"
+    missing = [c for c in configs if check(c) is None]
     if not missing:
         print("every run of this table has a committed result")
     for c in missing:
-        what = f" on {transfer}" if transfer else (" (text samples)" if samples else "")
-        print(f"not run: {Path(c.out_dir).name}{what}\n  {cmd(c)}")
+        cmd = command(c) if flag is None else \
+            f"python -m qlib grid {grid_name} --preset {c.preset} --only {Path(c.out_dir).name} {flag}"
+        print(f"not run: {Path(c.out_dir).name}{what}\n  {cmd}")
 
 
 def bench_table() -> pd.DataFrame:

@@ -5,8 +5,11 @@ import shlex
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from qlib import analysis, plots
 from qlib import evaluate as E
 from qlib import experiments as X
 from qlib import report
@@ -125,3 +128,31 @@ def test_text_samples_are_saved_shown_and_not_regenerated(dirs, monkeypatch, cap
     assert list(table["prompt"]) == list(X.SAMPLE_PROMPTS)
     assert list(table.iloc[:, 1]) == [c.strip() for c in full["continuations"]]
     assert list(table.iloc[:, 2]) == ["not run"] * len(X.SAMPLE_PROMPTS)
+
+
+def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
+    offline_data()
+    teacher, student = X.lm_teacher("smoke"), X.lm_student("smoke", "mds")
+    report.not_run([student], figures=True)
+    assert "--figures" in capsys.readouterr().out
+    t, s = X.figure_data(teacher, top_tokens=40, progress=False), X.figure_data(student, top_tokens=40, progress=False)
+    assert X.figure_data(student, top_tokens=40, run_missing=False)["tsne"] == s["tsne"]
+    assert X.figure_data(student, top_tokens=41, run_missing=False) is None
+    assert len(s["tsne"]) == 40 and len(s["tokens"]) == 40
+    n = X.FIGURE_SENTENCE[0]
+    sim = torch.tensor(s["token_similarity"])
+    assert sim.shape == (n, n) and torch.allclose(sim.diagonal(), torch.ones(n), atol=1e-4)
+    assert t["clip"] is None and s["clip"]["pos"] > 0 and s["clip"]["neg"] == -s["clip"]["pos"]
+    h = t["weight_hist"]
+    widths = np.diff(h["edges"])
+    assert abs(float((np.asarray(h["density"]) * widths).sum()) + h["outside"] - 1) < 1e-6
+    plots.embedding_maps({"t": t["tsne"], "s": s["tsne"]}, {"t": t["embedding_mean_cos"], "s": s["embedding_mean_cos"]})
+    plots.similarity_maps({"t": t["token_similarity"]})
+    plots.weight_distribution(h, {"s": (s["clip"]["neg"], s["clip"]["pos"])}, t["module"])
+
+
+def test_weight_histogram_reports_outliers():
+    w = torch.cat([torch.randn(9990) * 0.02, torch.full((10,), 1.5)])
+    h = analysis.weight_histogram(w, bins=50, coverage=0.99)
+    assert h["max_abs"] == 1.5 and abs(h["outside"] - 0.01) < 1e-3  # 1% beyond the range, outliers included
+    assert max(abs(e) for e in h["edges"]) < 0.1  # the range follows the bulk, not the outliers

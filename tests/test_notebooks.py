@@ -49,6 +49,12 @@ def test_notebook_runs_in_smoke_preset(path, tmp_path):
                            "--cwd", str(ROOT / "notebooks"), "-k", "python3", "--no-progress-bar"],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the smoke preset makes every run, so every figure the notebook draws must be in its outputs
+    draws = sum("plots." in "".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                if c["cell_type"] == "code")
+    images = sum("image/png" in o.get("data", {}) for c in json.loads(out.read_text())["cells"]
+                 for o in c.get("outputs", []))
+    assert images >= draws, f"{draws} cells draw figures but only {images} images came out"
 
 
 @pytest.mark.parametrize("path", EXECUTED, ids=lambda p: p.stem)

@@ -111,13 +111,27 @@ class QuantEmbedding(nn.Module):
         self.padding_idx = source.padding_idx
         self.num_embeddings, self.embedding_dim = source.weight.shape
         self.embed_scale = getattr(source, "embed_scale", None)
+        self.has_tied_head = False  # set by QuantTiedHead
+        self._shared = None  # (weight version, grad mode, quantized table) of the last forward, for the tied head
 
     def quantized_weight(self) -> torch.Tensor:
         return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
 
     def forward(self, input_ids):
-        out = F.embedding(input_ids, self.quantized_weight(), self.padding_idx)
+        w_q = self.quantized_weight()
+        if self.has_tied_head and self.weight_quantizer is not None:
+            self._shared = (self.weight._version, torch.is_grad_enabled(), w_q)
+        out = F.embedding(input_ids, w_q, self.padding_idx)
         return out if self.embed_scale is None else out * self.embed_scale
+
+    def take_shared_weight(self) -> torch.Tensor:
+        """The quantized table of this forward pass, handed once to the tied head: quantizing a 49k-row table a
+        second time per step costs as much as its first time, and one shared tensor gives the same gradient (the
+        quantizer's backward is linear in the incoming gradient). Recomputed when the weight changed since."""
+        shared, self._shared = self._shared, None
+        if shared is not None and shared[0] == self.weight._version and shared[1] == torch.is_grad_enabled():
+            return shared[2]
+        return self.quantized_weight()
 
 
 class QuantTiedHead(nn.Module):
@@ -126,6 +140,7 @@ class QuantTiedHead(nn.Module):
     def __init__(self, embedding: QuantEmbedding, bias: nn.Parameter | None):
         super().__init__()
         self.embedding = [embedding]  # a list hides it from the module tree (it is owned by the model's embeddings)
+        embedding.has_tied_head = True
         self.bias = bias
 
     @property
@@ -133,7 +148,7 @@ class QuantTiedHead(nn.Module):
         return self.embedding[0].weight
 
     def forward(self, x):
-        return F.linear(x, self.embedding[0].quantized_weight(), self.bias)
+        return F.linear(x, self.embedding[0].take_shared_weight(), self.bias)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -135,3 +135,32 @@ def test_bad_configs():
         qlib.quantize_model(model, qlib.QuantConfig("mds", 2))
     assert qlib.QuantConfig("mds", 2).label == "2-2-8"
     assert qlib.QuantConfig("twn", 2, e_bits=32, a_bits=None).label == "2-32-32"
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_tied_head_reuses_the_quantized_table_of_the_same_forward_with_the_same_gradient(kind):
+    torch.manual_seed(0)
+    model = TINY_MODELS[kind]()
+    ids = torch.randint(0, model.config.vocab_size, (2, 12))
+    student = qlib.quantize_model(model, qlib.QuantConfig("mds", 2, a_bits=8))
+    emb, head = student.get_input_embeddings(), student.get_output_embeddings()
+    assert isinstance(head, QuantTiedHead)
+    calls = []
+    emb.weight_quantizer.register_forward_hook(lambda *a: calls.append(1))
+    student(input_ids=ids).logits.pow(2).mean().backward()
+    assert len(calls) == 1  # the table was quantized once for embedding and head
+    shared = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+    # reference: the head quantizes the table itself
+    student.zero_grad()
+    emb.has_tied_head = False
+    student(input_ids=ids).logits.pow(2).mean().backward()
+    assert len(calls) == 3
+    for n, p in student.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(p.grad, shared[n], rtol=1e-4, atol=1e-7), n
+    # a weight changed since the embedding's forward is never served stale
+    emb.has_tied_head = True
+    emb(ids)
+    with torch.no_grad():
+        emb.weight.add_(0.1)
+    assert torch.equal(head.embedding[0].take_shared_weight(), emb.quantized_weight())

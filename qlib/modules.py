@@ -75,7 +75,35 @@ class QuantConfig:
         return cls(**json.loads(s))
 
 
-class QuantLinear(nn.Module):
+class _QuantizedWeight(nn.Module):
+    """Base of the modules with a quantized ``weight``. Without autograd (evaluation, generation) the quantized
+    weight is kept and reused until the weight or the quantizer's state changes (tracked by tensor versions, which
+    every in-place update bumps), so that evaluating a student does not quantize every matrix once per batch; the
+    first forward with autograd drops it."""
+
+    weight: nn.Parameter
+    weight_quantizer: WeightQuantizer | None
+    _eval_cache: tuple | None = None
+
+    def _state_key(self) -> tuple:
+        q = self.weight_quantizer
+        tensors = [self.weight, *q.parameters(), *q.buffers(), getattr(q, "second_moment", None)]
+        return (q.training,) + tuple((id(t), t._version) for t in tensors if t is not None)
+
+    def quantized_weight(self) -> torch.Tensor:
+        if self.weight_quantizer is None:
+            return self.weight
+        if torch.is_grad_enabled():
+            self._eval_cache = None
+            return self.weight_quantizer(self.weight)
+        key = self._state_key()
+        if self._eval_cache is None or self._eval_cache[0] != key:
+            self._eval_cache = None  # free the old copy first
+            self._eval_cache = (key, self.weight_quantizer(self.weight))
+        return self._eval_cache[1]
+
+
+class QuantLinear(_QuantizedWeight):
     """A linear layer (``nn.Linear`` or GPT-2's transposed ``Conv1D``) with fake-quantized weight and input.
 
     It keeps the original ``weight``/``bias`` Parameters under the same names, so state dicts stay compatible."""
@@ -86,9 +114,6 @@ class QuantLinear(nn.Module):
         self.weight, self.bias = weight, bias
         self.weight_quantizer, self.act_quantizer = weight_quantizer, act_quantizer
         self.transposed = transposed  # Conv1D stores [in, out]
-
-    def quantized_weight(self) -> torch.Tensor:
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
 
     def forward(self, x):
         if self.act_quantizer is not None:
@@ -101,7 +126,7 @@ class QuantLinear(nn.Module):
         return f"in_features={inp}, out_features={out}, transposed={self.transposed}"
 
 
-class QuantEmbedding(nn.Module):
+class QuantEmbedding(_QuantizedWeight):
     """A word embedding whose table is fake-quantized row-wise. ``embed_scale`` keeps BART's scaled embedding."""
 
     def __init__(self, source: nn.Embedding, weight_quantizer: WeightQuantizer | None):
@@ -113,9 +138,6 @@ class QuantEmbedding(nn.Module):
         self.embed_scale = getattr(source, "embed_scale", None)
         self.has_tied_head = False  # set by QuantTiedHead
         self._shared = None  # (weight version, grad mode, quantized table) of the last forward, for the tied head
-
-    def quantized_weight(self) -> torch.Tensor:
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
 
     def forward(self, input_ids):
         w_q = self.quantized_weight()

@@ -8,6 +8,7 @@ from torch import nn
 
 import qlib
 from qlib.modules import QuantEmbedding, QuantLinear, QuantTiedHead, quantized_modules
+from qlib.quant import bind_laq_hessians
 
 from .conftest import TINY_MODELS, model_inputs
 
@@ -164,3 +165,36 @@ def test_tied_head_reuses_the_quantized_table_of_the_same_forward_with_the_same_
     with torch.no_grad():
         emb.weight.add_(0.1)
     assert torch.equal(head.embedding[0].take_shared_weight(), emb.quantized_weight())
+
+
+@pytest.mark.parametrize("method", ["mds", "lsq", "laq", "pact"])
+def test_evaluation_reuses_quantized_weights_until_weight_or_quantizer_changes(method):
+    torch.manual_seed(0)
+    model = TINY_MODELS["llama"]()
+    ids = torch.randint(0, model.config.vocab_size, (2, 12))
+    student = qlib.quantize_model(model, qlib.QuantConfig(method, 2, a_bits=8))
+    layer = student.model.layers[0].mlp.down_proj
+    calls = []
+    layer.weight_quantizer.register_forward_hook(lambda *a: calls.append(1))
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-2)
+    student(input_ids=ids).logits.pow(2).mean().backward()
+    opt.step()
+    assert bind_laq_hessians(student, opt) > 0 or method != "laq"  # LAQ's solver now reads Adam's state
+    student.eval()
+    calls.clear()
+    with torch.no_grad():
+        first = student(input_ids=ids).logits
+        again = student(input_ids=ids).logits
+    assert len(calls) == 1 and torch.equal(first, again)
+    # every quantizer parameter and the weight itself invalidate the kept copy
+    for t in [layer.weight, *layer.weight_quantizer.parameters()]:
+        with torch.no_grad():
+            t.mul_(1.5)
+            fresh = layer.weight_quantizer(layer.weight)
+            assert torch.equal(layer.quantized_weight(), fresh)
+    # with autograd the copy is dropped and the quantizer runs every time
+    student.train()
+    calls.clear()
+    student(input_ids=ids)
+    student(input_ids=ids)
+    assert len(calls) == 2 and layer._eval_cache is None

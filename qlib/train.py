@@ -165,16 +165,26 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def code_version() -> str:
+def _git_version() -> str:
     try:
         here = Path(__file__).resolve().parent
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
                              timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return (rev or "unknown") + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+# read when the library is imported: the code a process runs is the code it imported, even if the work tree
+# changes while a long run goes on ("+dirty": qlib/ differed from that commit)
+_CODE_VERSION = _git_version()
+
+
+def code_version() -> str:
+    """The commit of the ``qlib`` code this process imported (``+dirty`` if qlib/ had uncommitted changes)."""
+    return _CODE_VERSION
 
 
 def _rng_state() -> dict:
@@ -395,7 +405,7 @@ def _contrast_inputs(cfg, out, states, ids, mask, batch):
 
 def train(cfg: TrainConfig, data=None) -> dict:
     """Run ``cfg`` and return its result dict (also written to ``out_dir/result.json``)."""
-    t_start, version = time.time(), code_version()  # the code this run starts with
+    t_start, version = time.time(), code_version()
     device = dist.init_from_env(resolve_device(cfg.device))
     rank, world = dist.world()
     main = rank == 0

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .modules import QuantEmbedding, quantized_modules
-from .quant import MDSQuantizer, PACTQuantizer, make_quantizer
+from .quant import LAQQuantizer, LSQQuantizer, MDSQuantizer, PACTQuantizer, make_quantizer
 
 
 def most_frequent_tokens(blocks: torch.Tensor, top: int = 500) -> torch.Tensor:
@@ -55,7 +55,8 @@ def token_similarity(model, input_ids: torch.Tensor, layer: int = -1) -> torch.T
 
 @torch.no_grad()
 def clipping_factors(model) -> dict[str, dict]:
-    """Per quantized module: the clipping range the quantizer uses now (MDS: gamma*mean|w|; PACT: both sides)."""
+    """Per quantized module: the clipping range the quantizer uses now (MDS: gamma*mean|w|; PACT: both sides; LSQ:
+    n steps; LAQ: its solver's alpha)."""
     out = {}
     for name, m in quantized_modules(model):
         q = m.weight_quantizer
@@ -66,6 +67,14 @@ def clipping_factors(model) -> dict[str, dict]:
             out[name] = {"neg": -a, "pos": a, "gamma": q.gamma.item()}
         elif isinstance(q, PACTQuantizer):
             out[name] = {"neg": -q.alpha_neg.item(), "pos": q.alpha_pos.item()}
+        elif isinstance(q, LSQQuantizer):  # the grid ends at n steps
+            a = q.n * q.step.clamp_min(1e-8).item()
+            out[name] = {"neg": -a, "pos": a}
+        elif isinstance(q, LAQQuantizer):  # what its solver gives for the current weight, as in evaluation
+            was_training = q.training
+            a = q.eval().solve(m.weight.detach()).item()
+            q.train(was_training)
+            out[name] = {"neg": -a, "pos": a}
     return out
 
 
@@ -90,6 +99,20 @@ def figure_data(model, token_ids: torch.Tensor, sentence: torch.Tensor, module: 
             "token_similarity": token_similarity(model, sentence.to(next(model.parameters()).device)).tolist(),
             "weight_hist": weight_histogram(model.get_submodule(module).weight),
             "clip": clipping_factors(model).get(module)}
+
+
+@torch.no_grad()
+def nonzero_codes(student) -> dict[str, dict]:
+    """How many weights a quantized model maps off zero, for its word embedding and for its other quantized
+    matrices: ``{"embedding" | "layers": {"nonzero", "total", "share"}}``, from the quantizers' own codes. (With
+    PACT's initial clipping factors of 2.5, a 2-bit grid {-2.5, 0, 2.5} keeps only weights above 1.25.)"""
+    counts = {"embedding": [0, 0], "layers": [0, 0]}
+    for _, m in quantized_modules(student):
+        codes = m.weight_quantizer.encode(m.weight).codes
+        c = counts["embedding" if isinstance(m, QuantEmbedding) else "layers"]
+        c[0] += int((codes != 0).sum())
+        c[1] += codes.numel()
+    return {k: {"nonzero": n, "total": t, "share": n / max(t, 1)} for k, (n, t) in counts.items()}
 
 
 def gamma_gradient_curve(w: torch.Tensor, bits: int, gammas) -> dict[str, list[float]]:

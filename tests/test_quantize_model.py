@@ -198,3 +198,36 @@ def test_evaluation_reuses_quantized_weights_until_weight_or_quantizer_changes(m
     student(input_ids=ids)
     student(input_ids=ids)
     assert len(calls) == 2 and layer._eval_cache is None
+
+
+def test_nonzero_codes_counts_what_pact_init_keeps():
+    from qlib.analysis import nonzero_codes
+    model = TINY_MODELS["llama"]()
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, :3] = 2.0  # three weights above 2.5 / 2
+    out = nonzero_codes(qlib.quantize_model(model, qlib.QuantConfig("pact", 2, a_bits=8)))
+    assert out["layers"]["nonzero"] == 3
+    assert out["layers"]["total"] == sum(m.weight.numel() for _, m in quantized_modules(model)
+                                         if not isinstance(m, QuantEmbedding))
+    assert out["embedding"]["nonzero"] == 0 and out["embedding"]["total"] == model.model.embed_tokens.weight.numel()
+
+
+@pytest.mark.parametrize("method", ["mds", "pact", "lsq", "laq"])
+def test_clipping_factors_are_the_ends_of_each_quantizers_grid(method):
+    from qlib.analysis import clipping_factors
+    model = TINY_MODELS["llama"]()
+    student = qlib.quantize_model(model, qlib.QuantConfig(method, 2, a_bits=8))
+    if method == "pact":  # the paper's 2.5 is far beyond these weights: bring the range down to them
+        for _, m in quantized_modules(student):
+            with torch.no_grad():
+                m.weight_quantizer.alpha_neg.fill_(0.02), m.weight_quantizer.alpha_pos.fill_(0.03)
+    student(input_ids=torch.randint(0, 100, (1, 8)))  # LSQ and LAQ set their scale on the first forward
+    student.eval()
+    cf = clipping_factors(student)
+    mods = {n: m for n, m in quantized_modules(student) if not isinstance(m, QuantEmbedding)}
+    assert set(cf) == set(mods)
+    for name, m in mods.items():
+        w_q = m.weight_quantizer(m.weight).detach()
+        # the largest quantized weights sit exactly on the ends of the range
+        assert torch.isclose(w_q.max(), torch.tensor(cf[name]["pos"]), rtol=1e-5), name
+        assert torch.isclose(w_q.min(), torch.tensor(cf[name]["neg"]), rtol=1e-5), name

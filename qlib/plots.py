@@ -53,7 +53,7 @@ def gamma_gradient(curves: dict):
 
 def metric_vs_bits(rows: list[dict], metric: str = "test_ppl", log: bool = True, fp_value: float | None = None):
     """Fig. 1: a metric against weight bits, one line per method. ``rows``: dicts with method, w_bits, value."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
     for method in sorted({r["method"] for r in rows}):
         pts = sorted((r["w_bits"], r["value"]) for r in rows if r["method"] == method)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=METHOD_LABELS.get(method, method))
@@ -63,7 +63,7 @@ def metric_vs_bits(rows: list[dict], metric: str = "test_ppl", log: bool = True,
     ax.set_xticks(sorted({r["w_bits"] for r in rows}))
     if log:
         ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: never over a point
     fig.tight_layout()
     return fig
 

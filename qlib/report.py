@@ -117,6 +117,23 @@ def samples_table(configs) -> pd.DataFrame:
     return pd.DataFrame({"prompt": prompts, **{k: v or ["not run"] * len(prompts) for k, v in cols.items()}})
 
 
+def homogeneity_table(figure_data: dict[str, dict]) -> pd.DataFrame:
+    """Figs. 2-4 in numbers, one row per model (``experiments.figure_data`` results by label): mean cosine
+    similarity of the embeddings, mean and minimum token-token similarity of the last hidden states (off the
+    diagonal), and the clipping range of Fig. 4's module."""
+    import numpy as np
+
+    rows = []
+    for name, d in figure_data.items():
+        sim = np.asarray(d["token_similarity"])
+        off = sim[~np.eye(len(sim), dtype=bool)]
+        rows.append({"model": name, "embeddings: mean cos": round(d["embedding_mean_cos"], 3),
+                     "last hidden states: mean cos": round(float(off.mean()), 3),
+                     "last hidden states: min cos": round(float(off.min()), 3),
+                     f"clipping range of {d['module']}": f"±{d['clip']['pos']:.3f}" if d["clip"] else "-"})
+    return pd.DataFrame(rows)
+
+
 def committed_results(task: str = "lm") -> list[dict]:
     """Every committed result file of a task."""
     folder = RESULTS / task
@@ -155,6 +172,16 @@ def xtc_table(configs, metric: str = "valid_accuracy") -> pd.DataFrame:
                         metric: round(res["metrics"][metric], 2)})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+LM_XTC_LABELS = ["layer reduction only (fp32)", "XTC ternary 2-2-8", "XTC binary 1-1-8",
+                 "XTC ternary 2-2-8 + layer reduction", "XTC binary 1-1-8 + layer reduction"]
+
+
+def lm_xtc_table(preset: str, dataset: str = "ptb") -> pd.DataFrame:
+    """XTC's recipe on the generative model beside QuantGPT 2-2-8 (equal bits), with sizes and compression."""
+    configs = [lm_student(preset, "mds", (2, 2, 8), dataset)] + grid("lm-xtc", preset)
+    return ablation_table(configs, ["QuantGPT 2-2-8"] + LM_XTC_LABELS, sizes=True)
 
 
 def claims(preset: str, dataset: str = "ptb") -> pd.DataFrame:

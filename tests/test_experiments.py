@@ -149,6 +149,11 @@ def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
     plots.embedding_maps({"t": t["tsne"], "s": s["tsne"]}, {"t": t["embedding_mean_cos"], "s": s["embedding_mean_cos"]})
     plots.similarity_maps({"t": t["token_similarity"]})
     plots.weight_distribution(h, {"s": (s["clip"]["neg"], s["clip"]["pos"])}, t["module"])
+    table = report.homogeneity_table({"t": t, "s": s})
+    assert list(table["embeddings: mean cos"]) == [round(t["embedding_mean_cos"], 3), round(s["embedding_mean_cos"], 3)]
+    off = sim[~torch.eye(n, dtype=torch.bool)]
+    assert table["last hidden states: mean cos"][1] == round(off.mean().item(), 3)
+    assert table.iloc[0, -1] == "-" and table.iloc[1, -1] == f"±{s['clip']['pos']:.3f}"
 
 
 def test_weight_histogram_reports_outliers():

@@ -110,15 +110,32 @@ def weight_distribution(hist: dict, clips: dict[str, tuple[float, float]], title
     return fig
 
 
-def gammas(gamma: dict[str, float], title: str = "learned scaling per module"):
-    """Fig. 8: learned gamma of every module."""
-    names = list(gamma)
-    fig, ax = plt.subplots(figsize=(max(6, 0.12 * len(names)), 3.2))
-    ax.bar(range(len(names)), [gamma[n] for n in names])
-    ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="initial value 1")
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([n.split("layers.")[-1].split("h.")[-1] for n in names], rotation=90, fontsize=5)
-    ax.set_ylabel(r"$\gamma$"), ax.set_title(title, fontsize=9), ax.legend(fontsize=8)
+def gammas(gamma: dict[str, float], title: str = "learned scaling gamma per module"):
+    """Fig. 8: learned gamma of every module, as a (module kind x layer) map centred on the initial value 1;
+    modules outside the layers (the word embedding: mean over its rows) are listed in the title."""
+    import re
+
+    cells, outside = {}, {}
+    for name, g in gamma.items():
+        m = re.search(r"(?:^|\.)(?:h|layers|layer|block)\.(\d+)\.(.+)$", name)
+        if m:
+            cells[(m.group(2), int(m.group(1)))] = g
+        else:
+            outside[name] = g
+    kinds = list(dict.fromkeys(k for k, _ in cells))
+    layers = sorted({i for _, i in cells})
+    grid = np.full((len(kinds), len(layers)), np.nan)
+    for (kind, layer), g in cells.items():
+        grid[kinds.index(kind), layers.index(layer)] = g
+    dev = max(float(np.nanmax(np.abs(grid - 1.0))) if cells else 0.0, 1e-3)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.25 * len(layers) + 2), 0.35 * len(kinds) + 1.6))
+    im = ax.imshow(grid, cmap="RdBu_r", vmin=1 - dev, vmax=1 + dev, aspect="auto")
+    ax.set_yticks(range(len(kinds)), kinds, fontsize=7)
+    ax.set_xticks(range(len(layers)), layers, fontsize=6)
+    ax.set_xlabel("layer")
+    extra = ", ".join(f"{n}: {g:.3f}" for n, g in outside.items())
+    ax.set_title(title + (f"\n{extra}" if extra else ""), fontsize=9)
+    fig.colorbar(im, ax=ax, label=r"$\gamma$")
     fig.tight_layout()
     return fig
 

@@ -166,6 +166,9 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _git_version() -> str:
+    # a copy without git (a lent GPU box gets the files only) names its commit in QLIB_CODE_VERSION
+    if os.environ.get("QLIB_CODE_VERSION"):
+        return os.environ["QLIB_CODE_VERSION"]
     try:
         here = Path(__file__).resolve().parent
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,

@@ -35,6 +35,23 @@ def test_printed_command_parses_back_to_the_same_config(dirs):
         assert asdict(back) == asdict(replace(cfg, progress=True, resume=back.resume)), X.command(cfg)
 
 
+def test_gpu_preset_uses_the_papers_sequence_and_batch_for_every_lm_run(dirs):
+    configs = X.grid("lm-table", "gpu") + X.grid("lm-ablations", "gpu") + X.grid("lm-xtc", "gpu")
+    assert {(c.seq_len, c.batch_size, c.grad_accum, c.epochs, c.max_steps) for c in configs} == {(512, 32, 1, 2, None)}
+    names = [Path(c.out_dir).name for c in configs]
+    assert len(set(names)) == len(names) and all(n.endswith("-gpu") for n in names)
+    with pytest.raises(ValueError, match="unknown preset"):
+        X.lm_base("tpu")
+
+
+def test_a_copy_without_git_names_its_commit(monkeypatch):
+    from qlib import train
+    monkeypatch.setenv("QLIB_CODE_VERSION", "abc1234")
+    assert train._git_version() == "abc1234"
+    monkeypatch.delenv("QLIB_CODE_VERSION")
+    assert train._git_version() != "abc1234"
+
+
 def test_a_result_is_found_only_for_its_own_config(dirs):
     offline_data()
     teacher, student = X.lm_teacher("smoke"), X.lm_student("smoke", "mds")

@@ -78,6 +78,20 @@ def clipping_factors(model) -> dict[str, dict]:
     return out
 
 
+def clipped_share(model) -> dict:
+    """The share of the (tensor-wise quantized) layer weights outside their module's clipping range now, as
+    ``{"clipped", "total", "share"}``. With dynamic scaling's initial gamma = 1 the range is mean|w|: right for a
+    ternary grid, far too narrow for 8 bits, where most of the error is then clipping."""
+    ranges = clipping_factors(model)
+    clipped = total = 0
+    for name, m in quantized_modules(model):
+        if name in ranges:
+            w = m.weight.detach()
+            clipped += int(((w > ranges[name]["pos"]) | (w < ranges[name]["neg"])).sum())
+            total += w.numel()
+    return {"clipped": clipped, "total": total, "share": clipped / max(total, 1)}
+
+
 def weight_histogram(w: torch.Tensor, bins: int = 200, coverage: float = 0.999) -> dict:
     """Density histogram of a weight matrix over the symmetric range holding ``coverage`` of its values (Fig. 4);
     the outliers beyond it are summarised by their share and the largest magnitude."""

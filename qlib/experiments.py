@@ -26,6 +26,8 @@ RUNS = Path(os.environ.get("QLIB_RUNS_DIR", ROOT / "runs"))
 PRESETS = ("smoke", "cpu", "gpu", "paper")
 LM_SETTINGS = ((8, 8, 8), (4, 4, 8), (2, 2, 8))
 LM_METHODS = ("pact", "lsq", "laq", "mds")
+# the gamma with the least reconstruction error on a SmolLM2 attention projection (chapter 1's table), per setting
+GAMMA_INIT = {(8, 8, 8): 8.0, (4, 4, 8): 3.5}
 # fields that do not change what a run computes
 VOLATILE = ("progress", "resume", "out_dir", "teacher", "eval_batch_size")
 
@@ -113,7 +115,8 @@ def lm_xtc_grid(preset: str, dataset: str = "ptb") -> list[TrainConfig]:
 
 def grid(name: str, preset: str) -> list[TrainConfig]:
     """Named grids: ``lm-table`` (Table 1 PTB column: teacher + 4 methods x 3 settings), ``lm-ablations``
-    (Tables 4/7, Fig. 7 at 2-2-8)."""
+    (Tables 4/7, Fig. 7 at 2-2-8), ``lm-xtc`` (XTC's recipe on the generative model), ``lm-gamma-init`` (QuantGPT
+    at 8 and 4 bits with gamma started at ``GAMMA_INIT``), ``xtc[-task]`` (XTC on GLUE)."""
     if name == "lm-table":
         return [lm_teacher(preset)] + [lm_student(preset, m, b) for b in reversed(LM_SETTINGS) for m in LM_METHODS]
     if name == "lm-ablations":
@@ -128,9 +131,12 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
         ]
     if name == "lm-xtc":
         return lm_xtc_grid(preset)
+    if name == "lm-gamma-init":  # beyond the paper: QuantGPT with gamma started where the clipping error is least
+        return [lm_student(preset, "mds", bits, tag=f"gamma{g:g}", gamma_init=g) for bits, g in GAMMA_INIT.items()]
     if name.startswith("xtc"):  # xtc or xtc-<glue task>
         return xtc_grid(preset, name.split("-", 1)[1] if "-" in name else "sst2")
-    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-ablations, xtc[-<glue task>]")
+    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-ablations, lm-xtc, lm-gamma-init, "
+                     f"xtc[-<glue task>]")
 
 
 def result_path(cfg: TrainConfig) -> Path:

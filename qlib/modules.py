@@ -21,7 +21,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 from transformers.pytorch_utils import Conv1D
 
-from .quant import QUANTIZERS, ActQuantizer, WeightQuantizer, check_bits, make_quantizer
+from .quant import QUANTIZERS, ActQuantizer, MDSQuantizer, WeightQuantizer, check_bits, make_quantizer
 
 FULL_PRECISION = (None, 32)
 
@@ -333,5 +333,19 @@ def quantizer_parameters(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
+def set_gamma(model: nn.Module, value: float) -> int:
+    """Start every dynamic-scaling gamma of ``model`` at ``value`` (the paper starts them at 1); returns how many
+    quantizers it set. Raises if the model has none: asking for a gamma that nothing uses is a mistake."""
+    if not value > 0:
+        raise ValueError(f"gamma must be > 0, got {value}")
+    found = [m for m in model.modules() if isinstance(m, MDSQuantizer)]
+    if not found:
+        raise ValueError("the model has no dynamic-scaling (mds) quantizer whose gamma could be set")
+    with torch.no_grad():
+        for q in found:
+            q.gamma.fill_(value)
+    return len(found)
+
+
 __all__ = ["QuantConfig", "QuantLinear", "QuantEmbedding", "QuantTiedHead", "quantize_model", "quantized_modules",
-           "dequantized_state_dict", "quantizer_parameters", "QUANTIZERS"]
+           "dequantized_state_dict", "quantizer_parameters", "set_gamma", "QUANTIZERS"]

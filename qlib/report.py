@@ -44,6 +44,13 @@ def _paper_col(dataset: str) -> int:
     return {"wikitext2": 1, "ptb": 2, "wikitext103": 3}[dataset]
 
 
+def device_label(res: dict) -> str:
+    """Where a result was made, short: "CPU" or the GPU's name (runs of one preset may come from both)."""
+    if res["device"] == "cpu":
+        return "CPU"
+    return res.get("device_name", res["device"]).replace("NVIDIA ", "").split(" ")[0]
+
+
 def lm_table(configs, dataset: str = "ptb") -> pd.DataFrame:
     """Table 1 (LM column of ``dataset``): ours (committed results) beside the paper's. Runs without a committed
     result appear as "not run" with the command that makes them."""
@@ -54,10 +61,11 @@ def lm_table(configs, dataset: str = "ptb") -> pd.DataFrame:
         paper = PAPER_TABLE1.get((cfg.method, setting))
         row = {"method": METHOD_NAMES.get(cfg.method, cfg.method), "W-E-A": setting}
         if res is None:
-            row.update({"size (MiB)": None, "ours: test PPL": "not run", "ours: steps x tokens": ""})
+            row.update({"size (MiB)": None, "ours: test PPL": "not run", "ours: steps x tokens": "", "ours: on": ""})
         else:
             row.update({"size (MiB)": round(res["size_mb"], 1), "ours: test PPL": round(res["metrics"]["test_ppl"], 2),
-                        "ours: steps x tokens": f"{res['steps']} x {res.get('tokens_per_step') or '-'}"})
+                        "ours: steps x tokens": f"{res['steps']} x {res.get('tokens_per_step') or '-'}",
+                        "ours: on": device_label(res)})
         row["paper (GPT-2): size MB"] = paper[0] if paper else None
         row["paper (GPT-2): test PPL"] = paper[_paper_col(dataset)] if paper else None
         rows.append(row)
@@ -72,7 +80,8 @@ def ablation_table(configs, labels: list[str], paper: dict[str, float] | None = 
     teacher = load_result(lm_teacher(configs[0].preset, configs[0].dataset)) if sizes else None
     for cfg, label in zip(configs, labels):
         res = load_result(cfg)
-        row = {"variant": label, "ours: test PPL": round(res["metrics"]["test_ppl"], 2) if res else "not run"}
+        row = {"variant": label, "ours: test PPL": round(res["metrics"]["test_ppl"], 2) if res else "not run",
+               "ours: on": device_label(res) if res else ""}
         if sizes:
             row["size (MiB)"] = round(res["size_mb"], 1) if res else None
             row["compression"] = f"{teacher['size_mb'] / res['size_mb']:.1f}x" if res and teacher else None

@@ -33,7 +33,7 @@ from . import evaluate as E
 from .losses import (NEGATIVE_MODES, ContrastiveHeads, TokenContrastiveLoss, logit_distillation, teacher_entropy,
                      total_loss)
 from .models import MODEL_NAMES, load_model, load_tokenizer
-from .modules import QuantConfig, quantize_model, quantizer_parameters
+from .modules import QuantConfig, quantize_model, quantizer_parameters, set_gamma
 from .packing import size_mb
 from .quant import bind_laq_hessians
 
@@ -77,6 +77,7 @@ class TrainConfig:
     train_tokens: int | None = None  # use only the first N tokens of the train split
     lr: float = 5e-4
     quant_lr: float = 1e-3
+    gamma_init: float = 1.0  # where dynamic scaling's gamma starts (the paper: 1, i.e. alpha = mean|w|)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: only at the end
@@ -107,6 +108,9 @@ class TrainConfig:
                   (self.negatives in NEGATIVE_MODES, f"negatives must be one of {NEGATIVE_MODES}"),
                   (self.contrast_layer in LAYERS, f"contrast_layer must be one of {LAYERS}"),
                   (self.lr > 0 and self.quant_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.quant_lr}"),
+                  (self.gamma_init > 0, f"gamma_init must be > 0, got {self.gamma_init}"),
+                  (self.gamma_init == 1.0 or self.method in ("mds", "mds_pact_grad"),
+                   f"gamma_init applies to dynamic scaling (mds, mds_pact_grad) only, not {self.method!r}"),
                   (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
                   (self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}"),
                   (self.epochs > 0 or (self.max_steps or 0) > 0, "train for epochs > 0 or max_steps > 0"),
@@ -443,6 +447,8 @@ def train(cfg: TrainConfig, data=None) -> dict:
             load_run_weights(student, cfg.init_from, "student")
         if cfg.method != "fp":
             quantize_model(student, cfg.quant_config())
+            if cfg.gamma_init != 1.0:
+                set_gamma(student, cfg.gamma_init)
         if needs_teacher:
             teacher.eval().requires_grad_(False).to(device)
         else:

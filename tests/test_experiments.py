@@ -27,7 +27,8 @@ def dirs(tmp_path, monkeypatch):
 
 
 def test_printed_command_parses_back_to_the_same_config(dirs):
-    for cfg in X.grid("lm-ablations", "cpu") + X.grid("lm-xtc", "cpu") + X.grid("xtc", "cpu"):
+    grids = ("lm-ablations", "lm-xtc", "lm-gamma-init", "xtc")
+    for cfg in [c for name in grids for c in X.grid(name, "cpu")]:
         argv = shlex.split(X.command(cfg))[3:]  # drop "python -m qlib"
         args = vars(_parser().parse_args(argv))
         args.pop("command")
@@ -42,6 +43,11 @@ def test_gpu_preset_uses_the_papers_sequence_and_batch_for_every_lm_run(dirs):
     assert len(set(names)) == len(names) and all(n.endswith("-gpu") for n in names)
     with pytest.raises(ValueError, match="unknown preset"):
         X.lm_base("tpu")
+
+
+def test_device_label_names_the_gpu_or_cpu():
+    assert report.device_label({"device": "cpu", "device_name": "x86_64"}) == "CPU"
+    assert report.device_label({"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3"}) == "H100"
 
 
 def test_a_copy_without_git_names_its_commit(monkeypatch):
@@ -68,6 +74,7 @@ def test_a_result_is_found_only_for_its_own_config(dirs):
     assert X.trained_model(replace(student, out_dir=str(dirs / "runs" / "gone")), run_missing=False) is None
     table = report.ablation_table([student, replace(student, lam=0.2)], ["ours", "other"], sizes=True)
     assert list(table["ours: test PPL"]) == [round(res["metrics"]["test_ppl"], 2), "not run"]
+    assert list(table["ours: on"]) == ["CPU", ""]  # where each result was made (CI has no GPU)
     ratio = X.load_result(teacher)["size_mb"] / res["size_mb"]
     assert table["compression"][0] == f"{ratio:.1f}x" and ratio > 1
 

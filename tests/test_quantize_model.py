@@ -212,6 +212,33 @@ def test_nonzero_codes_counts_what_pact_init_keeps():
     assert out["embedding"]["nonzero"] == 0 and out["embedding"]["total"] == model.model.embed_tokens.weight.numel()
 
 
+def test_set_gamma_starts_every_dynamic_scaling_and_refuses_models_without_one():
+    from qlib.modules import set_gamma
+    student = qlib.quantize_model(TINY_MODELS["llama"](), qlib.QuantConfig("mds", 4, a_bits=8))
+    n = set_gamma(student, 2.5)
+    gammas = [m.weight_quantizer.gamma for _, m in quantized_modules(student)]
+    assert n == len(gammas) and all(torch.all(g == 2.5) for g in gammas)
+    with pytest.raises(ValueError, match="no dynamic-scaling"):
+        set_gamma(qlib.quantize_model(TINY_MODELS["llama"](), qlib.QuantConfig("lsq", 4, a_bits=8)), 2.5)
+    with pytest.raises(ValueError, match="> 0"):
+        set_gamma(student, -1.0)
+
+
+def test_clipped_share_counts_the_weights_beyond_the_clipping_range():
+    from qlib.analysis import clipped_share
+    model = TINY_MODELS["llama"]()
+    student = qlib.quantize_model(model, qlib.QuantConfig("mds", 8, a_bits=8))
+    layers = [m for _, m in quantized_modules(student) if not isinstance(m, QuantEmbedding)]
+    expected = sum(int((m.weight.abs() > m.weight.abs().mean()).sum()) for m in layers)  # gamma = 1: alpha = mean|w|
+    out = clipped_share(student)
+    assert out["clipped"] == expected and out["total"] == sum(m.weight.numel() for m in layers)
+    assert 0.2 < out["share"] < 0.6  # near-Gaussian weights: about 42% lie beyond their mean magnitude
+    with torch.no_grad():
+        for m in layers:
+            m.weight_quantizer.gamma.fill_(100.0)
+    assert clipped_share(student)["clipped"] == 0
+
+
 @pytest.mark.parametrize("method", ["mds", "pact", "lsq", "laq"])
 def test_clipping_factors_are_the_ends_of_each_quantizers_grid(method):
     from qlib.analysis import clipping_factors

@@ -52,6 +52,13 @@ def test_baselines_train_with_distillation_only(tmp_path, method, bits):
     assert torch.isfinite(torch.tensor(res["metrics"]["test_ppl"]))
 
 
+def test_gamma_init_sets_where_every_dynamic_scaling_starts(tmp_path):
+    offline_data()
+    res = train(_cfg(tmp_path, loss="dist", gamma_init=3.0, max_steps=2))
+    # AdamW moves each gamma by about quant_lr (1e-3) per step: two steps leave them next to their start
+    assert res["gamma"] and all(abs(v - 3.0) < 0.01 for v in res["gamma"].values())
+
+
 def test_missing_teacher_weights(tmp_path):
     offline_data()
     with pytest.raises(FileNotFoundError, match="teacher weights"):
@@ -163,6 +170,8 @@ def test_corrupt_checkpoint_and_existing_run_are_errors(tmp_path):
     ({"task": "translation"}, "task must be"),
     ({"contrast_layer": "encoder"}, "encoder-decoder"),
     ({"negatives": "random"}, "negatives must be"),
+    ({"gamma_init": 0.0}, "gamma_init must be > 0"),
+    ({"method": "lsq", "gamma_init": 3.0}, "applies to dynamic scaling"),
 ])
 def test_bad_configs_fail_at_construction(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
             else:
                 t.add_argument(flag, type=base, default=default)
     g = sub.add_parser("grid", help="run (or load) a named grid of the paper's experiments, resumably")
-    g.add_argument("name", help="lm-table, lm-ablations, lm-xtc, lm-gamma-init or xtc[-<glue task>]")
+    g.add_argument("name", help="lm-table, lm-ablations, lm-xtc, lm-gamma-init, lm-seeds or xtc[-<glue task>]")
     g.add_argument("--preset", default="cpu", help="smoke, cpu, gpu or paper")
     g.add_argument("--only", nargs="*", default=None, help="run only the configs whose name contains one of these")
     g.add_argument("--list", action="store_true", help="list the configs, their state and commands; run nothing")

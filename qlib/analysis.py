@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .modules import QuantEmbedding, quantized_modules
-from .quant import LAQQuantizer, LSQQuantizer, MDSQuantizer, PACTQuantizer, make_quantizer
+from .quant import MDSQuantizer, PACTQuantizer, make_quantizer
 
 
 def most_frequent_tokens(blocks: torch.Tensor, top: int = 500) -> torch.Tensor:
@@ -55,26 +55,26 @@ def token_similarity(model, input_ids: torch.Tensor, layer: int = -1) -> torch.T
 
 @torch.no_grad()
 def clipping_factors(model) -> dict[str, dict]:
-    """Per quantized module: the clipping range the quantizer uses now (MDS: gamma*mean|w|; PACT: both sides; LSQ:
-    n steps; LAQ: its solver's alpha)."""
+    """Per (tensor-wise) quantized module: the ends of the grid its quantizer uses now, ``n * step`` from the same
+    codes and steps the forward pass uses (MDS: gamma*mean|w|, with ``gamma``; PACT: the largest clipped
+    magnitude, with its clipping factors ``clip_neg``/``clip_pos``; LSQ: n steps; LAQ: its solver's alpha, as in
+    evaluation)."""
     out = {}
     for name, m in quantized_modules(model):
         q = m.weight_quantizer
         if q.granularity != "tensor":
             continue
+        was_training = q.training
+        enc = q.eval().encode(m.weight.detach())  # eval: LAQ's solver does not advance its warm start
+        q.train(was_training)
+        n = enc.codes.abs().max().clamp_min(1).item() if q.n == 1 else q.n
+        step_neg = enc.step if enc.step_neg is None else enc.step_neg
+        entry = {"neg": -n * step_neg.item(), "pos": n * enc.step.item()}
         if isinstance(q, MDSQuantizer):
-            a = q.alpha(m.weight).item()
-            out[name] = {"neg": -a, "pos": a, "gamma": q.gamma.item()}
-        elif isinstance(q, PACTQuantizer):
-            out[name] = {"neg": -q.alpha_neg.item(), "pos": q.alpha_pos.item()}
-        elif isinstance(q, LSQQuantizer):  # the grid ends at n steps
-            a = q.n * q.step.clamp_min(1e-8).item()
-            out[name] = {"neg": -a, "pos": a}
-        elif isinstance(q, LAQQuantizer):  # what its solver gives for the current weight, as in evaluation
-            was_training = q.training
-            a = q.eval().solve(m.weight.detach()).item()
-            q.train(was_training)
-            out[name] = {"neg": -a, "pos": a}
+            entry["gamma"] = q.gamma.item()
+        if isinstance(q, PACTQuantizer):
+            entry["clip_neg"], entry["clip_pos"] = -q.alpha_neg.item(), q.alpha_pos.item()
+        out[name] = entry
     return out
 
 

@@ -26,7 +26,8 @@ from .losses import ContrastiveHeads, TokenContrastiveLoss
 from .models import load_model, load_tokenizer, tiny_config
 from .modules import quantize_model, quantizer_parameters
 from .packing import export_packed, load_packed, size_mb
-from .train import TrainConfig, code_version, compute_loss, resolve_device
+from .runtime import autocast, code_version, resolve_device
+from .train import TrainConfig, compute_loss
 
 
 class PeakMemory:
@@ -120,7 +121,7 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
 
         def step():
             opt.zero_grad(set_to_none=True)
-            with E.autocast(dev):
+            with autocast(dev):
                 loss, _ = compute_loss(tcfg, model_, teacher_, heads, contrast, batch)
             loss.backward()
             opt.step()

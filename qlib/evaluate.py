@@ -13,17 +13,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (fp32 master weights stay in the optimizer); plain fp32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+from .runtime import autocast
 
 
 @torch.no_grad()
 def perplexity(model, blocks: torch.Tensor, batch_size: int = 8, device="cpu", desc: str = "ppl",
-               progress: bool = True) -> float:
+               progress: bool = True, dtype: str = "auto") -> float:
     """exp(mean NLL) over all predicted tokens of ``blocks`` ([N, seq_len] token ids)."""
     device = torch.device(device)
     was_training = model.training
@@ -31,7 +26,7 @@ def perplexity(model, blocks: torch.Tensor, batch_size: int = 8, device="cpu", d
     nll, count = torch.zeros((), dtype=torch.float64, device=device), 0
     for i in tqdm(range(0, len(blocks), batch_size), desc=desc, disable=not progress, leave=False):
         ids = blocks[i:i + batch_size].to(device)
-        with autocast(device):
+        with autocast(device, dtype):
             logits = model(input_ids=ids).logits
         nll += F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
                                reduction="sum").double()

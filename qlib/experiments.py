@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .runtime import code_version, load_checkpoint, resolve_device, write_json
 from .train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,26 +33,38 @@ GAMMA_INIT = {(8, 8, 8): 8.0, (4, 4, 8): 3.5}
 VOLATILE = ("progress", "resume", "out_dir", "teacher", "eval_batch_size")
 
 
+# the learning rate of the students and the control per preset. cpu: chosen by the `lm-lr` sweep of the control
+# (the largest rate whose control ends within 2% of the teacher's validation PPL; the sweep's result files are
+# committed and shown in chapter 4). gpu and paper: the paper's 5e-4 for its batch of 32 x 512 tokens.
+STUDENT_LR = {"smoke": 5e-4, "cpu": 5e-5, "gpu": 5e-4, "paper": 5e-4}
+LR_SWEEP = (2e-5, 5e-5, 1e-4, 2e-4)
+EVAL_CONTEXT = 512  # every preset evaluates with the paper's context, so presets compare
+
+
 def lm_base(preset: str, dataset: str = "ptb") -> dict:
     """Common settings of the language-modeling runs of a preset (students; the teacher overrides a few)."""
     if preset == "smoke":
         return dict(model="tiny-llama", dataset=dataset, seq_len=32, batch_size=2, max_steps=2, num_negatives=8,
-                    train_tokens=2048, eval_tokens=256, test_tokens=256, save_every=1, preset=preset)
-    if preset == "cpu":
-        return dict(model="smollm2-135m", dataset=dataset, seq_len=128, batch_size=4, max_steps=100,
-                    num_negatives=64, eval_tokens=20000, save_every=25, preset=preset)
-    if preset == "gpu":  # the paper's sequence length and batch on one lent GPU, 2 epochs instead of 120
-        return dict(model="smollm2-135m", dataset=dataset, seq_len=512, batch_size=32, epochs=2,
-                    num_negatives=64, save_every=50, preset=preset)
+                    train_tokens=2048, eval_tokens=256, test_tokens=256, save_every=1, curve_points=2,
+                    lr=STUDENT_LR[preset], preset=preset)
+    if preset == "cpu":  # 400 steps of 4 x 128 tokens (205k tokens, 4x the first cpu preset) on a 2-core machine
+        return dict(model="smollm2-135m", dataset=dataset, seq_len=128, batch_size=4, max_steps=400,
+                    eval_seq_len=EVAL_CONTEXT, eval_tokens=8192, num_negatives=64, save_every=25,
+                    lr=STUDENT_LR[preset], preset=preset)
+    if preset == "gpu":  # the paper's sequence length and batch on one lent GPU, 10 epochs instead of 120
+        return dict(model="smollm2-135m", dataset=dataset, seq_len=512, batch_size=32, epochs=10,
+                    eval_tokens=32768, num_negatives=64, save_every=100, lr=STUDENT_LR[preset], preset=preset)
     if preset == "paper":  # Sec. B.2: seq 512, batch 32, 120 epochs on PTB (80 WikiText-2, 8 WikiText-103)
         epochs = {"ptb": 120, "wikitext2": 80, "wikitext103": 8}[dataset]
         negs = {"ptb": 64}.get(dataset, 32)
         return dict(model="smollm2-135m", dataset=dataset, seq_len=512, batch_size=4, grad_accum=8,
-                    epochs=epochs, num_negatives=negs, eval_every=1000, save_every=200, preset=preset)
+                    epochs=epochs, num_negatives=negs, eval_every=1000, save_every=200, lr=STUDENT_LR[preset],
+                    preset=preset)
     raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
 
 
 def lm_teacher(preset: str, dataset: str = "ptb") -> TrainConfig:
+    """The full-precision teacher: the pretrained model fine-tuned on the task with its LM loss."""
     base = lm_base(preset, dataset)
     steps = {"smoke": 2, "cpu": 150}.get(preset)
     return TrainConfig(**{**base, "max_steps": steps, "lr": 1e-4, "method": "fp",
@@ -66,6 +79,12 @@ def lm_student(preset: str, method: str, bits: tuple[int, int, int] = (2, 2, 8),
     teacher = lm_teacher(preset, dataset)
     return TrainConfig(**{**base, "method": method, "w_bits": w, "e_bits": e, "a_bits": a,
                           "teacher": teacher.out_dir, "out_dir": str(RUNS / name), **overrides})
+
+
+def lm_control(preset: str, dataset: str = "ptb", tag: str = "control", **overrides) -> TrainConfig:
+    """The full-precision control: the students' loop, budget and distillation loss without quantization. What it
+    loses against the teacher is what the loop costs; the rest of a student's gap is what quantization costs."""
+    return lm_student(preset, "fp", (32, 32, 32), dataset, tag=tag, loss="dist", **overrides)
 
 
 def xtc_teacher(preset: str, task: str = "sst2") -> TrainConfig:
@@ -119,7 +138,12 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
     at 8 and 4 bits with gamma started at ``GAMMA_INIT``), ``lm-seeds`` (QuantGPT 2-2-8 with seeds 1 and 2),
     ``xtc[-task]`` (XTC on GLUE)."""
     if name == "lm-table":
-        return [lm_teacher(preset)] + [lm_student(preset, m, b) for b in reversed(LM_SETTINGS) for m in LM_METHODS]
+        return [lm_teacher(preset), lm_control(preset)] + [lm_student(preset, m, b) for b in reversed(LM_SETTINGS)
+                                                           for m in LM_METHODS]
+    if name == "lm-lr":  # the control at a few rates for a quarter of the budget: picks STUDENT_LR
+        steps = max(lm_base(preset)["max_steps"] // 4, 1) if preset in ("smoke", "cpu") else None
+        return [lm_teacher(preset)] + [lm_control(preset, tag=f"control-lr{lr:g}", lr=lr, max_steps=steps)
+                                       for lr in LR_SWEEP]
     if name == "lm-ablations":
         return [
             lm_student(preset, "mds", tag="dist-only", loss="dist"),  # Table 7: L_dist only
@@ -138,7 +162,7 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
         return [lm_student(preset, "mds", tag=f"seed{s}", seed=s) for s in (1, 2)]
     if name.startswith("xtc"):  # xtc or xtc-<glue task>
         return xtc_grid(preset, name.split("-", 1)[1] if "-" in name else "sst2")
-    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-ablations, lm-xtc, lm-gamma-init, lm-seeds, "
+    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-lr, lm-ablations, lm-xtc, lm-gamma-init, lm-seeds, "
                      f"xtc[-<glue task>]")
 
 
@@ -188,15 +212,8 @@ def _recipe_for(out_dir: str, cfg: TrainConfig) -> TrainConfig | None:
 
 def _train_and_save(cfg: TrainConfig) -> dict:
     res = train(cfg)
-    _write_json(result_path(cfg), res)
+    write_json(result_path(cfg), res)
     return res
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    tmp.replace(path)
 
 
 def run_grid(configs: list[TrainConfig], progress: bool = True, run_missing: bool = True) -> list[dict | None]:
@@ -216,8 +233,6 @@ def trained_model(cfg: TrainConfig, device: str = "cpu", run_missing: bool = Tru
 
     from .models import load_model, load_tokenizer
     from .modules import quantize_model
-    from .train import load_checkpoint
-
     ckpt = Path(cfg.out_dir) / "checkpoint.pt"
     if not ckpt.is_file() and not run_missing:
         print(f"weights of {Path(cfg.out_dir).name} are not on this machine (run folders are not committed): "
@@ -265,8 +280,6 @@ def _after_run(cfg: TrainConfig, path: Path, key: dict, compute, progress: bool,
     committed like result files. ``run_missing=False``: None when absent (nothing is trained or evaluated)."""
     import time
 
-    from .train import code_version, resolve_device
-
     if path.is_file():
         res = json.loads(path.read_text())
         if _same(res["config"], asdict(cfg)) and all(res.get(k) == v for k, v in key.items()):
@@ -279,7 +292,7 @@ def _after_run(cfg: TrainConfig, path: Path, key: dict, compute, progress: bool,
     model = trained_model(cfg, device=str(device))
     res = {"config": asdict(cfg), **key, **compute(model, device), "device": str(device),
            "code_version": code_version(), "wall_time_s": time.time() - t0}
-    _write_json(path, res)
+    write_json(path, res)
     return res
 
 
@@ -294,7 +307,7 @@ def transfer_eval(cfg: TrainConfig, dataset: str = "wikitext2", progress: bool =
     tokens = TRANSFER_TOKENS[cfg.preset]
 
     def compute(model, device):
-        blocks = D.lm_blocks(dataset, "test", load_tokenizer(cfg.model), cfg.seq_len, tokens)
+        blocks = D.lm_blocks(dataset, "test", load_tokenizer(cfg.model), cfg.eval_context, tokens)
         ppl = E.perplexity(model, blocks, cfg.eval_batch_size, device, f"{dataset} ppl", progress)
         return {"tokens_read": blocks.numel(), "test_ppl": ppl}
     return _after_run(cfg, transfer_path(cfg, dataset), {"dataset": dataset, "test_tokens": tokens}, compute,

@@ -5,7 +5,8 @@ Our reading of Eq. 2-3 (the paper's formula and text disagree on details; the bo
 - anchor for position i: ``m * q[t_i] + (1 - m) * h^s_i`` where ``q`` is the memory bank row of token id ``t_i``
   (no gradient through the bank) and ``h^s_i`` the projected student representation;
 - positive: the projected teacher representation ``h^t_i`` at the same position;
-- negatives: teacher representations ``h^t_j`` at K other (non-padding) positions j of the same sequence;
+- negatives: teacher representations ``h^t_j`` at K other (non-padding) positions j of the same sequence whose
+  token id differs from ``t_i`` (a repeated token is the same word, not a negative);
 - similarity cosine / tau; InfoNCE with the positive in the denominator; mean over non-padding anchors;
 - after the step, bank rows are set to the detached anchors (Eq. 3). A token id that occurs several times in a batch
   is updated once, with the mean of its anchors, so the update does not depend on the order of positions.
@@ -60,6 +61,8 @@ class MemoryBank(nn.Module):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.momentum = momentum
         self.register_buffer("vectors", torch.zeros(vocab_size, dim))
+        # rows that hold a representation: a never-written row is all zeros (cosine 0 to everything), no negative
+        self.register_buffer("written", torch.zeros(vocab_size, dtype=torch.bool))
 
     def anchors(self, student: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """m * q[t_i] + (1 - m) * h^s_i; the gradient flows to the student only."""
@@ -76,6 +79,7 @@ class MemoryBank(nn.Module):
         counts.index_add_(0, ids, torch.ones_like(ids, dtype=anchors.dtype))
         hit = counts > 0
         self.vectors[hit] = sums[hit] / counts[hit, None]
+        self.written |= hit
 
 
 class TokenContrastiveLoss(nn.Module):
@@ -83,7 +87,8 @@ class TokenContrastiveLoss(nn.Module):
 
     ``negatives``: ``"teacher"`` (the paper's method), ``"teacher+bank"`` ("fp+quan.": teacher and bank
     representations of the sampled positions), ``"bank"`` ("quan. only"), ``"global"`` (bank rows of random
-    vocabulary ids), ``"sequence"`` (sequence-level: mean-pooled sequences, in-batch negatives).
+    token ids among those already written), ``"sequence"`` (sequence-level: mean-pooled sequences, in-batch
+    negatives). A negative is never the anchor's own token id, and bank rows never written are never negatives.
     ``use_bank=False`` uses the immediate student representation instead of the bank (Fig. 7).
     """
 
@@ -101,17 +106,15 @@ class TokenContrastiveLoss(nn.Module):
         self.memory = MemoryBank(vocab_size, dim, momentum)
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (ids, anchors) of the calls since the update
 
-    def _sample_positions(self, valid: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """K distinct random positions j != i per anchor, among non-padding positions: [B, T, K] indices and a
-        [B, T, K] mask (False where the sequence has fewer than K other tokens)."""
-        B, T = valid.shape
+    def _sample_positions(self, allowed: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """K distinct random positions j per anchor i among those ``allowed[b, i, j]``: [B, T, K] indices and a
+        [B, T, K] mask (False where fewer than K positions are allowed)."""
+        B, T, _ = allowed.shape
         K = self.num_negatives
         if K > T - 1:
             raise ValueError(f"num_negatives={K} needs sequences of at least {K + 1} tokens, got length {T}")
-        scores = torch.rand(B, T, T, device=valid.device, generator=generator)
-        allowed = valid[:, None, :] & ~torch.eye(T, dtype=torch.bool, device=valid.device)[None]
-        scores = scores.masked_fill(~allowed, -1.0)
-        top, idx = scores.topk(K, dim=-1)
+        scores = torch.rand(B, T, T, device=allowed.device, generator=generator)
+        top, idx = scores.masked_fill(~allowed, -1.0).topk(K, dim=-1)
         return idx, top >= 0
 
     def forward(self, student_repr: torch.Tensor, teacher_repr: torch.Tensor, input_ids: torch.Tensor,
@@ -153,24 +156,33 @@ class TokenContrastiveLoss(nn.Module):
         t = F.normalize(teacher.float(), dim=-1)
         pos = (a * t).sum(-1, keepdim=True)  # [B, T, 1]
         B, T, d = a.shape
+        written = self.memory.written
         if self.negatives == "global":
-            V = self.memory.vectors.shape[0]
-            rand_ids = torch.randint(0, V, (B, T, self.num_negatives), device=a.device, generator=generator)
+            pool = written.nonzero().squeeze(1)  # token ids whose bank row holds a representation
+            pick = torch.randint(0, max(len(pool), 1), (B, T, self.num_negatives), device=a.device,
+                                 generator=generator)
+            rand_ids = pool[pick] if len(pool) else torch.zeros_like(pick)
             neg = F.normalize(self.memory.vectors[rand_ids].float(), dim=-1)
             neg_sim = torch.einsum("btd,btkd->btk", a, neg)
-            neg_ok = rand_ids != input_ids[..., None]
+            neg_ok = (rand_ids != input_ids[..., None]) & (len(pool) > 0)
         else:
-            idx, neg_ok = self._sample_positions(valid, generator)
+            # other non-padding positions holding another token id
+            allowed = valid[:, None, :] & (input_ids[:, None, :] != input_ids[:, :, None])
+            idx, neg_ok = self._sample_positions(allowed, generator)
             batch = torch.arange(B, device=a.device)[:, None, None]
-            sims = []
+            sims, oks = [], []
             if self.negatives in ("teacher", "teacher+bank"):
                 sims.append(torch.einsum("btd,btkd->btk", a, t[batch, idx]))
+                oks.append(neg_ok)
             if self.negatives in ("bank", "teacher+bank"):
-                bank = self.memory.vectors[input_ids] if self.use_bank else anchors.detach()
+                if self.use_bank:
+                    bank, bank_ok = self.memory.vectors[input_ids], written[input_ids]
+                else:  # the immediate student representations of this batch: always there
+                    bank, bank_ok = anchors.detach(), torch.ones_like(valid)
                 bank = F.normalize(bank.float(), dim=-1)
                 sims.append(torch.einsum("btd,btkd->btk", a, bank[batch, idx]))
-            neg_sim = torch.cat(sims, dim=-1)
-            neg_ok = neg_ok.repeat(1, 1, len(sims))
+                oks.append(neg_ok & bank_ok[batch, idx])
+            neg_sim, neg_ok = torch.cat(sims, dim=-1), torch.cat(oks, dim=-1)
         logits = torch.cat([pos, neg_sim], dim=-1) / self.temperature
         logits = logits.masked_fill(torch.cat([torch.ones_like(pos, dtype=torch.bool), neg_ok], -1).logical_not(),
                                     float("-inf"))

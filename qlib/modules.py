@@ -42,7 +42,7 @@ class QuantConfig:
     e_bits: int | None = None
     a_bits: int | None = 8
     embed_method: str | None = None
-    act_granularity: str = "tensor"
+    act_granularity: str = "token"  # one range per position (causal); "tensor": over the whole batch (ablation)
     quantize_attention_probs: bool = True
     asymmetric_ffn_input: bool = True  # XTC quantizes every linear input symmetrically
     extra_modules: tuple[str, ...] = field(default_factory=tuple)

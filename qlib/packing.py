@@ -1,8 +1,9 @@
 """Size accounting under the paper's convention, and real compression: bit-packed export and its inverse.
 
 Convention (checked against the paper's Size column, see the book's size section): every quantized weight costs
-``bits`` per element plus one fp32 scale per quantization group (per matrix; per row for the embedding; PACT keeps
-two); everything else (position embeddings, biases, norms, unquantized heads) is fp32. Sizes are MiB (2^20 bytes).
+``bits`` per element plus one fp32 scale per quantization group (per matrix; per row for the embedding; the
+``pact_clip_grid`` reading keeps two); everything else (position embeddings, biases, norms, unquantized heads) is
+fp32. Sizes are MiB (2^20 bytes).
 Activation quantizers are dynamic and store nothing.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ MIB = 2 ** 20
 def _scale_count(module) -> int:
     q = module.weight_quantizer
     groups = 1 if q.granularity == "tensor" else module.weight.shape[0]
-    return groups * (2 if q.method == "pact" else 1)
+    return groups * q.scales_per_group
 
 
 def size_table(model: nn.Module) -> list[dict]:

@@ -130,6 +130,7 @@ class WeightQuantizer(nn.Module):
 
     method: str = ""
     allowed_bits: tuple[int, ...] = (2, 4, 8)
+    scales_per_group: int = 1  # fp32 scales stored per group by the packed export (size accounting reads it)
 
     def __init__(self, bits: int, granularity: str = "tensor", rows: int | None = None):
         super().__init__()
@@ -188,12 +189,16 @@ class MDSQuantizer(WeightQuantizer):
         # a statistic of the weight, not a path for its gradient (Eq. 7 treats it as a constant)
         return _group_reduce(w.detach().abs(), self.granularity, "mean").clamp_min(1e-8)
 
+    def _gamma(self):
+        # kept positive like PACT's and LSQ's factors: a gamma that crossed zero would flip every weight's sign
+        return self.gamma.clamp_min(1e-4)
+
     def alpha(self, w) -> torch.Tensor:
-        return self.gamma.detach() * self._mean_abs(w)
+        return self._gamma().detach() * self._mean_abs(w)
 
     def forward(self, w):
         self._check(w)
-        return _DynamicScaling.apply(w, self.gamma, self._mean_abs(w), self.n, self.pact_grad)
+        return _DynamicScaling.apply(w, self._gamma(), self._mean_abs(w), self.n, self.pact_grad)
 
     @torch.no_grad()
     def encode(self, w):
@@ -213,37 +218,62 @@ class MDSPactGradQuantizer(MDSQuantizer):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class _PACT(torch.autograd.Function):
-    """Clip to [-alpha_neg, alpha_pos], then the grid of Eq. 1 on each side with its own scale.
+def _pact_clip(w, alpha_neg, alpha_pos):
+    return torch.maximum(torch.minimum(w, alpha_pos), -alpha_neg)
 
-    Backward (PACT): dl/dw = g inside the range; dl/dalpha_pos = sum of g over w >= alpha_pos;
-    dl/dalpha_neg = -sum of g over w <= -alpha_neg. Weights inside the range do not move the clipping factors.
-    """
+
+def _pact_backward(g, w, alpha_neg, alpha_pos):
+    """PACT's gradient: STE for the weights inside [-alpha_neg, alpha_pos]; dl/dalpha_pos = sum of g over
+    w >= alpha_pos, dl/dalpha_neg = -sum of g over w <= -alpha_neg. Weights inside do not move the factors."""
+    above, below = w >= alpha_pos, w <= -alpha_neg
+    zero = torch.zeros_like(g)
+    grad_pos = _group_sum(torch.where(above, g, zero), alpha_pos)
+    grad_neg = _group_sum(torch.where(below, -g, zero), alpha_neg)
+    return g * ~(above | below), grad_neg, grad_pos
+
+
+class _PACT(torch.autograd.Function):
+    """Clip to [-alpha_neg, alpha_pos], then the symmetric grid of Eq. 1 scaled to the largest clipped magnitude
+    (per group): ``step = max|clip(w)| / n``. This is the quantizer of the paper's authors' lineage (BinaryBERT's
+    symmetric quantizer with a learnable clip): while every |w| is below the clipping factors (the 2.5 start) it is
+    min-max quantization, and PACT's gradient pulls the factors in when that lowers the loss."""
 
     @staticmethod
     def forward(ctx, w, alpha_neg, alpha_pos, n):
-        codes = _pact_codes(w, alpha_neg, alpha_pos, n)
+        clipped = _pact_clip(w, alpha_neg, alpha_pos)
+        step = _group_reduce(clipped, "tensor" if alpha_pos.dim() == 0 else "row", "amax").clamp_min(1e-8) / n
+        ctx.save_for_backward(w, alpha_neg, alpha_pos)
+        return dequantize(torch.round(clipped / step), step)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (*_pact_backward(g, *ctx.saved_tensors), None)
+
+
+class _PACTClipGrid(torch.autograd.Function):
+    """The other reading of PACT: the grid spans the clipping range itself, ``alpha_pos / n`` above zero and
+    ``alpha_neg / n`` below. Started at 2.5 on weights far below 1.25, every 2-bit code is 0 and no weight is
+    clipped, so nothing moves the factors: chapter 1 shows this collapse. Same gradient as ``_PACT``."""
+
+    @staticmethod
+    def forward(ctx, w, alpha_neg, alpha_pos, n):
+        codes = _pact_grid_codes(w, alpha_neg, alpha_pos, n)
         ctx.save_for_backward(w, alpha_neg, alpha_pos)
         return dequantize(codes, alpha_pos / n, alpha_neg / n)
 
     @staticmethod
     def backward(ctx, g):
-        w, alpha_neg, alpha_pos = ctx.saved_tensors
-        above, below = w >= alpha_pos, w <= -alpha_neg
-        inside = ~(above | below)
-        zero = torch.zeros_like(g)
-        grad_pos = _group_sum(torch.where(above, g, zero), alpha_pos)
-        grad_neg = _group_sum(torch.where(below, -g, zero), alpha_neg)
-        return g * inside, grad_neg, grad_pos, None
+        return (*_pact_backward(g, *ctx.saved_tensors), None)
 
 
-def _pact_codes(w, alpha_neg, alpha_pos, n):
+def _pact_grid_codes(w, alpha_neg, alpha_pos, n):
     u = torch.where(w < 0, torch.clamp(w / alpha_neg, min=-1.0), torch.clamp(w / alpha_pos, max=1.0))
     return torch.round(u * n)
 
 
 class PACTQuantizer(WeightQuantizer):
-    """PACT with separate negative/positive clipping factors, both initialised to 2.5 (App. B.4). [pact]"""
+    """PACT with separate negative/positive clipping factors, both initialised to 2.5 (App. B.4), and a symmetric
+    grid over the largest clipped magnitude (``_PACT``). [pact]"""
 
     method = "pact"
 
@@ -258,13 +288,30 @@ class PACTQuantizer(WeightQuantizer):
 
     def forward(self, w):
         self._check(w)
-        a_neg, a_pos = self._alphas()
-        return _PACT.apply(w, a_neg, a_pos, self.n)
+        return _PACT.apply(w, *self._alphas(), self.n)
+
+    @torch.no_grad()
+    def encode(self, w):
+        clipped = _pact_clip(w, *self._alphas())
+        step = _group_reduce(clipped, self.granularity, "amax").clamp_min(1e-8) / self.n
+        return Encoded(torch.round(clipped / step).to(torch.int8), step, self.bits)
+
+
+class PACTClipGridQuantizer(PACTQuantizer):
+    """PACT read as "the grid spans the clipping range" (``_PACTClipGrid``): kept only to show, in chapter 1, why
+    that reading collapses at the paper's 2.5 start. Stores two scales per group. [pact_clip_grid]"""
+
+    method = "pact_clip_grid"
+    scales_per_group = 2
+
+    def forward(self, w):
+        self._check(w)
+        return _PACTClipGrid.apply(w, *self._alphas(), self.n)
 
     @torch.no_grad()
     def encode(self, w):
         a_neg, a_pos = self._alphas()
-        codes = _pact_codes(w, a_neg, a_pos, self.n).to(torch.int8)
+        codes = _pact_grid_codes(w, a_neg, a_pos, self.n).to(torch.int8)
         return Encoded(codes, a_pos / self.n, self.bits, step_neg=a_neg / self.n)
 
 
@@ -342,7 +389,8 @@ class LSQQuantizer(WeightQuantizer):
 
 
 class _StraightThrough(torch.autograd.Function):
-    """Forward returns the precomputed w_q; backward passes the gradient to w unchanged (LAQ's STE)."""
+    """Forward returns a precomputed quantized value; backward passes the gradient through unchanged (the STE of
+    LAQ, TWN, BWN and the activation quantizers)."""
 
     @staticmethod
     def forward(ctx, w, w_q):
@@ -353,16 +401,36 @@ class _StraightThrough(torch.autograd.Function):
         return g, None
 
 
+def _weighted_error(w, d, alpha, n, like):
+    """Per group: sum d * (w_q - w)^2 for the grid of Eq. 1 with clipping factor ``alpha``."""
+    return _group_sum(d * (dequantize(_uniform_codes(w, alpha, n), alpha / n) - w) ** 2, like)
+
+
+def _laq_alpha_step(w, d, alpha, n, like):
+    """One alternation of LAQ's solver: codes for this alpha, then the alpha that minimises the D-weighted error
+    for those codes (a least-squares fit). Each half lowers the error, so the error never rises."""
+    b = _uniform_codes(w, alpha, n) / n
+    new = _group_sum(d * b * w, like) / _group_sum(d * b * b, like).clamp_min(1e-12)
+    return torch.where(new > 0, new, alpha)
+
+
 class LAQQuantizer(WeightQuantizer):
     """Loss-aware quantization: w_q = alpha * b minimises (w_q - w)^T D (w_q - w) over the grid of Eq. 1.
 
     D is a diagonal Hessian estimate: ``sqrt(v) + eps`` from Adam's second moment ``v`` of this weight once the
     optimizer has state for it (``bind_laq_hessians``), else the identity. The approximate solver alternates
-    ``b = round(clip(w / alpha, -1, 1) * n) / n`` and ``alpha = sum(d b w) / sum(d b^2)`` for a few iterations,
-    warm-started from the previous alpha (first call: max|w|); everything stays on the weight's device. [laq]
+    ``b = round(clip(w / alpha, -1, 1) * n) / n`` and ``alpha = sum(d b w) / sum(d b^2)``. The first call starts
+    from the least-error alpha among multiples of mean|w| (``START_RATIOS``: a max|w| start makes the ternary
+    threshold alpha/2 keep only the outliers of a heavy-tailed matrix, and the solver stays there) and runs the
+    solver to convergence; later calls take ``iters`` warm-started steps. Everything stays on the weight's
+    device. [laq]
     """
 
     method = "laq"
+    # candidate starts alpha = r * mean|w|: from below the ternary optimum (~1.4 for a Gaussian) up to the range of
+    # heavy-tailed matrices at 8 bits
+    START_RATIOS = tuple(float(r) for r in torch.logspace(-0.3, 2.0, 24).tolist())
+    CONVERGE_ITERS, CONVERGE_TOL = 100, 1e-6
 
     def __init__(self, bits: int, granularity: str = "tensor", rows: int | None = None, iters: int = 2,
                  eps: float = 1e-8):
@@ -379,18 +447,40 @@ class LAQQuantizer(WeightQuantizer):
         return self.second_moment.sqrt() + self.eps
 
     @torch.no_grad()
+    def initial_alpha(self, w, d) -> torch.Tensor:
+        """The least-error start among ``START_RATIOS * mean|w|`` (capped at max|w|), then the solver run until
+        alpha stops moving."""
+        mean_abs = _group_reduce(w.abs(), self.granularity, "mean").clamp_min(1e-8)
+        amax = _group_reduce(w, self.granularity, "amax").clamp_min(1e-8)
+        best_alpha, best_err = None, None
+        for r in self.START_RATIOS:
+            alpha = torch.minimum(r * mean_abs, amax).reshape(self.alpha.shape)
+            err = _weighted_error(w, d, alpha, self.n, self.alpha)
+            if best_err is None:
+                best_alpha, best_err = alpha, err
+            else:
+                better = err < best_err
+                best_alpha, best_err = torch.where(better, alpha, best_alpha), torch.where(better, err, best_err)
+        alpha = best_alpha
+        for _ in range(self.CONVERGE_ITERS):
+            new = _laq_alpha_step(w, d, alpha, self.n, self.alpha)
+            moved = ((new - alpha).abs() / alpha).max()
+            alpha = new
+            if moved < self.CONVERGE_TOL:
+                break
+        return alpha
+
+    @torch.no_grad()
     def solve(self, w) -> torch.Tensor:
         d = self.hessian(w)
         if not self._ready:
-            if not bool(self.initialized):  # start from the grid that covers every weight (min-max)
-                self.alpha.copy_(_group_reduce(w, self.granularity, "amax"))
+            if not bool(self.initialized):
+                self.alpha.copy_(self.initial_alpha(w, d))
                 self.initialized.fill_(True)
             self._ready = True
         alpha = self.alpha.clamp_min(1e-8)
         for _ in range(self.iters):
-            b = _uniform_codes(w, alpha, self.n) / self.n
-            alpha = (_group_sum(d * b * w, self.alpha) / _group_sum(d * b * b, self.alpha).clamp_min(1e-12))
-            alpha = torch.where(alpha > 0, alpha, self.alpha.clamp_min(1e-8))
+            alpha = _laq_alpha_step(w, d, alpha, self.n, self.alpha)
         if self.training:
             self.alpha.copy_(alpha)
         return alpha
@@ -468,7 +558,7 @@ class TWNQuantizer(WeightQuantizer):
 # ----------------------------------------------------------------------------------------------------------------
 
 QUANTIZERS: dict[str, type[WeightQuantizer]] = {
-    q.method: q for q in (MinMaxQuantizer, PACTQuantizer, LSQQuantizer, LAQQuantizer, MDSQuantizer,
+    q.method: q for q in (MinMaxQuantizer, PACTQuantizer, PACTClipGridQuantizer, LSQQuantizer, LAQQuantizer, MDSQuantizer,
                           MDSPactGradQuantizer, TWNQuantizer, BWNQuantizer)
 }
 
@@ -493,25 +583,17 @@ def make_quantizer(method: str, bits: int, granularity: str = "tensor", rows: in
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class _ActSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, x_q):
-        return x_q
-
-    @staticmethod
-    def backward(ctx, g):
-        return g, None
-
-
 class ActQuantizer(nn.Module):
     """Dynamic min-max activation quantization with a straight-through gradient.
 
     ``symmetric=True``: grid {-n..n} * max|x| / n. ``symmetric=False``: 2^b levels between min(x) and max(x)
-    (used where activations are mostly non-negative). ``granularity``: ``"tensor"`` or ``"token"`` (one range per
-    position, as XTC does). Statistics are taken from the current batch, so no state is stored.
+    (used where activations are mostly non-negative). ``granularity``: ``"token"`` (default: one range per position,
+    over the last dimension, so a position's output never depends on later tokens or on other sequences of the
+    batch) or ``"tensor"`` (one range over the whole batch: not causal, kept as an ablation). Statistics are taken
+    from the current input, so no state is stored.
     """
 
-    def __init__(self, bits: int, symmetric: bool = True, granularity: str = "tensor"):
+    def __init__(self, bits: int, symmetric: bool = True, granularity: str = "token"):
         super().__init__()
         if bits not in (2, 4, 8):
             raise ValueError(f"activation bits must be one of [2, 4, 8] (or 32/None for none), got {bits!r}")
@@ -537,7 +619,7 @@ class ActQuantizer(nn.Module):
         return (torch.clamp(torch.round(x / step) + zero, 0, top) - zero) * step
 
     def forward(self, x):
-        return _ActSTE.apply(x, self.fake_quant(x.detach()))
+        return _StraightThrough.apply(x, self.fake_quant(x.detach()))
 
     def extra_repr(self):
         return f"bits={self.bits}, symmetric={self.symmetric}, granularity={self.granularity}"

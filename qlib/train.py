@@ -14,14 +14,10 @@ import copy
 import json
 import math
 import os
-import platform
-import random
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
@@ -36,6 +32,8 @@ from .models import MODEL_NAMES, load_model, load_tokenizer
 from .modules import QuantConfig, quantize_model, quantizer_parameters, set_gamma
 from .packing import size_mb
 from .quant import bind_laq_hessians
+from .runtime import (DTYPES, atomic_torch_save, autocast, load_checkpoint, provenance, resolve_device, rng_state,
+                      seed_everything, set_rng_state)
 
 TASKS = ("lm", "mc", "summarization", "classification")
 METHODS = ("fp", "minmax", "pact", "lsq", "laq", "mds", "mds_pact_grad", "twn", "bwn")
@@ -70,6 +68,7 @@ class TrainConfig:
     contrast_layer: str = "last"
     proj_dim: int = 128
     seq_len: int = 512
+    eval_seq_len: int | None = None  # context of the LM evaluations (None: seq_len); presets use the paper's 512
     batch_size: int = 4
     grad_accum: int = 1
     epochs: float = 1.0
@@ -80,13 +79,15 @@ class TrainConfig:
     gamma_init: float = 1.0  # where dynamic scaling's gamma starts (the paper: 1, i.e. alpha = mean|w|)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    eval_every: int = 0  # 0: only at the end
+    eval_every: int = 0  # 0: only at step 0, the curve points and the end
+    curve_points: int = 6  # validation PPL at this many log-spaced steps of the budget (plus step 0 and the end)
     eval_tokens: int | None = None  # cap on validation tokens during training (test is always complete)
     test_tokens: int | None = None  # cap on test tokens (None: the whole test split)
     extra_eval: tuple[str, ...] = ()  # more LM test sets, zero-shot (e.g. "wikitext2")
     save_every: int = 50
     seed: int = 0
     device: str = "auto"
+    dtype: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with bf16 matrix units, else fp32
     out_dir: str = "runs/default"
     resume: bool = False
     preset: str = "custom"
@@ -113,8 +114,11 @@ class TrainConfig:
                    f"gamma_init applies to dynamic scaling (mds, mds_pact_grad) only, not {self.method!r}"),
                   (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
                   (self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}"),
+                  (self.eval_seq_len is None or self.eval_seq_len >= 2, "eval_seq_len must be >= 2"),
                   (self.epochs > 0 or (self.max_steps or 0) > 0, "train for epochs > 0 or max_steps > 0"),
                   (self.save_every >= 1, "save_every must be >= 1"),
+                  (self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"),
+                  (self.curve_points >= 0, f"curve_points must be >= 0, got {self.curve_points}"),
                   (self.lam >= 0, f"lam must be >= 0, got {self.lam}")]
         for ok, msg in checks:
             if not ok:
@@ -139,6 +143,10 @@ class TrainConfig:
         return {"fp": "lm", "mds": "dist+cont"}.get(self.method, "dist")
 
     @property
+    def eval_context(self) -> int:
+        return self.eval_seq_len or self.seq_len
+
+    @property
     def uses_contrastive(self) -> bool:
         return self.resolved_loss == "dist+cont"
 
@@ -161,74 +169,6 @@ class TrainConfig:
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _git_version() -> str:
-    # a copy without git (a lent GPU box gets the files only) names its commit in QLIB_CODE_VERSION
-    if os.environ.get("QLIB_CODE_VERSION"):
-        return os.environ["QLIB_CODE_VERSION"]
-    try:
-        here = Path(__file__).resolve().parent
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return (rev or "unknown") + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-# read when the library is imported: the code a process runs is the code it imported, even if the work tree
-# changes while a long run goes on ("+dirty": qlib/ differed from that commit)
-_CODE_VERSION = _git_version()
-
-
-def code_version() -> str:
-    """The commit of the ``qlib`` code this process imported (``+dirty`` if qlib/ had uncommitted changes)."""
-    return _CODE_VERSION
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    if s.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write to a temporary file, flush it to disk, then rename: a kill mid-write leaves the old file intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
-        raise ValueError(f"checkpoint {path} is corrupt or not a qlib checkpoint ({type(e).__name__}: {e}); "
-                         f"delete it to start over") from e
 
 
 def save_weights(model, path: Path) -> None:
@@ -265,8 +205,8 @@ class LMTask:
     def __init__(self, cfg: TrainConfig, tokenizer):
         self.cfg, self.tokenizer = cfg, tokenizer
         self.train = D.lm_blocks(cfg.dataset, "train", tokenizer, cfg.seq_len, cfg.train_tokens)
-        self.valid = D.lm_blocks(cfg.dataset, "valid", tokenizer, cfg.seq_len, cfg.eval_tokens)
-        self.test = D.lm_blocks(cfg.dataset, "test", tokenizer, cfg.seq_len, cfg.test_tokens)
+        self.valid = D.lm_blocks(cfg.dataset, "valid", tokenizer, cfg.eval_context, cfg.eval_tokens)
+        self.test = D.lm_blocks(cfg.dataset, "test", tokenizer, cfg.eval_context, cfg.test_tokens)
 
     def __len__(self):
         return len(self.train)
@@ -277,12 +217,13 @@ class LMTask:
 
     def evaluate(self, model, device, final: bool):
         bs, prog = self.cfg.eval_batch_size, self.cfg.progress
-        out = {"valid_ppl": E.perplexity(model, self.valid, bs, device, "valid ppl", prog)}
+        dt = self.cfg.dtype
+        out = {"valid_ppl": E.perplexity(model, self.valid, bs, device, "valid ppl", prog, dt)}
         if final:
-            out["test_ppl"] = E.perplexity(model, self.test, bs, device, "test ppl", prog)
+            out["test_ppl"] = E.perplexity(model, self.test, bs, device, "test ppl", prog, dt)
             for name in self.cfg.extra_eval:  # zero-shot transfer sets
-                blocks = D.lm_blocks(name, "test", self.tokenizer, self.cfg.seq_len, self.cfg.test_tokens)
-                out[f"{name}_test_ppl"] = E.perplexity(model, blocks, bs, device, f"{name} ppl", prog)
+                blocks = D.lm_blocks(name, "test", self.tokenizer, self.cfg.eval_context, self.cfg.test_tokens)
+                out[f"{name}_test_ppl"] = E.perplexity(model, blocks, bs, device, f"{name} ppl", prog, dt)
         return out
 
 
@@ -412,7 +353,7 @@ def _contrast_inputs(cfg, out, states, ids, mask, batch):
 
 def train(cfg: TrainConfig, data=None) -> dict:
     """Run ``cfg`` and return its result dict (also written to ``out_dir/result.json``)."""
-    t_start, version = time.time(), code_version()
+    t_start = time.time()
     device = dist.init_from_env(resolve_device(cfg.device))
     rank, world = dist.world()
     main = rank == 0
@@ -500,7 +441,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         step, history = ck["step"], ck["history"]
-        _set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
+        set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
         # keep only the metrics lines up to the checkpoint (later ones are redone)
         if main and metrics_path.exists():
             lines = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
@@ -510,7 +451,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
     bind_laq_hessians(student, optimizer)
 
     def save_checkpoint():
-        rng = dist.gather_objects(_rng_state())  # every rank's stream, so a resumed run draws the same numbers
+        rng = dist.gather_objects(rng_state())  # every rank's stream, so a resumed run draws the same numbers
         if main:
             atomic_torch_save({"config": asdict(cfg), "step": step, "history": history, "rng": rng,
                                "world_size": world, "model": student.state_dict(),
@@ -525,7 +466,18 @@ def train(cfg: TrainConfig, data=None) -> dict:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
 
-    bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.method} {cfg.quant_config().label if cfg.method != 'fp' else 'fp32'}",
+    evaluate_at = curve_steps(total_steps, cfg.curve_points)
+
+    def evaluate_now():
+        if main:
+            log({"step": step, "tokens": step * tokens_per_step, **task.evaluate(student, device, final=False)})
+            student.train()
+        dist.barrier()
+
+    tokens_per_step = cfg.batch_size * world * cfg.grad_accum * (cfg.seq_len if cfg.task == "lm" else 1)
+    if step == 0:  # the quantizer's damage before any update (and the teacher's starting point)
+        evaluate_now()
+    bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.method} {setting_label(cfg)}",
                disable=not (cfg.progress and main), dynamic_ncols=True)
     tokens_seen, t_loop = 0, time.time()
     while step < total_steps:
@@ -540,7 +492,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
             idx = idx[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
             batch = {k: v.to(device) for k, v in task.batch(idx).items()}
             sync = world == 1 or micro == cfg.grad_accum - 1  # DDP all-reduces on the last micro-batch only
-            with E.autocast(device), (contextlib.nullcontext() if sync else forward_model.no_sync()):
+            with autocast(device, cfg.dtype), (contextlib.nullcontext() if sync else forward_model.no_sync()):
                 want_kl = (step + 1) % 10 == 0 or step + 1 == total_steps  # logged steps only: costs a softmax
                 loss, parts = compute_loss(cfg, forward_model, teacher, heads, contrast, batch, want_kl)
                 finite = torch.isfinite(loss) if world == 1 else dist.mean_scalar(torch.isfinite(loss).float()) == 1
@@ -564,11 +516,8 @@ def train(cfg: TrainConfig, data=None) -> dict:
             bar.set_postfix(loss=f"{loss.item():.4g}", tok_s=f"{tokens_seen / (time.time() - t_loop):.0f}")
             log({"step": step, "loss": dist.mean_scalar(loss).item(),
                  **{k: dist.mean_scalar(v).item() for k, v in parts.items()}, "lr": scheduler.get_last_lr()[0]})
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-            if main:
-                log({"step": step, **task.evaluate(student, device, final=False)})
-                student.train()
-            dist.barrier()
+        if step < total_steps and (step in evaluate_at or (cfg.eval_every and step % cfg.eval_every == 0)):
+            evaluate_now()
         if step % cfg.save_every == 0 and step < total_steps:
             save_checkpoint()
     bar.close()
@@ -576,16 +525,13 @@ def train(cfg: TrainConfig, data=None) -> dict:
 
     bank_checksums = dist.gather_objects(contrast.memory.vectors.double().sum().item()) if contrast else None
     final = task.evaluate(student, device, final=True) if main else {}
-    log({"step": step, **{k: v for k, v in final.items() if k != "examples"}})
+    log({"step": step, "tokens": step * tokens_per_step, **{k: v for k, v in final.items() if k != "examples"}})
     if cfg.method == "fp" and main:  # teachers and layer-reduced students initialise later runs
         save_weights(student, out_dir / "model.safetensors")
     result = {
-        "config": asdict(cfg), "preset": cfg.preset, "setting": "fp32" if cfg.method == "fp" else
-        cfg.quant_config().label, "loss": cfg.resolved_loss, "metrics": final, "steps": step,
-        "tokens_per_step": cfg.batch_size * world * cfg.grad_accum * cfg.seq_len if cfg.task == "lm" else None,
-        "size_mb": size_mb(student), "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
-        platform.machine(), "torch": torch.__version__, "code_version": version,
+        "config": asdict(cfg), "preset": cfg.preset, "setting": setting_label(cfg), "loss": cfg.resolved_loss,
+        "metrics": final, "steps": step, "tokens_per_step": tokens_per_step if cfg.task == "lm" else None,
+        "curve": learning_curve(history), "size_mb": size_mb(student), **provenance(device, cfg.dtype),
         "wall_time_s": time.time() - t_start, "history": history, "world_size": world,
         "effective_batch": cfg.batch_size * world * cfg.grad_accum, "bank_checksums": bank_checksums,
     }
@@ -596,6 +542,26 @@ def train(cfg: TrainConfig, data=None) -> dict:
         (out_dir / "result.json").write_text(json.dumps(result, indent=1, default=float))
     dist.barrier()
     return result
+
+
+def curve_steps(total_steps: int, points: int) -> set[int]:
+    """``points`` log-spaced steps in [1, total_steps] (fewer when the budget has fewer steps): where a learning
+    curve is evaluated, besides step 0 and the end."""
+    if points <= 0:
+        return set()
+    grid = torch.logspace(0, math.log10(max(total_steps, 1)), points).round().long().tolist()
+    return {int(s) for s in grid if 1 <= s <= total_steps}
+
+
+def learning_curve(history: list[dict]) -> list[dict]:
+    """The validation points of a run's history: [{"step", "tokens", "valid_ppl"}], step 0 first."""
+    return [{"step": h["step"], "tokens": h.get("tokens"), "valid_ppl": h["valid_ppl"]}
+            for h in history if "valid_ppl" in h]
+
+
+def setting_label(cfg: TrainConfig) -> str:
+    """W-E-A bits of a run ("2-2-8"), or "fp32" for a full-precision model (teacher or control)."""
+    return "fp32" if cfg.method == "fp" else cfg.quant_config().label
 
 
 def compute_loss(cfg: TrainConfig, student, teacher, heads, contrast, batch: dict, want_kl: bool = False):

@@ -27,7 +27,7 @@ def dirs(tmp_path, monkeypatch):
 
 
 def test_printed_command_parses_back_to_the_same_config(dirs):
-    grids = ("lm-ablations", "lm-xtc", "lm-gamma-init", "lm-seeds", "xtc")
+    grids = ("lm-table", "lm-lr", "lm-ablations", "lm-xtc", "lm-gamma-init", "lm-seeds", "xtc")
     for cfg in [c for name in grids for c in X.grid(name, "cpu")]:
         argv = shlex.split(X.command(cfg))[3:]  # drop "python -m qlib"
         args = vars(_parser().parse_args(argv))
@@ -38,11 +38,23 @@ def test_printed_command_parses_back_to_the_same_config(dirs):
 
 def test_gpu_preset_uses_the_papers_sequence_and_batch_for_every_lm_run(dirs):
     configs = X.grid("lm-table", "gpu") + X.grid("lm-ablations", "gpu") + X.grid("lm-xtc", "gpu")
-    assert {(c.seq_len, c.batch_size, c.grad_accum, c.epochs, c.max_steps) for c in configs} == {(512, 32, 1, 2, None)}
+    assert {(c.seq_len, c.batch_size, c.grad_accum, c.epochs, c.max_steps) for c in configs} == {(512, 32, 1, 10, None)}
     names = [Path(c.out_dir).name for c in configs]
     assert len(set(names)) == len(names) and all(n.endswith("-gpu") for n in names)
     with pytest.raises(ValueError, match="unknown preset"):
         X.lm_base("tpu")
+
+
+def test_every_lm_preset_evaluates_at_the_papers_context_and_has_a_control(dirs):
+    for preset in ("cpu", "gpu", "paper"):
+        configs = X.grid("lm-table", preset)
+        assert {c.eval_context for c in configs} == {512}, preset
+        control = [c for c in configs if c.method == "fp" and c.resolved_loss == "dist"]
+        assert len(control) == 1 and control[0].quant_config is not None
+        students = [c for c in configs if c.method != "fp"]
+        # the control trains with the students' loop and budget
+        assert {(c.lr, c.max_steps, c.epochs, c.batch_size) for c in students} == \
+            {(control[0].lr, control[0].max_steps, control[0].epochs, control[0].batch_size)}
 
 
 def test_device_label_names_the_gpu_or_cpu():
@@ -51,11 +63,11 @@ def test_device_label_names_the_gpu_or_cpu():
 
 
 def test_a_copy_without_git_names_its_commit(monkeypatch):
-    from qlib import train
+    from qlib import runtime
     monkeypatch.setenv("QLIB_CODE_VERSION", "abc1234")
-    assert train._git_version() == "abc1234"
+    assert runtime._git_version() == "abc1234"
     monkeypatch.delenv("QLIB_CODE_VERSION")
-    assert train._git_version() != "abc1234"
+    assert runtime._git_version() != "abc1234"
 
 
 def test_a_result_is_found_only_for_its_own_config(dirs):
@@ -102,7 +114,7 @@ def test_transfer_eval_is_saved_and_loaded_not_recomputed(dirs, monkeypatch, cap
 
 def _fake_result(cfg, ppl):
     # a hand-written result file, only to exercise the verdict logic (never under results/)
-    X._write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": ppl}, "size_mb": 1.0})
+    X.write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": ppl}, "size_mb": 1.0})
 
 
 def test_claims_say_reproduced_not_reproduced_or_not_run(dirs):

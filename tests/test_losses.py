@@ -44,7 +44,7 @@ def test_contrastive_loss_equals_direct_infonce_with_bank_anchor():
     g = torch.Generator().manual_seed(1)
     B, T, d, V = 2, 6, 4, 11
     s, t = torch.randn(B, T, d, generator=g), torch.randn(B, T, d, generator=g)
-    ids = torch.randint(0, V, (B, T), generator=g)
+    ids = torch.stack([torch.randperm(V, generator=g)[:T] for _ in range(B)])  # no repeated token in a sequence
     loss_fn = TokenContrastiveLoss(V, d, num_negatives=T - 1, temperature=0.1, momentum=0.5)
     loss_fn.memory.vectors.copy_(torch.randn(V, d, generator=g))
     anchor = 0.5 * loss_fn.memory.vectors[ids] + 0.5 * s
@@ -56,7 +56,7 @@ def test_padding_is_never_an_anchor_or_negative():
     g = torch.Generator().manual_seed(2)
     B, T, d, V = 2, 7, 4, 13
     s, t = torch.randn(B, T, d, generator=g), torch.randn(B, T, d, generator=g)
-    ids = torch.randint(0, V, (B, T), generator=g)
+    ids = torch.stack([torch.randperm(V, generator=g)[:T] for _ in range(B)])
     mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
     loss_fn = TokenContrastiveLoss(V, d, num_negatives=T - 1, use_bank=False)
     expected = _direct_infonce(s, t, mask.bool(), 0.1)
@@ -71,7 +71,8 @@ def test_padding_is_never_an_anchor_or_negative():
 def test_negative_sampling_draws_distinct_other_positions():
     loss_fn = TokenContrastiveLoss(10, 4, num_negatives=3)
     valid = torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0]], dtype=torch.bool)
-    idx, ok = loss_fn._sample_positions(valid, torch.Generator().manual_seed(0))
+    allowed = valid[:, None, :] & ~torch.eye(8, dtype=torch.bool)[None]
+    idx, ok = loss_fn._sample_positions(allowed, torch.Generator().manual_seed(0))
     for i in range(5):
         chosen = idx[0, i][ok[0, i]].tolist()
         assert len(chosen) == 3 and len(set(chosen)) == 3 and i not in chosen and all(j < 5 for j in chosen)
@@ -113,6 +114,7 @@ def test_bank_update_happens_after_the_step_and_gradient_skips_the_bank():
 def test_every_variant_gives_a_finite_differentiable_loss(mode, use_bank):
     loss_fn = TokenContrastiveLoss(20, 8, num_negatives=4, negatives=mode, use_bank=use_bank)
     loss_fn.memory.vectors.normal_()
+    loss_fn.memory.written.fill_(True)
     s = torch.randn(3, 9, 8, requires_grad=True)
     loss = loss_fn(s, torch.randn(3, 9, 8), torch.randint(0, 20, (3, 9)))
     loss.backward()

@@ -76,7 +76,8 @@ def test_attention_probabilities_are_quantized():
     student = qlib.quantize_model(copy.deepcopy(model), qlib.QuantConfig("minmax", 8, a_bits=4)).eval()
     out = student(**model_inputs("gpt2"), output_attentions=True)
     probs = out.attentions[0]
-    assert probs.unique().numel() <= 2 ** 4 * probs.shape[0]  # 16 levels (dynamic range per call)
+    rows = probs.reshape(-1, probs.shape[-1])  # one range per query position (per token)
+    assert max(r.unique().numel() for r in rows) <= 2 ** 4  # 16 levels
     model.set_attn_implementation("eager")  # sdpa returns no probabilities
     fp = model(**model_inputs("gpt2"), output_attentions=True).attentions[0]
     assert fp.unique().numel() > 100
@@ -205,7 +206,7 @@ def test_nonzero_codes_counts_what_pact_init_keeps():
     model = TINY_MODELS["llama"]()
     with torch.no_grad():
         model.model.layers[0].mlp.down_proj.weight[0, :3] = 2.0  # three weights above 2.5 / 2
-    out = nonzero_codes(qlib.quantize_model(model, qlib.QuantConfig("pact", 2, a_bits=8)))
+    out = nonzero_codes(qlib.quantize_model(model, qlib.QuantConfig("pact_clip_grid", 2, a_bits=8)))
     assert out["layers"]["nonzero"] == 3
     assert out["layers"]["total"] == sum(m.weight.numel() for _, m in quantized_modules(model)
                                          if not isinstance(m, QuantEmbedding))
@@ -239,12 +240,12 @@ def test_clipped_share_counts_the_weights_beyond_the_clipping_range():
     assert clipped_share(student)["clipped"] == 0
 
 
-@pytest.mark.parametrize("method", ["mds", "pact", "lsq", "laq"])
+@pytest.mark.parametrize("method", ["mds", "pact", "pact_clip_grid", "lsq", "laq"])
 def test_clipping_factors_are_the_ends_of_each_quantizers_grid(method):
     from qlib.analysis import clipping_factors
     model = TINY_MODELS["llama"]()
     student = qlib.quantize_model(model, qlib.QuantConfig(method, 2, a_bits=8))
-    if method == "pact":  # the paper's 2.5 is far beyond these weights: bring the range down to them
+    if method.startswith("pact"):  # the paper's 2.5 is far beyond these weights: bring the range down to them
         for _, m in quantized_modules(student):
             with torch.no_grad():
                 m.weight_quantizer.alpha_neg.fill_(0.02), m.weight_quantizer.alpha_pos.fill_(0.03)

@@ -1,4 +1,5 @@
 """The trainer end to end on tiny configs: each task, overfitting, resume after SIGKILL, NaN guard, bad configs."""
+import math
 import json
 import os
 import signal
@@ -34,7 +35,13 @@ def test_teacher_and_student_overfit_a_few_batches_and_write_their_files(tmp_pat
 
     res = train(_cfg(tmp_path, "student", teacher=str(tmp_path / "teacher"), max_steps=30, save_every=10, **few))
     kl = [h["kl"] for h in res["history"] if "kl" in h]  # soft CE minus the teacher's entropy
-    assert kl[-1] < 0.8 * kl[0] and "cont" in res["history"][0]
+    steps = [h for h in res["history"] if "loss" in h]
+    assert kl[-1] < 0.8 * kl[0] and "cont" in steps[0]
+    # the learning curve: step 0 (before any update), log-spaced points, the end
+    curve = res["curve"]
+    assert curve[0]["step"] == 0 and curve[0]["tokens"] == 0 and curve[-1]["step"] == 30
+    assert [c["step"] for c in curve] == sorted({0, *T.curve_steps(30, 6), 30}) and len(curve) >= 7
+    assert all(math.isfinite(c["valid_ppl"]) for c in curve)
     assert res["metrics"]["test_ppl"] > 1 and res["setting"] == "2-2-8" and res["loss"] == "dist+cont"
     out = Path(res["config"]["out_dir"])
     assert (out / "checkpoint.pt").is_file() and (out / "metrics.jsonl").is_file()
@@ -48,7 +55,7 @@ def test_teacher_and_student_overfit_a_few_batches_and_write_their_files(tmp_pat
 def test_baselines_train_with_distillation_only(tmp_path, method, bits):
     offline_data()
     res = train(_cfg(tmp_path, method=method, w_bits=bits, max_steps=3))
-    assert res["loss"] == "dist" and "cont" not in res["history"][-2]
+    assert res["loss"] == "dist" and "cont" not in [h for h in res["history"] if "loss" in h][-1]
     assert torch.isfinite(torch.tensor(res["metrics"]["test_ppl"]))
 
 

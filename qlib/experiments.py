@@ -193,13 +193,18 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict:
     done = load_result(cfg)
     if done is not None:
         return done
-    for dep in (cfg.teacher, cfg.init_from):  # runs this one starts from, rebuilt when their weights are gone
+    _ensure_dependencies(cfg, progress)
+    return _train_and_save(replace(cfg, progress=progress, resume=True))
+
+
+def _ensure_dependencies(cfg: TrainConfig, progress: bool) -> None:
+    """Rebuild the runs ``cfg`` starts from (teacher, init_from) when their weights are not on this machine."""
+    for dep in (cfg.teacher, cfg.init_from):
         if dep and not (Path(dep) / "model.safetensors").is_file():
             recipe = _recipe_for(dep, cfg)
             if recipe is None:
                 raise FileNotFoundError(f"weights missing in {dep} and no recipe to rebuild them")
             _train_and_save(replace(recipe, progress=progress, resume=True))
-    return _train_and_save(replace(cfg, progress=progress, resume=True))
 
 
 def _recipe_for(out_dir: str, cfg: TrainConfig) -> TrainConfig | None:
@@ -230,26 +235,18 @@ def trained_model(cfg: TrainConfig, device: str = "cpu", run_missing: bool = Tru
     """The trained model of ``cfg`` from its run folder's checkpoint (trained again, resumably, when the folder
     is missing, e.g. on a fresh clone that only has the committed result files; with ``run_missing=False`` it
     prints the command that would make it and returns None)."""
-    import torch
+    from .models import load_tokenizer
+    from .students import load_trained_student
 
-    from .models import load_model, load_tokenizer
-    from .modules import quantize_model
     ckpt = Path(cfg.out_dir) / "checkpoint.pt"
     if not ckpt.is_file() and not run_missing:
         print(f"weights of {Path(cfg.out_dir).name} are not on this machine (run folders are not committed): "
               f"{command(cfg)}")
         return None
     if not ckpt.is_file():
-        if cfg.teacher and not (Path(cfg.teacher) / "model.safetensors").is_file():
-            run(lm_teacher(cfg.preset, cfg.dataset), progress=cfg.progress)
+        _ensure_dependencies(cfg, cfg.progress)
         train(replace(cfg, resume=True))
-    state = load_checkpoint(ckpt)
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model, cfg.task, vocab_size=len(tokenizer), seed=cfg.seed)
-    if cfg.method != "fp":
-        quantize_model(model, cfg.quant_config())
-    model.load_state_dict(state["model"])
-    return model.to(torch.device(device)).eval()
+    return load_trained_student(cfg, load_tokenizer(cfg.model), ckpt).to(device)
 
 
 # zero-shot test sets are large next to a CPU run (WikiText-2 test is 3x PTB's): the cpu preset reads a prefix

@@ -26,6 +26,14 @@ def _valid_mask(like: torch.Tensor, attention_mask: torch.Tensor | None) -> torc
     return attention_mask.to(torch.bool)
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over the positions where ``mask`` is true (all of them when ``mask`` is None)."""
+    if mask is None:
+        return values.mean()
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
 def logit_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Soft cross-entropy -sum_v p_teacher(v) log p_student(v) (Eq. 4), averaged over non-padding tokens."""
@@ -36,8 +44,7 @@ def logit_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     per_token = -(p_t * torch.log_softmax(student_logits.float(), dim=-1)).sum(-1)
     if student_logits.dim() == 2:  # [N, C]: classification logits, one per example
         return per_token.mean()
-    mask = _valid_mask(per_token, attention_mask).to(per_token.dtype)
-    return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+    return masked_mean(per_token, attention_mask)
 
 
 @torch.no_grad()
@@ -48,8 +55,7 @@ def teacher_entropy(teacher_logits: torch.Tensor, attention_mask: torch.Tensor |
     per_token = -(logp.exp() * logp).sum(-1)
     if teacher_logits.dim() == 2:
         return per_token.mean()
-    mask = _valid_mask(per_token, attention_mask).to(per_token.dtype)
-    return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+    return masked_mean(per_token, attention_mask)
 
 
 class MemoryBank(nn.Module):
@@ -186,9 +192,7 @@ class TokenContrastiveLoss(nn.Module):
         logits = torch.cat([pos, neg_sim], dim=-1) / self.temperature
         logits = logits.masked_fill(torch.cat([torch.ones_like(pos, dtype=torch.bool), neg_ok], -1).logical_not(),
                                     float("-inf"))
-        per_token = -torch.log_softmax(logits, dim=-1)[..., 0]
-        mask = valid.to(per_token.dtype)
-        return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+        return masked_mean(-torch.log_softmax(logits, dim=-1)[..., 0], valid)
 
     def _sequence_loss(self, anchors, teacher, valid):
         m = valid.to(anchors.dtype)[..., None]

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .losses import logit_distillation, masked_mean
 from .modules import QuantConfig
 
 
@@ -66,18 +67,12 @@ def xtc_distillation(student_out, teacher_out, keep: list[int], attention_mask: 
     """XTC's one-stage KD loss: logits (soft CE, or MSE for regression) + attention MSE + hidden-state MSE.
     Hidden states and attentions are compared at the kept layers; padding positions are excluded."""
     s_logits, t_logits = student_out.logits.float(), teacher_out.logits.float().detach()
-    if regression:
-        l_logit = F.mse_loss(s_logits, t_logits)
-    else:
-        l_logit = -(torch.softmax(t_logits, -1) * torch.log_softmax(s_logits, -1)).sum(-1).mean()
+    l_logit = F.mse_loss(s_logits, t_logits) if regression else logit_distillation(s_logits, t_logits)
     mask = None if attention_mask is None else attention_mask.to(s_logits.dtype)
     l_hidden = s_logits.new_zeros(())
     for si, ti in layer_map(keep):
         diff = (student_out.hidden_states[si].float() - teacher_out.hidden_states[ti].float().detach()) ** 2
-        if mask is None:
-            l_hidden = l_hidden + diff.mean()
-        else:
-            l_hidden = l_hidden + (diff.mean(-1) * mask).sum() / mask.sum().clamp_min(1.0)
+        l_hidden = l_hidden + masked_mean(diff.mean(-1), mask)
     l_att = s_logits.new_zeros(())
     for j, t in enumerate(keep):
         diff = (student_out.attentions[j].float() - teacher_out.attentions[t].float().detach()) ** 2
@@ -90,8 +85,12 @@ def xtc_distillation(student_out, teacher_out, keep: list[int], attention_mask: 
     return total, {"logit": l_logit.detach(), "att": l_att.detach(), "hidden": l_hidden.detach()}
 
 
-def xtc_quant_config(method: str, bits: int) -> QuantConfig:
-    """XTC's quantization: binary/ternary weights (word embedding per row), 8-bit symmetric per-token activations at
-    every linear input; attention probabilities stay in full precision."""
+def xtc_quant_config(method: str, bits: int, e_bits: int | None = None, a_bits: int | None = 8) -> QuantConfig:
+    """XTC's quantization: binary/ternary weights (word embedding per row, same bits), 8-bit symmetric per-token
+    activations at every linear input; attention probabilities stay in full precision. Other embedding or
+    activation bits are not XTC's recipe: an error, not a silent override."""
+    if e_bits not in (None, bits) or a_bits != 8:
+        raise ValueError(f"XTC quantizes the embedding like the weights ({bits} bits) and activations at 8 bits; "
+                         f"got e_bits={e_bits}, a_bits={a_bits}")
     return QuantConfig(method, bits, bits, 8, act_granularity="token", quantize_attention_probs=False,
                        asymmetric_ffn_input=False)

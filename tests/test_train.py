@@ -187,8 +187,10 @@ def test_bad_configs_fail_at_construction(tmp_path, kwargs, match):
 
 def test_tokenizer_larger_than_the_model_vocabulary_is_an_error(tmp_path, monkeypatch):
     offline_data()
-    real = T.load_model
-    monkeypatch.setattr(T, "load_model", lambda name, task, vocab_size=None, seed=0: real(name, task, 1000, seed))
+    from qlib import students
+    real = students.load_model
+    monkeypatch.setattr(students, "load_model", lambda name, task, vocab_size=None, seed=0: real(name, task, 1000,
+                                                                                                  seed))
     with pytest.raises(ValueError, match="tokenizer/model pairing"):
         train(_cfg(tmp_path, max_steps=1))
 

@@ -1,0 +1,143 @@
+"""The configuration of a run: one dataclass, validated once where it is made."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from .losses import NEGATIVE_MODES
+from .models import MODEL_NAMES
+from .modules import QuantConfig
+from .runtime import DTYPES
+from .tasks import TASKS
+from .xtc import xtc_quant_config
+
+METHODS = ("fp", "minmax", "pact", "pact_clip_grid", "lsq", "laq", "mds", "mds_pact_grad", "twn", "bwn")
+LOSSES = ("auto", "lm", "dist", "dist+cont", "xtc")
+LAYERS = ("last", "first", "encoder")
+DYNAMIC_SCALING = ("mds", "mds_pact_grad")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Defaults: a 2-2-8 QuantGPT student of SmolLM2-135M on PTB (paper hyper-parameters,
+    a CPU-sized token budget)."""
+
+    task: str = "lm"
+    model: str = "smollm2-135m"
+    dataset: str = "ptb"
+    method: str = "mds"  # "fp": fine-tune the full-precision teacher
+    w_bits: int = 2
+    e_bits: int | None = None
+    a_bits: int | None = 8
+    teacher: str | None = None  # folder of a finished "fp" run (its model.safetensors); None: the pretrained model
+    loss: str = "auto"  # auto: fp -> lm; mds -> dist+cont; other methods -> dist (as the paper's baselines)
+    lam: float = 0.1
+    num_negatives: int = 64
+    temperature: float = 0.1
+    momentum: float = 0.5
+    negatives: str = "teacher"
+    use_bank: bool = True
+    contrast_layer: str = "last"
+    proj_dim: int = 128
+    seq_len: int = 512
+    eval_seq_len: int | None = None  # context of the LM evaluations (None: seq_len); presets use the paper's 512
+    batch_size: int = 4
+    grad_accum: int = 1
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs
+    train_tokens: int | None = None  # use only the first N tokens of the train split
+    lr: float = 5e-4
+    quant_lr: float = 1e-3
+    gamma_init: float = 1.0  # where dynamic scaling's gamma starts (the paper: 1, i.e. alpha = mean|w|)
+    act_granularity: str = "token"  # activation ranges per position (causal); "tensor": over the batch (ablation)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 0  # 0: only at step 0, the curve points and the end
+    curve_points: int = 6  # validation PPL at this many log-spaced steps of the budget (plus step 0 and the end)
+    eval_tokens: int | None = None  # cap on validation tokens during training (test is always complete)
+    test_tokens: int | None = None  # cap on test tokens (None: the whole test split)
+    extra_eval: tuple[str, ...] = ()  # more LM test sets, zero-shot (e.g. "wikitext2")
+    save_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with bf16 matrix units, else fp32
+    out_dir: str = "runs/default"
+    resume: bool = False
+    preset: str = "custom"
+    progress: bool = True
+    eval_batch_size: int = 8
+    max_examples: int | None = None  # mc / summarization: cap on examples per split
+    num_candidates: int = 20
+    source_len: int = 512
+    target_len: int = 64
+    keep_layers: tuple[int, ...] = ()  # layer reduction (XTC): the teacher layers the student keeps
+    init_from: str | None = None  # folder of a finished run whose final weights initialise the student
+    extra: dict = field(default_factory=dict)  # free-form notes recorded in the result file
+
+    def __post_init__(self):
+        checks = [(self.task in TASKS, f"task must be one of {sorted(TASKS)}, got {self.task!r}"),
+                  (self.model in MODEL_NAMES, f"unknown model {self.model!r}; known: {MODEL_NAMES}"),
+                  (self.method in METHODS, f"unknown method {self.method!r}; known: {METHODS}"),
+                  (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
+                  (self.negatives in NEGATIVE_MODES, f"negatives must be one of {NEGATIVE_MODES}"),
+                  (self.contrast_layer in LAYERS, f"contrast_layer must be one of {LAYERS}"),
+                  (self.lr > 0 and self.quant_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.quant_lr}"),
+                  (self.gamma_init > 0, f"gamma_init must be > 0, got {self.gamma_init}"),
+                  (self.gamma_init == 1.0 or self.method in DYNAMIC_SCALING,
+                   f"gamma_init applies to dynamic scaling (mds, mds_pact_grad) only, not {self.method!r}"),
+                  (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
+                  (self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len}"),
+                  (self.eval_seq_len is None or self.eval_seq_len >= 2, "eval_seq_len must be >= 2"),
+                  (self.epochs > 0 or (self.max_steps or 0) > 0, "train for epochs > 0 or max_steps > 0"),
+                  (self.save_every >= 1, "save_every must be >= 1"),
+                  (self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"),
+                  (self.curve_points >= 0, f"curve_points must be >= 0, got {self.curve_points}"),
+                  (self.lam >= 0, f"lam must be >= 0, got {self.lam}")]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        if self.method != "fp":
+            self.quant_config()  # validates bits and activation granularity
+        if self.task == "lm" and self.num_negatives >= self.seq_len and self.uses_contrastive:
+            raise ValueError(f"num_negatives={self.num_negatives} must be smaller than seq_len={self.seq_len}")
+        if self.contrast_layer == "encoder" and self.task != "summarization":
+            raise ValueError("contrast_layer='encoder' needs an encoder-decoder model (task='summarization')")
+        self.extra_eval = tuple(self.extra_eval)
+        self.keep_layers = tuple(self.keep_layers)
+        if self.resolved_loss == "xtc" and self.task != "classification":
+            raise ValueError("loss 'xtc' (XTC's one-stage distillation) is for task='classification'")
+
+    @property
+    def resolved_loss(self) -> str:
+        if self.loss != "auto":
+            return self.loss
+        if self.task == "classification":  # XTC: task loss for the teacher, one-stage KD for every student
+            return "lm" if self.method == "fp" and not self.keep_layers else "xtc"
+        return {"fp": "lm", "mds": "dist+cont"}.get(self.method, "dist")
+
+    @property
+    def eval_context(self) -> int:
+        return self.eval_seq_len or self.seq_len
+
+    @property
+    def uses_contrastive(self) -> bool:
+        return self.resolved_loss == "dist+cont"
+
+    def quant_config(self) -> QuantConfig:
+        if self.resolved_loss == "xtc":
+            return xtc_quant_config(self.method, self.w_bits, self.e_bits, self.a_bits)
+        extra = ("multiple_choice_head.summary",) if self.task == "mc" else ()
+        return QuantConfig(self.method, self.w_bits, self.e_bits, self.a_bits, act_granularity=self.act_granularity,
+                           extra_modules=extra)
+
+    @property
+    def label(self) -> str:
+        """W-E-A bits of the run ("2-2-8"), or "fp32" for a full-precision model (teacher or control)."""
+        return "fp32" if self.method == "fp" else self.quant_config().label
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        return cls(**d)

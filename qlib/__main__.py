@@ -47,12 +47,15 @@ def _parser() -> argparse.ArgumentParser:
             else:
                 t.add_argument(flag, type=base, default=default)
     g = sub.add_parser("grid", help="run (or load) a named grid of the paper's experiments, resumably")
-    g.add_argument("name", help="lm-table, lm-ablations, lm-xtc, lm-gamma-init, lm-seeds or xtc[-<glue task>]")
+    g.add_argument("name", help="lm-table, lm-lr, lm-step0, lm-ablations, lm-xtc, lm-gamma-init, lm-seeds or "
+                                "xtc[-<glue task>]")
     g.add_argument("--preset", default="cpu", help="smoke, cpu, gpu or paper")
     g.add_argument("--only", nargs="*", default=None, help="run only the configs whose name contains one of these")
     g.add_argument("--list", action="store_true", help="list the configs, their state and commands; run nothing")
     g.add_argument("--transfer", default=None, metavar="DATASET",
                    help="after each run, its zero-shot test PPL on DATASET (e.g. wikitext2), saved under transfer/")
+    g.add_argument("--step0", action="store_true",
+                   help="instead of training, the validation PPL of each student before its first update (step0/)")
     g.add_argument("--samples", action="store_true",
                    help="after each run, greedy continuations of the book's prompts, saved under samples/")
     g.add_argument("--figures", action="store_true",
@@ -63,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 def _grid(args) -> int:
     from pathlib import Path
 
-    from .experiments import figure_data, grid, run_grid, status, text_samples, transfer_eval
+    from .experiments import figure_data, grid, run_grid, status, step0_eval, text_samples, transfer_eval
 
     configs = grid(args["name"], args["preset"])
     if args["only"]:
@@ -71,6 +74,10 @@ def _grid(args) -> int:
     if args["list"]:
         for row in status(configs):
             print(f"{'done   ' if row['done'] else 'not run'}  {row['name']}\n         {row['command']}")
+        return 0
+    if args["step0"]:
+        for cfg in configs:
+            print(Path(cfg.out_dir).name, "step-0 valid PPL", round(step0_eval(cfg)["valid_ppl"], 2))
         return 0
     for res in run_grid(configs):
         print(Path(res["config"]["out_dir"]).name, {k: v for k, v in res["metrics"].items() if k != "examples"})

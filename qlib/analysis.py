@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .modules import QuantEmbedding, quantized_modules
-from .quant import MDSQuantizer, PACTQuantizer, make_quantizer
+from .modules import IN_LAYER, QuantEmbedding, quantized_modules
+from .quant import QUANTIZERS, MDSQuantizer, PACTQuantizer, make_quantizer
 
 
 def most_frequent_tokens(blocks: torch.Tensor, top: int = 500) -> torch.Tensor:
@@ -127,6 +127,57 @@ def nonzero_codes(student) -> dict[str, dict]:
         c[0] += int((codes != 0).sum())
         c[1] += codes.numel()
     return {k: {"nonzero": n, "total": t, "share": n / max(t, 1)} for k, (n, t) in counts.items()}
+
+
+# the matrices of chapter 1's at-initialisation table: every module type of a first, a middle and the last layer
+INIT_TABLE_LAYERS = (0, 11, 29)
+INIT_TABLE_METHODS = ("minmax", "pact", "pact_clip_grid", "lsq", "laq", "mds", "twn", "bwn")
+
+
+def layer_matrices(model, layers=INIT_TABLE_LAYERS) -> dict[str, torch.Tensor]:
+    """The weight matrices of the given Transformer layers (every linear module), by name."""
+    out = {}
+    for name, m in model.named_modules():
+        idx = _layer_index(name)
+        if idx is not None and idx in layers and isinstance(m, torch.nn.Linear):
+            out[name] = m.weight.detach()
+    return out
+
+
+def _layer_index(name: str) -> int | None:
+    match = IN_LAYER.search(name + ".")
+    return int(match.group(0).strip(".").split(".")[-1]) if match else None
+
+
+@torch.no_grad()
+def init_error_table(matrices: dict[str, torch.Tensor], embedding: torch.Tensor | None = None,
+                     methods=INIT_TABLE_METHODS, bits=(2, 4, 8)) -> list[dict]:
+    """Each quantizer at initialisation (its paper's start, before any training step) on real matrices: relative
+    error ||w_q - w|| / ||w|| and the share of non-zero codes, over the given layer matrices (one scale per matrix)
+    and over the word embedding (one scale per row). Methods that do not support a width are skipped (TWN: 2 bits
+    only; BWN: 1 bit, shown in the 2-bit row)."""
+    rows = []
+    for b in bits:
+        for method in methods:
+            width = 1 if method == "bwn" else b
+            if width not in QUANTIZERS[method].allowed_bits or (method == "bwn" and b != 2):
+                continue
+            row = {"W bits": width, "method": method}
+            groups = {"layers": [(make_quantizer(method, width), w) for w in matrices.values()]}
+            if embedding is not None:
+                groups["embedding"] = [(make_quantizer(method, width, "row", rows=embedding.shape[0]), embedding)]
+            for group, pairs in groups.items():
+                err = norm = nonzero = total = 0.0
+                for q, w in pairs:
+                    enc = q.eval().encode(w)
+                    err += float(((enc.dequantize() - w) ** 2).sum())
+                    norm += float((w ** 2).sum())
+                    nonzero += float((enc.codes != 0).sum())
+                    total += enc.codes.numel()
+                row[f"{group}: relative error"] = (err / norm) ** 0.5
+                row[f"{group}: non-zero codes"] = nonzero / total
+            rows.append(row)
+    return rows
 
 
 def gamma_gradient_curve(w: torch.Tensor, bits: int, gammas) -> dict[str, list[float]]:

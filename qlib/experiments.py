@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .runtime import code_version, load_checkpoint, resolve_device, write_json
+from .runtime import provenance, resolve_device, write_json
 from .train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,6 +156,11 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
             *[lm_student(preset, "mds", tag=mode.replace("+", "-"), negatives=mode)  # Table 4
               for mode in ("teacher+bank", "bank", "global", "sequence")],
         ]
+    if name == "lm-step0":  # each method's student before its first update (run with --step0: nothing trains)
+        return [lm_control(preset)] + [lm_student(preset, m, b) for b in ((8, 8, 8), (2, 2, 8)) for m in LM_METHODS] + [
+            lm_student(preset, "pact_clip_grid"),  # the other reading of PACT: every 2-bit code 0
+            lm_student(preset, "mds", (8, 8, 8), tag="act-tensor", act_granularity="tensor"),  # one range per batch
+            lm_student(preset, "mds", (8, 8, 8), tag="act-tensor-b1", act_granularity="tensor", eval_batch_size=1)]
     if name == "lm-xtc":
         return lm_xtc_grid(preset)
     if name == "lm-gamma-init":  # beyond the paper: QuantGPT with gamma started where the clipping error is least
@@ -260,6 +266,27 @@ FIGURE_MODULE = {"smollm2-135m": "model.layers.4.self_attn.o_proj"}
 FIGURE_SENTENCE = (32, 3)  # Fig. 3: block 3 of the test split in blocks of 32 tokens
 
 
+def step0_path(cfg: TrainConfig) -> Path:
+    return RESULTS / cfg.task / "step0" / f"{Path(cfg.out_dir).name}.json"
+
+
+def step0_eval(cfg: TrainConfig, progress: bool = True, run_missing: bool = True) -> dict | None:
+    """Validation PPL of the student of ``cfg`` before its first update (what the quantizer alone costs), on the
+    run's own validation subset and evaluation batch, saved under ``results/<task>/step0/``. The same number is
+    the first point of the run's learning curve once it has run; this file exists without the run."""
+    from .models import load_tokenizer
+    from .students import build_models
+    from .tasks import make_task
+
+    def compute(device):
+        _ensure_dependencies(cfg, progress)
+        tokenizer = load_tokenizer(cfg.model)
+        student = build_models(cfg, tokenizer)[1].to(device)
+        return make_task(replace(cfg, progress=progress), tokenizer).evaluate(student, device, final=False)
+    key = {"eval_tokens": cfg.eval_tokens, "eval_context": cfg.eval_context, "eval_batch_size": cfg.eval_batch_size}
+    return _cached_eval(cfg, step0_path(cfg), key, compute, run_missing)
+
+
 def transfer_path(cfg: TrainConfig, dataset: str) -> Path:
     return RESULTS / cfg.task / "transfer" / f"{Path(cfg.out_dir).name}-{dataset}.json"
 
@@ -272,26 +299,30 @@ def figures_path(cfg: TrainConfig) -> Path:
     return RESULTS / cfg.task / "figures" / f"{Path(cfg.out_dir).name}.json"
 
 
-def _after_run(cfg: TrainConfig, path: Path, key: dict, compute, progress: bool, run_missing: bool) -> dict | None:
-    """An evaluation of a finished run's model, saved to ``path`` with ``key`` (what it was asked for) and loaded
-    when a file for exactly this run and key exists; the weights are gone on a fresh clone, so such files are
-    committed like result files. ``run_missing=False``: None when absent (nothing is trained or evaluated)."""
-    import time
-
+def _cached_eval(cfg: TrainConfig, path: Path, key: dict, compute, run_missing: bool) -> dict | None:
+    """An evaluation saved to ``path`` with ``key`` (what it was asked for), loaded when a file for exactly this
+    config and key exists; ``compute(device)`` makes it otherwise. Run weights are gone on a fresh clone, so such
+    files are committed like result files. ``run_missing=False``: None when absent (nothing is computed)."""
     if path.is_file():
         res = json.loads(path.read_text())
         if _same(res["config"], asdict(cfg)) and all(res.get(k) == v for k, v in key.items()):
             return res
     if not run_missing:
         return None
-    if load_result(cfg) is None:
-        run(cfg, progress=progress)
     t0, device = time.time(), resolve_device(cfg.device)
-    model = trained_model(cfg, device=str(device))
-    res = {"config": asdict(cfg), **key, **compute(model, device), "device": str(device),
-           "code_version": code_version(), "wall_time_s": time.time() - t0}
+    res = {"config": asdict(cfg), **key, **compute(device), **provenance(device, cfg.dtype),
+           "wall_time_s": time.time() - t0}
     write_json(path, res)
     return res
+
+
+def _after_run(cfg: TrainConfig, path: Path, key: dict, compute, progress: bool, run_missing: bool) -> dict | None:
+    """An evaluation of a finished run's model (trained first when its result is missing)."""
+    def with_model(device):
+        if load_result(cfg) is None:
+            run(cfg, progress=progress)
+        return compute(trained_model(cfg, device=str(device)), device)
+    return _cached_eval(cfg, path, key, with_model, run_missing)
 
 
 def transfer_eval(cfg: TrainConfig, dataset: str = "wikitext2", progress: bool = True,

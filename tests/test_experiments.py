@@ -70,6 +70,18 @@ def test_a_copy_without_git_names_its_commit(monkeypatch):
     assert runtime._git_version() != "abc1234"
 
 
+def test_step0_evaluation_is_the_first_point_of_the_learning_curve(dirs):
+    offline_data()
+    cfg = X.lm_student("smoke", "laq")
+    before = X.step0_eval(cfg, progress=False)
+    assert X.step0_path(cfg).is_file() and X.step0_eval(cfg, run_missing=False)["valid_ppl"] == before["valid_ppl"]
+    res = X.run(cfg, progress=False)
+    assert res["curve"][0]["step"] == 0
+    assert res["curve"][0]["valid_ppl"] == pytest.approx(before["valid_ppl"], rel=1e-6)
+    # an evaluation asked for with another batch is another file
+    assert X.step0_eval(replace(cfg, eval_batch_size=1), run_missing=False) is None
+
+
 def test_a_result_is_found_only_for_its_own_config(dirs):
     offline_data()
     teacher, student = X.lm_teacher("smoke"), X.lm_student("smoke", "mds")

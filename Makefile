@@ -8,7 +8,7 @@ STAMP := build/.setup-$(shell $(PY) -c "import hashlib;print(hashlib.sha1(open('
 BOOK_PRESET ?= cpu
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-.PHONY: setup test book notebooks clean
+.PHONY: setup test test-fast book notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
@@ -21,11 +21,16 @@ setup: $(STAMP)
 test: setup
 	$(PY) -m pytest -q tests
 
+# the unit tests for the edit-test loop (< 2 minutes): everything not marked slow
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
 # re-execute every notebook into book/ from committed results (run_missing=False: missing runs show as "not run")
 notebooks: setup
 	for nb in $(NOTEBOOKS); do \
 	  $(PY) -m papermill $$nb book/$$(basename $$nb) -p preset $(BOOK_PRESET) -p run_missing False \
 	    --cwd notebooks -k python3 --no-progress-bar || exit 1; done
+	$(PY) book/_tools/hide_injected.py book/*.ipynb
 
 book: setup
 	jupyter-book build . -W -n --keep-going

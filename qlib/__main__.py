@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="after each run, greedy continuations of the book's prompts, saved under samples/")
     g.add_argument("--figures", action="store_true",
                    help="after each run, the data of the 'why hard' figures (Figs. 2-4), saved under figures/")
+    s = sub.add_parser("gpu-run", help="a lent GPU slot: benchmark, then the queue of runs, within MINUTES; packs "
+                                       "the result files into OUT/results.tar.gz")
+    s.add_argument("--minutes", type=float, required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--preset", default="gpu")
+    s.add_argument("--gguf", default=None, help="SmolLM2-135M-Instruct's GGUF file, when its package is not installed")
+    s.add_argument("--bench-minutes", type=float, default=2.0)
     return p
 
 
@@ -95,8 +102,14 @@ def _grid(args) -> int:
 
 def main(argv=None) -> int:
     args = vars(_parser().parse_args(argv))
-    if args.pop("command") == "grid":
+    command = args.pop("command")
+    if command == "grid":
         return _grid(args)
+    if command == "gpu-run":
+        from .gpu_slot import gpu_run
+        print(json.dumps(gpu_run(args["minutes"], args["out"], args["preset"], args["bench_minutes"], args["gguf"]),
+                         indent=1))
+        return 0
     result = train(TrainConfig.from_dict(args))
     print(json.dumps({"out_dir": result["config"]["out_dir"], "metrics": {
         k: v for k, v in result["metrics"].items() if k != "examples"}, "size_mb": result["size_mb"]}, indent=1))

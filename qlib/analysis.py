@@ -180,6 +180,9 @@ def init_error_table(matrices: dict[str, torch.Tensor], embedding: torch.Tensor 
     return rows
 
 
+GAMMA_SWEEP = tuple(0.3 + 0.1 * i for i in range(38))  # the gammas chapter 1 sweeps (0.3 to 4.0)
+
+
 def gamma_gradient_curve(w: torch.Tensor, bits: int, gammas) -> dict[str, list[float]]:
     """dL/dgamma of the reconstruction loss L = ||w_q - w||^2 / 2 as gamma varies, under Eq. 7 (``mds``) and
     under PACT's rule that only clipped weights count (``mds_pact_grad``); also L itself. Shows why ignoring the
@@ -197,3 +200,45 @@ def gamma_gradient_curve(w: torch.Tensor, bits: int, gammas) -> dict[str, list[f
             if method == "mds":
                 curves["loss"].append(loss.item())
     return curves
+
+
+def method_demo(base: dict) -> dict[str, str]:
+    """Chapter 3's walk-through on one real batch: the teacher (the pretrained ``base["model"]``) and its 2-2-8
+    QuantGPT student, both losses of Eq. 5 on two PTB blocks, one backward pass, one bank update (Eq. 3) and the
+    clipping ranges of dynamic scaling. Returns printable summaries."""
+    import copy
+
+    from .data import lm_blocks
+    from .losses import ContrastiveHeads, TokenContrastiveLoss, logit_distillation
+    from .models import load_model, load_tokenizer
+    from .modules import QuantConfig, quantize_model, quantizer_parameters
+
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(base["model"])
+    teacher = load_model(base["model"], "lm", vocab_size=len(tokenizer)).eval()
+    student = quantize_model(copy.deepcopy(teacher), QuantConfig("mds", 2, a_bits=8))
+    seq_len, k = base["seq_len"], base["num_negatives"]
+    batch = lm_blocks("ptb", "train", tokenizer, seq_len, max_tokens=2 * seq_len)
+    with torch.no_grad():
+        t_out = teacher(input_ids=batch, output_hidden_states=True)
+    s_out = student(input_ids=batch, output_hidden_states=True)
+    heads = ContrastiveHeads(teacher.config.hidden_size, 128)
+    contrast = TokenContrastiveLoss(len(tokenizer), 128, k)
+    l_cont = contrast(heads.student(s_out.hidden_states[-1]), heads.teacher(t_out.hidden_states[-1]), batch)
+    l_dist = logit_distillation(s_out.logits, t_out.logits)
+    (l_dist + 0.1 * l_cont).backward()
+    contrast.update_memory()
+    written = int(contrast.memory.written.sum())
+    alphas = [v["pos"] for v in clipping_factors(student).values()]
+    return {
+        "summary": (f"batch {tuple(batch.shape)}: {tokenizer.decode(batch[0, :12])!r} ...\n"
+                    f"L_dist = {l_dist.item():.3f}   L_cont = {l_cont.item():.3f}   log(1+K) = "
+                    f"{float(np.log(1 + k)):.3f} (L_cont of a student whose anchors match no positive better than "
+                    f"the {k} negatives)"),
+        "bank": (f"bank rows written: {written} (the distinct token ids of the batch) of {len(tokenizer)}; "
+                 f"row norms of the first five tokens: "
+                 f"{[round(x, 3) for x in contrast.memory.vectors[batch[0, :5]].norm(dim=1).tolist()]}"),
+        "scaling": (f"{len(alphas)} tensor-wise modules; alpha = gamma * mean|w| ranges from {min(alphas):.4f} to "
+                    f"{max(alphas):.4f}; the gradient reached every gamma: "
+                    f"{all(p.grad is not None for p in quantizer_parameters(student))}"),
+    }

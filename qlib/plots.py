@@ -9,31 +9,27 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .labels import METHOD_COLORS, method_name
 from .quant import make_quantizer
 
-METHOD_LABELS = {"fp": "full precision", "minmax": "min-max", "pact": "PACT", "lsq": "LSQ", "laq": "LAQ",
-                 "mds": "QuantGPT (dynamic scaling)", "mds_pact_grad": "dynamic scaling, PACT gradient",
-                 "twn": "TWN (ternary)", "bwn": "BWN (binary)"}
 
 
-def quantizer_grid(w: torch.Tensor, bits: int = 2, methods=("minmax", "pact", "lsq", "laq", "mds", "twn", "bwn")):
-    """Each quantizer's output against the real weights ``w`` (1-D), side by side."""
+def quantizer_grid(w: torch.Tensor, bits: int = 2,
+                   methods=("minmax", "pact", "pact_clip_grid", "lsq", "laq", "mds", "twn", "bwn")):
+    """Each quantizer at its initialisation against the real weights ``w``: three panels a row."""
     w = w.flatten()
     order = w.argsort()
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.0 * len(methods), 3.0), sharey=True)
-    for ax, method in zip(np.atleast_1d(axes), methods):
+    fig, axes = _columns(len(methods), size=2.6)
+    for ax, method in zip(axes, methods):
         b = {"twn": 2, "bwn": 1}.get(method, bits)
         q = make_quantizer(method, b)
-        if method == "pact":  # the paper's initial 2.5 would map every weight to 0: show a learned-size range
-            with torch.no_grad():
-                q.alpha_neg.fill_(3 * w.abs().mean().item()), q.alpha_pos.fill_(3 * w.abs().mean().item())
         with torch.no_grad():
             wq = q(w)
         ax.plot(w[order].numpy(), wq[order].numpy(), lw=1.5)
         ax.plot(w[order].numpy(), w[order].numpy(), lw=0.6, color="grey", ls="--")
-        ax.set_title(f"{METHOD_LABELS.get(method, method)}\n{b}-bit, {wq.unique().numel()} values", fontsize=9)
+        ax.set_title(f"{method_name(method)}\n{b}-bit, {wq.unique().numel()} values", fontsize=9)
         ax.set_xlabel("w")
-    np.atleast_1d(axes)[0].set_ylabel("quantized w")
+    axes[0].set_ylabel("quantized w")
     fig.tight_layout()
     return fig
 
@@ -53,12 +49,15 @@ def gamma_gradient(curves: dict):
 
 def metric_vs_bits(rows: list[dict], metric: str = "test_ppl", log: bool = True, fp_value: float | None = None):
     """Fig. 1: a metric against weight bits, one line per method. ``rows``: dicts with method, w_bits, value."""
+    if not rows:
+        return None
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for method in sorted({r["method"] for r in rows}):
         pts = sorted((r["w_bits"], r["value"]) for r in rows if r["method"] == method)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=METHOD_LABELS.get(method, method))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method_name(method),
+                color=METHOD_COLORS.get(method))
     if fp_value is not None:
-        ax.axhline(fp_value, color="black", ls="--", lw=1, label="full precision")
+        ax.axhline(fp_value, color="black", ls="--", lw=1, label="teacher")
     ax.set_xlabel("weight bits"), ax.set_ylabel(metric.replace("_", " "))
     ax.set_xticks(sorted({r["w_bits"] for r in rows}))
     if log:
@@ -68,13 +67,25 @@ def metric_vs_bits(rows: list[dict], metric: str = "test_ppl", log: bool = True,
     return fig
 
 
-def embedding_maps(coords: dict[str, np.ndarray], spread: dict[str, float] | None = None):
-    """Fig. 2: t-SNE maps side by side, all on the same scale."""
-    n = len(coords)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
-    coords = {name: np.asarray(c) for name, c in coords.items()}
+def _columns(n: int, size: float = 3.0):
+    """A grid of at most three panels a row (readable at page width)."""
+    rows, cols = (n + 2) // 3, min(n, 3)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    axes = list(axes.flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def embedding_maps(data: dict[str, dict]):
+    """Fig. 2: t-SNE maps of the embeddings of the most frequent tokens, one panel a model, all on one scale."""
+    if not data:
+        return None
+    coords = {name: np.asarray(d["tsne"]) for name, d in data.items()}
+    spread = {name: d["embedding_mean_cos"] for name, d in data.items()}
+    fig, axes = _columns(len(coords))
     lim = max(np.abs(c).max() for c in coords.values()) * 1.05
-    for ax, (name, c) in zip(axes[0], coords.items()):
+    for ax, (name, c) in zip(axes, coords.items()):
         ax.scatter(c[:, 0], c[:, 1], s=4, alpha=0.7)
         title = name + (f"\nmean cos {spread[name]:.2f}" if spread else "")
         ax.set_title(title, fontsize=9)
@@ -83,21 +94,27 @@ def embedding_maps(coords: dict[str, np.ndarray], spread: dict[str, float] | Non
     return fig
 
 
-def similarity_maps(mats: dict[str, torch.Tensor | list], tokens: list[str] | None = None):
-    """Fig. 3: token-token cosine similarity matrices."""
-    n = len(mats)
-    fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 3.3), squeeze=False)
-    for ax, (name, m) in zip(axes[0], mats.items()):
-        im = ax.imshow(np.asarray(m), vmin=-1, vmax=1, cmap="RdBu_r")
+def similarity_maps(data: dict[str, dict]):
+    """Fig. 3: token-token cosine similarity of the last hidden states on one sentence, one panel a model."""
+    if not data:
+        return None
+    fig, axes = _columns(len(data))
+    for ax, (name, d) in zip(axes, data.items()):
+        im = ax.imshow(np.asarray(d["token_similarity"]), vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set_title(name, fontsize=9), ax.set_xticks([]), ax.set_yticks([])
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    fig.colorbar(im, ax=[a for a in axes if a.get_visible()], shrink=0.8)
     return fig
 
 
-def weight_distribution(hist: dict, clips: dict[str, tuple[float, float]], title: str = ""):
-    """Fig. 4: the density of a weight matrix (``analysis.weight_histogram``) with the clipping ranges of several
-    methods; the outliers beyond the histogram's range are noted in the legend."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.3))
+def weight_distribution(data: dict[str, dict], reference: str = "teacher"):
+    """Fig. 4: the density of one weight matrix of ``reference`` (``analysis.weight_histogram``) with the grid
+    range each student's quantizer uses for the same module; the outliers beyond the axis are noted in the
+    legend."""
+    if reference not in data:
+        return None
+    hist, title = data[reference]["weight_hist"], data[reference]["module"]
+    clips = {name: (d["clip"]["neg"], d["clip"]["pos"]) for name, d in data.items() if d.get("clip")}
+    fig, ax = plt.subplots(figsize=(7.0, 3.3))
     edges, density = np.asarray(hist["edges"]), np.asarray(hist["density"])
     ax.stairs(density, edges, fill=True, color="lightsteelblue",
               label=f"weights ({100 * hist['outside']:.2f}% beyond the axis, max |w| {hist['max_abs']:.2f})")
@@ -105,16 +122,18 @@ def weight_distribution(hist: dict, clips: dict[str, tuple[float, float]], title
         ax.axvline(lo, color=color, ls="--", label=name), ax.axvline(hi, color=color, ls="--")
     lim = max([float(np.abs(edges).max())] + [max(abs(a), abs(b)) for a, b in clips.values()])
     ax.set_xlim(-1.1 * lim, 1.1 * lim), ax.set_xlabel("weight"), ax.set_ylabel("density")
-    ax.set_title(title, fontsize=9), ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9), ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
 
 
-def gammas(gamma: dict[str, float], title: str = "learned scaling gamma per module"):
+def gammas(gamma: dict[str, float] | None, title: str = "learned scaling gamma per module"):
     """Fig. 8: learned gamma of every module, as a (module kind x layer) map centred on the initial value 1;
     modules outside the layers (the word embedding: mean over its rows) are listed in the title."""
     import re
 
+    if not gamma:
+        return None
     cells, outside = {}, {}
     for name, g in gamma.items():
         m = re.search(r"(?:^|\.)(?:h|layers|layer|block)\.(\d+)\.(.+)$", name)
@@ -140,12 +159,52 @@ def gammas(gamma: dict[str, float], title: str = "learned scaling gamma per modu
     return fig
 
 
-def training_curves(histories: dict[str, list[dict]], key: str = "loss"):
+def _color(name: str):
+    for key, color in METHOD_COLORS.items():
+        if name.lower().startswith(key) or name.startswith(method_name(key)):
+            return color
+    return "control" in name and METHOD_COLORS["control"] or None
+
+
+def learning_curves(curves: dict[str, list[tuple[int, float]]], teacher: float | None = None,
+                    paper_ratio: float | None = None, title: str = ""):
+    """Validation PPL against training tokens (log x; step 0 drawn at the left edge), one line per run, with the
+    teacher's PPL and, when given, the paper's student/teacher ratio applied to our teacher."""
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    first = min((t for pts in curves.values() for t, _ in pts if t), default=1)
+    for name, pts in curves.items():
+        x = [t if t else first / 2 for t, _ in pts]
+        ax.plot(x, [p for _, p in pts], marker="o", ms=3, label=name, color=_color(name))
+    if teacher is not None:
+        ax.axhline(teacher, color="black", ls="--", lw=1, label="teacher")
+        if paper_ratio is not None:
+            ax.axhline(teacher * paper_ratio, color="tab:red", ls=":", lw=1,
+                       label=f"paper's QuantGPT 2-2-8 ratio ({paper_ratio:.3f} x teacher)")
+    ax.set_xscale("log"), ax.set_yscale("log")
+    ax.set_xlabel("training tokens (step 0 at the left edge)"), ax.set_ylabel("validation PPL")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: never over a point
+    fig.tight_layout()
+    return fig
+
+
+def negatives_plot(points: dict[str, list[tuple[int, float]]], band: float | None = None):
+    """Fig. 7: test PPL against the number of negatives, with and without the memory bank; the shaded band is
+    the measured seed spread around the bank's main run."""
+    if not any(points.values()):
+        return None
     fig, ax = plt.subplots(figsize=(5.5, 3.3))
-    for name, hist in histories.items():
-        pts = [(h["step"], h[key]) for h in hist if key in h]
+    for name, pts in points.items():
         if pts:
-            ax.plot(*zip(*pts), label=name)
-    ax.set_xlabel("step"), ax.set_ylabel(key), ax.legend(fontsize=7)
+            ax.plot(*zip(*sorted(pts)), marker="o", label=name)
+    bank = dict(points.get("memory bank", []))
+    if band is not None and bank:
+        k = max(bank)
+        ax.fill_between([min(bank), k], bank[k] / (1 + band), bank[k] * (1 + band), alpha=0.15, color="grey",
+                        label="seed band of the main run")
+    ax.set_xscale("log", base=2), ax.set_xlabel("negatives K"), ax.set_ylabel("test PPL")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig

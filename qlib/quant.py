@@ -383,11 +383,6 @@ class LSQQuantizer(WeightQuantizer):
         return Encoded(codes, step.clone(), self.bits)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# LAQ: loss-aware quantization, approximate proximal-Newton solver (Hou & Kwok 2018)
-# ----------------------------------------------------------------------------------------------------------------
-
-
 class _StraightThrough(torch.autograd.Function):
     """Forward returns a precomputed quantized value; backward passes the gradient through unchanged (the STE of
     LAQ, TWN, BWN and the activation quantizers)."""
@@ -401,161 +396,12 @@ class _StraightThrough(torch.autograd.Function):
         return g, None
 
 
-def _weighted_error(w, d, alpha, n, like):
-    """Per group: sum d * (w_q - w)^2 for the grid of Eq. 1 with clipping factor ``alpha``."""
-    return _group_sum(d * (dequantize(_uniform_codes(w, alpha, n), alpha / n) - w) ** 2, like)
-
-
-def _laq_alpha_step(w, d, alpha, n, like):
-    """One alternation of LAQ's solver: codes for this alpha, then the alpha that minimises the D-weighted error
-    for those codes (a least-squares fit). Each half lowers the error, so the error never rises."""
-    b = _uniform_codes(w, alpha, n) / n
-    new = _group_sum(d * b * w, like) / _group_sum(d * b * b, like).clamp_min(1e-12)
-    return torch.where(new > 0, new, alpha)
-
-
-class LAQQuantizer(WeightQuantizer):
-    """Loss-aware quantization: w_q = alpha * b minimises (w_q - w)^T D (w_q - w) over the grid of Eq. 1.
-
-    D is a diagonal Hessian estimate: ``sqrt(v) + eps`` from Adam's second moment ``v`` of this weight once the
-    optimizer has state for it (``bind_laq_hessians``), else the identity. The approximate solver alternates
-    ``b = round(clip(w / alpha, -1, 1) * n) / n`` and ``alpha = sum(d b w) / sum(d b^2)``. The first call starts
-    from the least-error alpha among multiples of mean|w| (``START_RATIOS``: a max|w| start makes the ternary
-    threshold alpha/2 keep only the outliers of a heavy-tailed matrix, and the solver stays there) and runs the
-    solver to convergence; later calls take ``iters`` warm-started steps. Everything stays on the weight's
-    device. [laq]
-    """
-
-    method = "laq"
-    # candidate starts alpha = r * mean|w|: from below the ternary optimum (~1.4 for a Gaussian) up to the range of
-    # heavy-tailed matrices at 8 bits
-    START_RATIOS = tuple(float(r) for r in torch.logspace(-0.3, 2.0, 24).tolist())
-    CONVERGE_ITERS, CONVERGE_TOL = 100, 1e-6
-
-    def __init__(self, bits: int, granularity: str = "tensor", rows: int | None = None, iters: int = 2,
-                 eps: float = 1e-8):
-        super().__init__(bits, granularity, rows)
-        self.iters, self.eps = iters, eps
-        self.register_buffer("alpha", torch.zeros(self._param_shape()))
-        self.register_buffer("initialized", torch.tensor(False))
-        self._ready = False  # python mirror of `initialized`: no host-device sync per step
-        self.second_moment: torch.Tensor | None = None  # a view of Adam's exp_avg_sq, not a copy
-
-    def hessian(self, w) -> torch.Tensor:
-        if self.second_moment is None:
-            return torch.ones_like(w)
-        return self.second_moment.sqrt() + self.eps
-
-    @torch.no_grad()
-    def initial_alpha(self, w, d) -> torch.Tensor:
-        """The least-error start among ``START_RATIOS * mean|w|`` (capped at max|w|), then the solver run until
-        alpha stops moving."""
-        mean_abs = _group_reduce(w.abs(), self.granularity, "mean").clamp_min(1e-8)
-        amax = _group_reduce(w, self.granularity, "amax").clamp_min(1e-8)
-        best_alpha, best_err = None, None
-        for r in self.START_RATIOS:
-            alpha = torch.minimum(r * mean_abs, amax).reshape(self.alpha.shape)
-            err = _weighted_error(w, d, alpha, self.n, self.alpha)
-            if best_err is None:
-                best_alpha, best_err = alpha, err
-            else:
-                better = err < best_err
-                best_alpha, best_err = torch.where(better, alpha, best_alpha), torch.where(better, err, best_err)
-        alpha = best_alpha
-        for _ in range(self.CONVERGE_ITERS):
-            new = _laq_alpha_step(w, d, alpha, self.n, self.alpha)
-            moved = ((new - alpha).abs() / alpha).max()
-            alpha = new
-            if moved < self.CONVERGE_TOL:
-                break
-        return alpha
-
-    @torch.no_grad()
-    def solve(self, w) -> torch.Tensor:
-        d = self.hessian(w)
-        if not self._ready:
-            if not bool(self.initialized):
-                self.alpha.copy_(self.initial_alpha(w, d))
-                self.initialized.fill_(True)
-            self._ready = True
-        alpha = self.alpha.clamp_min(1e-8)
-        for _ in range(self.iters):
-            alpha = _laq_alpha_step(w, d, alpha, self.n, self.alpha)
-        if self.training:
-            self.alpha.copy_(alpha)
-        return alpha
-
-    def forward(self, w):
-        self._check(w)
-        alpha = self.solve(w.detach())
-        w_q = dequantize(_uniform_codes(w.detach(), alpha, self.n), alpha / self.n)
-        return _StraightThrough.apply(w, w_q)
-
-    @torch.no_grad()
-    def encode(self, w):
-        alpha = self.solve(w)  # same solver call as the forward, so codes match it in the same mode
-        return Encoded(_uniform_codes(w, alpha, self.n).to(torch.int8), alpha / self.n, self.bits)
-
-
-def bind_laq_hessians(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Point every LAQ quantizer at Adam's second moment of its weight (when the optimizer has it). Returns how many
-    were bound. Call after each optimizer step: Adam creates its state lazily and a resumed run builds a new one."""
-    bound = 0
-    for module in model.modules():
-        q = getattr(module, "weight_quantizer", None)
-        if isinstance(q, LAQQuantizer):
-            state = optimizer.state.get(module.weight, {})
-            q.second_moment = state.get("exp_avg_sq")
-            bound += q.second_moment is not None
-    return bound
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# XTC's binary (BWN) and ternary (TWN) weights
+# Registry (LAQ, TWN and BWN live in qlib.laq and qlib.ternary, which build on the classes above)
 # ----------------------------------------------------------------------------------------------------------------
 
-
-def _twn_codes(w, granularity):
-    delta = 0.7 * _group_reduce(w.abs(), granularity, "mean")
-    mask = (w.abs() > delta).to(w.dtype)
-    alpha = _group_sum(w.abs() * mask, delta) / _group_sum(mask, delta).clamp_min(1.0)
-    return torch.sign(w) * mask, alpha
-
-
-class BWNQuantizer(WeightQuantizer):
-    """Binary weights sign(w) * mean|w|. [bwn]"""
-
-    method = "bwn"
-    allowed_bits = (1,)
-
-    def encode(self, w):
-        w = w.detach()
-        codes = torch.where(w >= 0, 1, -1).to(torch.int8)
-        return Encoded(codes, _group_reduce(w.abs(), self.granularity, "mean"), self.bits)
-
-    def forward(self, w):
-        self._check(w)
-        return _StraightThrough.apply(w, self.encode(w).dequantize())
-
-
-class TWNQuantizer(WeightQuantizer):
-    """Ternary weights (TWN): delta = 0.7 mean|w|, alpha = mean of |w| above delta. [twn]"""
-
-    method = "twn"
-    allowed_bits = (2,)
-
-    def encode(self, w):
-        codes, alpha = _twn_codes(w.detach(), self.granularity)
-        return Encoded(codes.to(torch.int8), alpha, self.bits)
-
-    def forward(self, w):
-        self._check(w)
-        return _StraightThrough.apply(w, self.encode(w).dequantize())
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Registry
-# ----------------------------------------------------------------------------------------------------------------
+from .laq import LAQQuantizer, bind_laq_hessians  # noqa: E402 - after the base classes it needs
+from .ternary import BWNQuantizer, TWNQuantizer  # noqa: E402
 
 QUANTIZERS: dict[str, type[WeightQuantizer]] = {
     q.method: q for q in (MinMaxQuantizer, PACTQuantizer, PACTClipGridQuantizer, LSQQuantizer, LAQQuantizer, MDSQuantizer,
@@ -578,48 +424,4 @@ def make_quantizer(method: str, bits: int, granularity: str = "tensor", rows: in
     return QUANTIZERS[method](bits, granularity=granularity, rows=rows)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Activations: dynamic min-max, symmetric (linear inputs) or asymmetric (attention probabilities, after GeLU)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class ActQuantizer(nn.Module):
-    """Dynamic min-max activation quantization with a straight-through gradient.
-
-    ``symmetric=True``: grid {-n..n} * max|x| / n. ``symmetric=False``: 2^b levels between min(x) and max(x)
-    (used where activations are mostly non-negative). ``granularity``: ``"token"`` (default: one range per position,
-    over the last dimension, so a position's output never depends on later tokens or on other sequences of the
-    batch) or ``"tensor"`` (one range over the whole batch: not causal, kept as an ablation). Statistics are taken
-    from the current input, so no state is stored.
-    """
-
-    def __init__(self, bits: int, symmetric: bool = True, granularity: str = "token"):
-        super().__init__()
-        if bits not in (2, 4, 8):
-            raise ValueError(f"activation bits must be one of [2, 4, 8] (or 32/None for none), got {bits!r}")
-        if granularity not in ("tensor", "token"):
-            raise ValueError(f"activation granularity must be 'tensor' or 'token', got {granularity!r}")
-        self.bits, self.symmetric, self.granularity = bits, symmetric, granularity
-
-    def _reduce(self, x, fn):
-        if self.granularity == "tensor":
-            return fn(x)
-        return fn(x, dim=-1, keepdim=True)
-
-    @torch.no_grad()
-    def fake_quant(self, x):
-        if self.symmetric:
-            n = levels(self.bits)
-            step = (self._reduce(x.abs(), torch.amax) / n).clamp_min(1e-8)
-            return torch.clamp(torch.round(x / step), -n, n) * step
-        top = 2 ** self.bits - 1
-        lo, hi = self._reduce(x, torch.amin), self._reduce(x, torch.amax)
-        step = ((hi - lo) / top).clamp_min(1e-8)
-        zero = torch.round(-lo / step)
-        return (torch.clamp(torch.round(x / step) + zero, 0, top) - zero) * step
-
-    def forward(self, x):
-        return _StraightThrough.apply(x, self.fake_quant(x.detach()))
-
-    def extra_repr(self):
-        return f"bits={self.bits}, symmetric={self.symmetric}, granularity={self.granularity}"
+from .activations import ActQuantizer  # noqa: E402,F401 - re-exported: qlib.quant names every quantizer

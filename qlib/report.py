@@ -1,272 +1,435 @@
-"""Tables for the book: our committed results beside the paper's numbers (always labelled as the paper's).
-
-The paper's numbers (GPT-2 small / BART-base, test PPL, Persona-Chat accuracy, XSum ROUGE) are copied from its
-tables; ours come only from result files under ``results/``.
+"""Tables and verdicts for the book: our committed results beside the paper's numbers (always labelled as the
+paper's). Runs are looked up by name in their grid (``experiments.runs``); ours come only from result files under
+``results/``; a run without one is "not run", with the command that makes it (``not_run``).
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
-from .experiments import (RESULTS, TRANSFER_TOKENS, command, figure_data, grid, lm_student, lm_teacher,
-                          load_result, text_samples, transfer_eval)
+from . import experiments as X
+from .labels import method_name, run_name
 
-PAPER_TABLE1 = {  # (method, W-E-A): (size MB, WikiText2, PTB, WikiText103, Persona-Chat acc)
-    ("fp", "fp32"): (474.9, 14.48, 14.72, 14.19, 77.01),
-    ("pact", "8-8-8"): (121.4, 17.49, 16.11, 16.76, 74.73),
-    ("lsq", "8-8-8"): (121.4, 16.75, 15.43, 15.24, 75.28),
-    ("laq", "8-8-8"): (121.4, 16.91, 15.87, 15.88, 76.02),
-    ("mds", "8-8-8"): (121.4, 15.31, 14.90, 14.58, 76.12),
-    ("pact", "4-4-8"): (62.4, 19.23, 20.17, 20.15, 25.13),
-    ("lsq", "4-4-8"): (62.4, 78.99, 79.76, 75.12, 45.10),
-    ("laq", "4-4-8"): (62.4, 17.12, 16.55, 16.91, 71.71),
-    ("mds", "4-4-8"): (62.4, 15.55, 14.95, 15.31, 76.57),
-    ("pact", "2-2-8"): (33.0, 173.02, 189.13, 171.03, 5.52),
-    ("lsq", "2-2-8"): (33.0, 847.54, 544.98, 1470.86, 5.54),
-    ("laq", "2-2-8"): (33.0, 19.15, 18.25, 18.97, 71.36),
-    ("mds", "2-2-8"): (33.0, 17.30, 16.12, 16.98, 74.78),
-}
-PAPER_TABLE4_PTB = {"teacher": 16.12, "teacher+bank": 16.51, "bank": 16.54, "global": 16.63, "sequence": 19.23}
-PAPER_TABLE5 = {"dist": {"sec_per_iter": 0.61, "memory_mb": 14700, "ptb_ppl": 16.93},
-                "dist+cont": {"sec_per_iter": 0.67, "memory_mb": 14839, "ptb_ppl": 16.12}}
-PAPER_TABLE7_PTB = {"QuantGPT": 16.12, "L_dist only": 16.93, "Ours with PACT": 17.78}
-PAPER_XSUM = {"fp": (40.75, 18.10, 33.05), "mds 2-2-8": (39.15, 16.72, 31.72)}
-METHOD_NAMES = {"fp": "full precision", "pact": "PACT", "lsq": "LSQ", "laq": "LAQ", "mds": "QuantGPT",
-                "mds_pact_grad": "Ours with PACT gradient", "minmax": "min-max", "twn": "TWN", "bwn": "BWN"}
+from .paper import (PAPER_PTB_TEACHER, PAPER_TABLE1, PAPER_TABLE4_PTB, PAPER_TABLE5,  # noqa: F401 - re-exported
+                    PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
+
+VARIANT_NAMES = {"mds-228": "QuantGPT (teacher negatives, memory bank, last layer)",
+                 "mds-228-dist-only": "L_dist only", "mds_pact_grad-228-dist-only": "Ours with PACT",
+                 "mds-228-immediate": "immediate student representations (no bank)",
+                 "mds-228-neg8": "8 negatives", "mds-228-neg32": "32 negatives",
+                 "mds-228-teacher-bank": "negatives: teacher + bank", "mds-228-bank": "negatives: bank only",
+                 "mds-228-global": "negatives: global (bank rows of other tokens)",
+                 "mds-228-sequence": "sequence-level contrast", "mds-228-first-layer": "contrast on the first layer",
+                 "mds-228-seed1": "QuantGPT, seed 1", "mds-228-seed2": "QuantGPT, seed 2",
+                 "laq-228-seed1": "LAQ, seed 1", "laq-228-seed2": "LAQ, seed 2"}
+LM_METHODS = ("mds", "pact", "lsq", "laq")  # QuantGPT first: the claims compare it with the baselines
 
 
-LM_ORDER = ("mds", "pact", "lsq", "laq")  # QuantGPT first: the claims compare it with the baselines
-
-
-def _paper_col(dataset: str) -> int:
-    return {"wikitext2": 1, "ptb": 2, "wikitext103": 3}[dataset]
+def show(df: pd.DataFrame, caption: str = ""):
+    """A table as the book shows it: no index column, a caption."""
+    return df.style.hide(axis="index").set_caption(caption).format(precision=2, na_rep="-")
 
 
 def device_label(res: dict) -> str:
-    """Where a result was made, short: "CPU" or the GPU's name (runs of one preset may come from both)."""
+    """Where a result was made, short: "CPU" or the GPU's name."""
     if res["device"] == "cpu":
         return "CPU"
     return res.get("device_name", res["device"]).replace("NVIDIA ", "").split(" ")[0]
 
 
-def lm_table(configs, dataset: str = "ptb") -> pd.DataFrame:
-    """Table 1 (LM column of ``dataset``): ours (committed results) beside the paper's. Runs without a committed
-    result appear as "not run" with the command that makes them."""
+def _ppl(cfg, metric: str = "test_ppl") -> float | None:
+    res = X.load_result(cfg)
+    return res["metrics"][metric] if res else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# verdicts: one function for every claim of every chapter
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def seed_band(preset: str) -> float | None:
+    """The measured run-to-run spread: the largest relative range (max / min - 1) of test PPL over the three seeds
+    of QuantGPT 2-2-8 and of LAQ 2-2-8 (seed 0 is the main run). None until every seed run exists."""
+    table, seeds = X.runs("lm-table", preset), X.runs("lm-seeds", preset)
+    spreads = []
+    for method in ("mds", "laq"):
+        ppl = [_ppl(table[f"{method}-228"])] + [_ppl(seeds[f"{method}-228-seed{s}"]) for s in (1, 2)]
+        if None in ppl:
+            return None
+        spreads.append(max(ppl) / min(ppl) - 1)
+    return max(spreads)
+
+
+def verdict(lower: float | None, higher: float | None, band: float | None) -> str:
+    """The paper claims ``lower < higher`` (both PPL, or ratios to a teacher). "reproduced" when ours is lower by
+    more than the seed band, "contradicted" when it is higher by more than the band, else "inconclusive"."""
+    if lower is None or higher is None:
+        return "not run"
+    if band is None:
+        return "inconclusive (seed band not measured yet)"
+    if lower * (1 + band) < higher:
+        return "reproduced"
+    if lower > higher * (1 + band):
+        return "contradicted"
+    return "inconclusive (inside the seed band)"
+
+
+def claims(preset: str) -> pd.DataFrame:
+    """The paper's language-modeling claims, each with the paper's numbers, ours and the verdict of ``verdict``
+    against the measured seed band. Claims about distance to the teacher use ratios (student PPL / teacher PPL), as
+    the paper's are relative."""
+    t, a = X.runs("lm-table", preset), X.runs("lm-ablations", preset)
+    band = seed_band(preset)
+    teacher = _ppl(t["teacher"])
     rows = []
-    for cfg in configs:
-        res = load_result(cfg)
-        setting = "fp32" if cfg.method == "fp" else cfg.quant_config().label
-        paper = PAPER_TABLE1.get((cfg.method, setting))
-        row = {"method": METHOD_NAMES.get(cfg.method, cfg.method), "W-E-A": setting}
+
+    def claim(text, paper, lower, higher, shown):
+        rows.append({"claim (paper: GPT-2 small on PTB)": text, "paper": paper,
+                     "ours (test PPL)": " vs ".join("-" if v is None else f"{v:.2f}" for v in shown),
+                     "verdict": verdict(lower, higher, band)})
+
+    for bits in ("228", "448", "888"):
+        label = "-".join(bits)
+        for base in ("pact", "lsq", "laq"):
+            ours = [_ppl(t[f"mds-{bits}"]), _ppl(t[f"{base}-{bits}"])]
+            paper = [PAPER_TABLE1[(m, label)][2] for m in ("mds", base)]
+            claim(f"At {label}, QuantGPT reaches a lower PPL than {method_name(base)}.",
+                  f"{paper[0]} vs {paper[1]}", ours[0], ours[1], ours)
+    q, tr = _ppl(t["mds-228"]), teacher
+    ratio = q / tr if q and tr else None
+    claim("At 2-2-8, QuantGPT stays within 10% of the full-precision teacher's PPL (ratio below 1.10).",
+          f"16.12 / 14.72 = {16.12 / 14.72:.3f}", ratio, 1.10, [q, tr])
+    control = _ppl(t["control"])
+    claim("The full-precision control stays within 2% of the teacher: the training loop itself costs little.",
+          "(not in the paper)", control / tr if control and tr else None, 1.02, [control, tr])
+    for key, what in (("mds-228-dist-only", "the contrastive loss lowers PPL: QuantGPT below L_dist only "
+                                            "(Table 7)"),
+                      ("mds-228-immediate", "a memory bank beats the immediate student representations (Fig. 7)"),
+                      ("mds-228-teacher-bank", "teacher negatives beat teacher + bank negatives (Table 4)"),
+                      ("mds-228-global", "in-sequence teacher negatives beat global negatives (Table 4)"),
+                      ("mds-228-sequence", "token-level contrast beats sequence-level contrast (Table 4)"),
+                      ("mds-228-first-layer", "the contrastive loss works better on the last layer than on the "
+                                              "first (Table 6)")):
+        ours = [_ppl(t["mds-228"]), _ppl(a[key])]
+        paper = PAPER_TABLE7_PTB.get(key) or PAPER_TABLE4_PTB.get(key)
+        claim(what[0].upper() + what[1:] + ".", f"16.12 vs {paper}" if paper else "last below first", ours[0],
+              ours[1], ours)
+    ours = [_ppl(a["mds-228-dist-only"]), _ppl(a["mds_pact_grad-228-dist-only"])]
+    claim("Eq. 7's gradient for gamma beats PACT's rule for it: L_dist only below 'Ours with PACT' (Table 7).",
+          "16.93 vs 17.78", ours[0], ours[1], ours)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tables
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def lm_table(preset: str, dataset: str = "ptb") -> pd.DataFrame:
+    """Table 1's PTB column: teacher, control and the 12 students, with step-0 and final validation PPL, test PPL
+    and its ratio to our teacher, beside the paper's test PPL and ratio to its teacher."""
+    configs = X.runs("lm-table", preset)
+    teacher = X.load_result(configs["teacher"])
+    rows = []
+    for key, cfg in configs.items():
+        res = X.load_result(cfg)
+        paper = PAPER_TABLE1.get((cfg.method, cfg.label))
+        row = {"run": run_name(cfg), "size (MiB)": round(res["size_mb"], 1) if res else None}
         if res is None:
-            row.update({"size (MiB)": None, "ours: test PPL": "not run", "ours: steps x tokens": "", "ours: on": ""})
+            row.update({"ours: valid PPL at step 0": None, "ours: test PPL": "not run", "ours: / teacher": None})
         else:
-            row.update({"size (MiB)": round(res["size_mb"], 1), "ours: test PPL": round(res["metrics"]["test_ppl"], 2),
-                        "ours: steps x tokens": f"{res['steps']} x {res.get('tokens_per_step') or '-'}",
+            row.update({"ours: valid PPL at step 0": res["curve"][0]["valid_ppl"],
+                        "ours: test PPL": round(res["metrics"]["test_ppl"], 2),
+                        "ours: / teacher": res["metrics"]["test_ppl"] / teacher["metrics"]["test_ppl"]
+                        if teacher else None,
+                        "ours: tokens": res["steps"] * (res.get("tokens_per_step") or 0),
                         "ours: on": device_label(res)})
-        row["paper (GPT-2): size MB"] = paper[0] if paper else None
-        row["paper (GPT-2): test PPL"] = paper[_paper_col(dataset)] if paper else None
+        row["paper (GPT-2): test PPL"] = paper[2] if paper else None
+        row["paper: / teacher"] = paper[2] / PAPER_PTB_TEACHER if paper else None
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def ablation_table(configs, labels: list[str], paper: dict[str, float] | None = None,
-                   sizes: bool = False) -> pd.DataFrame:
-    """One row per variant: our test PPL beside the paper's (when given); with ``sizes``, each student's size and
-    its compression against the full-precision teacher of the same preset."""
-    rows = []
-    teacher = load_result(lm_teacher(configs[0].preset, configs[0].dataset)) if sizes else None
-    for cfg, label in zip(configs, labels):
-        res = load_result(cfg)
-        row = {"variant": label, "ours: test PPL": round(res["metrics"]["test_ppl"], 2) if res else "not run",
-               "ours: on": device_label(res) if res else ""}
-        if sizes:
-            row["size (MiB)"] = round(res["size_mb"], 1) if res else None
-            row["compression"] = f"{teacher['size_mb'] / res['size_mb']:.1f}x" if res and teacher else None
-        if paper is not None:
-            row["paper (GPT-2, PTB)"] = paper.get(label)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def transfer_table(configs, dataset: str = "wikitext2") -> pd.DataFrame:
-    """Zero-shot test PPL on ``dataset`` of PTB-trained runs, beside the paper's column for that dataset, which
-    comes from models trained on it (so the paper's numbers are a reference point, not a like-for-like target)."""
-    rows = []
-    for cfg in configs:
-        res = transfer_eval(cfg, dataset, run_missing=False)
-        setting = "fp32" if cfg.method == "fp" else cfg.quant_config().label
-        paper = PAPER_TABLE1.get((cfg.method, setting))
-        tokens = TRANSFER_TOKENS[cfg.preset]
-        rows.append({"method": METHOD_NAMES.get(cfg.method, cfg.method), "W-E-A": setting,
-                     f"ours: {dataset} test PPL, zero-shot from PTB": round(res["test_ppl"], 2) if res else "not run",
-                     "ours: test tokens": (res["tokens_read"] if res else (tokens or "all")),
-                     f"paper (GPT-2 trained on {dataset})": paper[_paper_col(dataset)] if paper else None})
-    return pd.DataFrame(rows)
-
-
-def samples_table(configs) -> pd.DataFrame:
-    """Greedy continuations of the same prompts by each run (committed files under ``results/<task>/samples/``),
-    one row per prompt and one column per model; a run without samples is a "not run" column."""
-    cols = {}
-    prompts = None
-    for cfg in configs:
-        res = text_samples(cfg, run_missing=False)
-        label = METHOD_NAMES.get(cfg.method, cfg.method) + ("" if cfg.method == "fp" else f" {cfg.quant_config().label}")
-        label = Path(cfg.out_dir).name if label in cols else label  # two runs of one method: name them apart
+def curves(preset: str, bits: str = "228") -> dict[str, list[tuple[int, float]]]:
+    """The learning curves (tokens, validation PPL) of the teacher's loop, the control and the four methods at
+    ``bits``, by display name, for the runs that exist."""
+    configs = X.runs("lm-table", preset)
+    out = {}
+    for key in ("control", *(f"{m}-{bits}" for m in LM_METHODS)):
+        res = X.load_result(configs[key])
         if res is not None:
-            prompts = prompts or res["prompts"]
-            cols[label] = [c.strip() for c in res["continuations"]]
-        else:
-            cols[label] = None
-    if prompts is None:
-        return pd.DataFrame({"samples": ["not run"]})
-    return pd.DataFrame({"prompt": prompts, **{k: v or ["not run"] * len(prompts) for k, v in cols.items()}})
+            out[run_name(configs[key])] = [(p["tokens"], p["valid_ppl"]) for p in res["curve"]]
+    return out
 
 
-def homogeneity_table(figure_data: dict[str, dict]) -> pd.DataFrame:
-    """Figs. 2-4 in numbers, one row per model (``experiments.figure_data`` results by label): mean cosine
-    similarity of the embeddings, mean and minimum token-token similarity of the last hidden states (off the
-    diagonal), and the clipping range of Fig. 4's module."""
-    import numpy as np
+def teacher_valid_ppl(preset: str) -> float | None:
+    return _ppl(X.runs("lm-table", preset)["teacher"], "valid_ppl")
 
-    rows = []
-    for name, d in figure_data.items():
-        sim = np.asarray(d["token_similarity"])
-        off = sim[~np.eye(len(sim), dtype=bool)]
-        rows.append({"model": name, "embeddings: mean cos": round(d["embedding_mean_cos"], 3),
-                     "last hidden states: mean cos": round(float(off.mean()), 3),
-                     "last hidden states: min cos": round(float(off.min()), 3),
-                     f"clipping range of {d['module']}": f"±{d['clip']['pos']:.3f}" if d["clip"] else "-"})
+
+def step0_table(preset: str) -> pd.DataFrame:
+    """Validation PPL of each student before its first update (``experiments.step0_eval``): what each quantizer
+    costs at initialisation, with the teacher's for reference."""
+    rows = [{"student": "teacher (no quantization)", "activations": "-",
+             "valid PPL at step 0": teacher_valid_ppl(preset) or "not run"}]
+    for key, cfg in X.runs("lm-step0", preset).items():
+        res = X.step0_eval(cfg, run_missing=False)
+        rows.append({"student": run_name(cfg), "activations": f"per {cfg.act_granularity}, eval batch "
+                     f"{cfg.eval_batch_size}" if cfg.method != "fp" else "-",
+                     "valid PPL at step 0": round(res["valid_ppl"], 2) if res else "not run"})
     return pd.DataFrame(rows)
 
 
-def committed_results(task: str = "lm") -> list[dict]:
-    """Every committed result file of a task."""
-    folder = RESULTS / task
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+def init_error_table(model: str, layers=None) -> pd.DataFrame:
+    """Chapter 1's table: every quantizer at initialisation on real matrices of the pretrained ``model``."""
+    from . import analysis
+    from .models import load_model
+
+    lm = load_model(model, "lm")
+    n_layers = lm.config.num_hidden_layers
+    layers = layers or tuple(sorted({0, n_layers // 2 - 4 if n_layers > 8 else 0, n_layers - 1}))
+    matrices = analysis.layer_matrices(lm, layers)
+    rows = analysis.init_error_table(matrices, lm.get_input_embeddings().weight.detach())
+    df = pd.DataFrame(rows)
+    df["method"] = df["method"].map(method_name)
+    return df
 
 
-def result_rows(results: list[dict], metric: str = "test_ppl") -> list[dict]:
-    return [{"method": r["config"]["method"], "w_bits": r["config"]["w_bits"], "value": r["metrics"][metric],
-             "name": Path(r["config"]["out_dir"]).name} for r in results if metric in r["metrics"]]
-
-
-PAPER_XTC_MNLI = [  # XTC's headline numbers (BERT-base, MNLI-m/mm accuracy), from its paper
-    {"model": "BERT-base baseline (12L, fp32)", "MNLI-m/mm": "84.9 / 85.6"},
-    {"model": "12L, 1-bit (XTC)", "MNLI-m/mm": "84.1 / 84.0"},
-    {"model": "6L, 1-bit (XTC)", "MNLI-m/mm": "82.9 / 83.6"},
-    {"model": "5L, 2-bit (XTC)", "MNLI-m/mm": "83.3 / 84.1"},
-]
-
-
-def xtc_table(configs, metric: str = "valid_accuracy") -> pd.DataFrame:
-    """Our XTC runs: layers, bits, size and compression against the teacher, and the task metric."""
-    results = [load_result(c) for c in configs]
-    teacher_size = results[0]["size_mb"] if results[0] else None
+def ablation_table(preset: str, keys: tuple[str, ...], paper: dict[str, float] | None = None) -> pd.DataFrame:
+    """Variants of QuantGPT 2-2-8 (looked up by name in the table, ablation and seed grids) with their test PPL
+    and, when given, the paper's."""
+    configs = {**X.runs("lm-table", preset), **X.runs("lm-ablations", preset), **X.runs("lm-seeds", preset),
+               **X.runs("lm-gamma-init", preset)}
     rows = []
-    for cfg, res in zip(configs, results):
-        depth = len(cfg.keep_layers) or None
-        row = {"variant": "teacher (fine-tuned)" if cfg.out_dir == configs[0].out_dir else
-               ("layer reduction only" if cfg.method == "fp" else
-                f"{'binary' if cfg.method == 'bwn' else 'ternary'} weights" + (" + layer reduction" if depth else "")),
-               "layers": depth or "all", "W-E-A": "32-32-32" if cfg.method == "fp" else cfg.quant_config().label}
-        if res is None:
-            row.update({"size (MiB)": None, "compression": None, metric: "not run"})
-        else:
-            row.update({"size (MiB)": round(res["size_mb"], 2),
-                        "compression": f"{teacher_size / res['size_mb']:.1f}x" if teacher_size else None,
-                        metric: round(res["metrics"][metric], 2)})
+    for key in keys:
+        res = X.load_result(configs[key])
+        row = {"variant": VARIANT_NAMES.get(key, run_name(configs[key])),
+               "ours: test PPL": round(res["metrics"]["test_ppl"], 2) if res else "not run",
+               "ours: on": device_label(res) if res else ""}
+        if paper is not None:
+            row["paper (GPT-2, PTB)"] = paper.get(key)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-LM_XTC_LABELS = ["layer reduction only (fp32)", "XTC ternary 2-2-8", "XTC binary 1-1-8",
-                 "XTC ternary 2-2-8 + layer reduction", "XTC binary 1-1-8 + layer reduction"]
+def negatives_curve(preset: str) -> dict[str, list[tuple[int, float]]]:
+    """Fig. 7: test PPL against the number of negatives, with the memory bank and without it."""
+    a, t = X.runs("lm-ablations", preset), X.runs("lm-table", preset)
+    fewer = [cfg for key, cfg in a.items() if key.startswith("mds-228-neg")]
+    bank = [(cfg.num_negatives, _ppl(cfg)) for cfg in (*fewer, t["mds-228"])]
+    return {"memory bank": [p for p in bank if p[1] is not None],
+            "immediate": [p for p in [(a["mds-228-immediate"].num_negatives, _ppl(a["mds-228-immediate"]))]
+                          if p[1] is not None]}
 
 
-def lm_xtc_table(preset: str, dataset: str = "ptb") -> pd.DataFrame:
+def transfer_table(preset: str, dataset: str = "wikitext2") -> pd.DataFrame:
+    """Zero-shot test PPL on ``dataset`` of the PTB-trained teacher, control and 2-bit students, beside the paper's
+    column for that dataset (from models trained on it: a reference point, not a like-for-like target)."""
+    rows = []
+    for key, cfg in X.runs("lm-table", preset).items():
+        if cfg.method != "fp" and cfg.w_bits != 2:
+            continue
+        res = X.transfer_eval(cfg, dataset, run_missing=False)
+        paper = PAPER_TABLE1.get((cfg.method, cfg.label))
+        rows.append({"run": run_name(cfg),
+                     f"ours: {dataset} test PPL, zero-shot from PTB": round(res["test_ppl"], 2) if res else "not run",
+                     "ours: test tokens": res["tokens_read"] if res else None,
+                     f"paper (GPT-2 trained on {dataset})": paper[1] if paper and key != "control" else None})
+    return pd.DataFrame(rows)
+
+
+def samples_table(preset: str) -> pd.DataFrame:
+    """Greedy continuations of the same prompts by the teacher and the 2-bit students, one column per model."""
+    cols, prompts = {}, list(X.SAMPLE_PROMPTS)
+    for key, cfg in X.runs("lm-table", preset).items():
+        if key == "teacher" or key.endswith("-228"):
+            res = X.text_samples(cfg, run_missing=False)
+            cols[run_name(cfg)] = [c.strip().replace("\n", " ") for c in res["continuations"]] if res else \
+                ["not run"] * len(prompts)
+    return pd.DataFrame({"prompt": prompts, **cols})
+
+
+XTC_METRIC = {"cola": "valid_mcc", "stsb": "valid_pearson", "mrpc": "valid_f1"}  # GLUE's metric per task
+
+
+def paper_xtc_table() -> pd.DataFrame:
+    return pd.DataFrame(PAPER_XTC_MNLI)
+
+
+def xtc_table(preset: str, task: str = "sst2") -> pd.DataFrame:
+    """Our XTC runs: layers, bits, size and compression against the teacher, and the task metric."""
+    metric = XTC_METRIC.get(task, "valid_accuracy")
+    configs = X.runs(f"xtc-{task}", preset)
+    teacher = X.load_result(configs["teacher"])
+    names = {"teacher": "teacher (fine-tuned)"}
+    rows = []
+    for key, cfg in configs.items():
+        res = X.load_result(cfg)
+        depth = len(cfg.keep_layers) or None
+        kind = "layer reduction only" if cfg.method == "fp" else \
+            f"{'binary' if cfg.method == 'bwn' else 'ternary'} weights" + (" + layer reduction" if depth else "")
+        rows.append({"variant": names.get(key, kind), "layers": depth or "all",
+                     "W-E-A": "32-32-32" if cfg.method == "fp" else cfg.label,
+                     "size (MiB)": round(res["size_mb"], 2) if res else None,
+                     "compression": f"{teacher['size_mb'] / res['size_mb']:.1f}x" if res and teacher else None,
+                     metric: round(res["metrics"][metric], 2) if res else "not run"})
+    return pd.DataFrame(rows)
+
+
+def lm_xtc_table(preset: str) -> pd.DataFrame:
     """XTC's recipe on the generative model beside QuantGPT 2-2-8 (equal bits), with sizes and compression."""
-    configs = [lm_student(preset, "mds", (2, 2, 8), dataset)] + grid("lm-xtc", preset)
-    return ablation_table(configs, ["QuantGPT 2-2-8"] + LM_XTC_LABELS, sizes=True)
+    configs = {"mds-228": X.runs("lm-table", preset)["mds-228"], **X.runs("lm-xtc", preset)}
+    teacher = X.load_result(X.runs("lm-table", preset)["teacher"])
+    rows = []
+    for key, cfg in configs.items():
+        res = X.load_result(cfg)
+        kind = {"fp": "layer reduction only (fp32)", "twn": f"XTC ternary {cfg.label}",
+                "bwn": f"XTC binary {cfg.label}"}.get(cfg.method, f"QuantGPT {cfg.label}")
+        depth = f" + layer reduction ({len(cfg.keep_layers)} layers)" if cfg.keep_layers and cfg.method != "fp" else ""
+        rows.append({"variant": kind + depth, "ours: test PPL": round(res["metrics"]["test_ppl"], 2) if res else
+                     "not run", "size (MiB)": round(res["size_mb"], 1) if res else None,
+                     "compression": f"{teacher['size_mb'] / res['size_mb']:.1f}x" if res and teacher else None})
+    return pd.DataFrame(rows)
 
 
-def claims(preset: str, dataset: str = "ptb") -> pd.DataFrame:
-    """The paper's language-modeling claims, each checked against our committed results of ``preset``: the numbers
-    compared, and "reproduced", "not reproduced" or "not run" (single seed: small gaps are within noise)."""
-    teacher = lm_teacher(preset, dataset)
-    st = (lambda m, bits=(2, 2, 8): lm_student(preset, m, bits, dataset))
-    name = (lambda c: Path(c.out_dir).name)
-    abl = {name(c): c for c in grid("lm-ablations", preset)}
-    tag = (lambda t, method="mds": abl[name(st(method)).removesuffix(f"-{preset}") + f"-{t}-{preset}"])
-    lower = (lambda p: p[0] < min(p[1:]))
-    rows = [("PACT collapses at 2-2-8 (test PPL > 100)", "189.13", [st("pact")], lambda p: p[0] > 100),
-            ("LSQ collapses at 2-2-8 (test PPL > 100)", "544.98", [st("lsq")], lambda p: p[0] > 100),
-            ("LAQ degrades but does not collapse at 2-2-8 (test PPL < 100)", "18.25", [st("laq")], lambda p: p[0] < 100)]
-    for bits in ((2, 2, 8), (4, 4, 8), (8, 8, 8)):
-        label = "-".join(map(str, bits))
-        paper = [PAPER_TABLE1[(m, label)][2] for m in LM_ORDER]
-        rows.append((f"QuantGPT has the lowest test PPL of the four methods at {label}",
-                     " / ".join(f"{v:g}" for v in paper), [st(m, bits) for m in LM_ORDER], lower))
-    rows += [("QuantGPT 2-2-8 stays within 10% of the full-precision PPL", "16.12 vs 14.72 (+9.5%)",
-              [st("mds"), teacher], lambda p: p[0] <= 1.1 * p[1]),
-             ("the contrastive loss helps: QuantGPT below L_dist only (Table 7)", "16.12 vs 16.93",
-              [st("mds"), tag("dist-only")], lower),
-             ("the dynamic-scaling gradient helps: L_dist only below 'Ours with PACT' (Table 7)", "16.93 vs 17.78",
-              [tag("dist-only"), tag("dist-only", "mds_pact_grad")], lower),
-             ("a memory bank beats immediate student representations (Fig. 7)", "bank below immediate",
-              [st("mds"), tag("immediate")], lower),
-             ("teacher negatives beat the other sampling schemes (Table 4)", "16.12 vs 16.51 / 16.54 / 16.63 / 19.23",
-              [st("mds")] + [tag(t) for t in ("teacher-bank", "bank", "global", "sequence")], lower)]
-    out = []
-    for claim, paper, configs, holds in rows:
-        res = [load_result(c) for c in configs]
-        ppl = [r["metrics"]["test_ppl"] if r else None for r in res]
-        missing = sum(p is None for p in ppl)
-        out.append({"claim": claim, "paper (GPT-2, PTB)": paper,
-                    "ours": " / ".join("-" if p is None else f"{p:.2f}" for p in ppl),
-                    "verdict": f"not run ({missing} of {len(ppl)} runs missing)" if missing else
-                    ("reproduced" if holds(ppl) else "not reproduced")})
-    return pd.DataFrame(out)
-
-
-def not_run(configs, transfer: str | None = None, grid_name: str = "lm-table", samples: bool = False,
-            figures: bool = False) -> None:
-    """Print the command of every config without a committed result (the book's "not run" rows); with
-    ``transfer``, of every config without a zero-shot evaluation on that dataset, with ``samples`` / ``figures``,
-    of every config without generated text / figure data (these three made via grid ``grid_name``)."""
-    check, flag, what = load_result, None, ""
-    if transfer:
-        check, flag, what = (lambda c: transfer_eval(c, transfer, run_missing=False)), f"--transfer {transfer}", \
-            f" on {transfer}"
-    elif samples:
-        check, flag, what = (lambda c: text_samples(c, run_missing=False)), "--samples", " (text samples)"
-    elif figures:
-        check, flag, what = (lambda c: figure_data(c, run_missing=False)), "--figures", " (figure data)"
-    missing = [c for c in configs if check(c) is None]
-    if not missing:
-        print("every run of this table has a committed result")
-    for c in missing:
-        cmd = command(c) if flag is None else \
-            f"python -m qlib grid {grid_name} --preset {c.preset} --only {Path(c.out_dir).name} {flag}"
-        print(f"not run: {Path(c.out_dir).name}{what}\n  {cmd}")
+def not_run(preset: str, *grids: str, after: str | None = None) -> None:
+    """Print the command of every run of ``grids`` without a committed result. ``after``: "transfer", "samples"
+    or "figures" lists the 2-bit runs and the teacher without that after-run evaluation; "step0" every student
+    without its step-0 evaluation."""
+    check = {None: X.load_result, "transfer": lambda c: X.transfer_eval(c, "wikitext2", run_missing=False),
+             "samples": lambda c: X.text_samples(c, run_missing=False),
+             "figures": lambda c: X.figure_data(c, run_missing=False),
+             "step0": lambda c: X.step0_eval(c, run_missing=False)}[after]
+    flag = {None: "", "transfer": " --transfer wikitext2", "samples": " --samples", "figures": " --figures",
+            "step0": " --step0"}[after]
+    missing = []
+    for name in grids:
+        for key, cfg in X.runs(name, preset).items():
+            wanted = after in (None, "step0") or key == "teacher" or key.endswith("-228")
+            if wanted and check(cfg) is None:
+                missing.append(f"  python -m qlib grid {name} --preset {preset} --only {key}-{preset}{flag}")
+    print("every run here has a committed result" if not missing else
+          f"not run ({len(missing)}):\n" + "\n".join(missing))
 
 
 def bench_table() -> pd.DataFrame:
     """Every committed benchmark result (results/bench/*.json) with the paper's Table 5 figures beside it."""
     rows = []
-    for path in sorted((RESULTS / "bench").glob("*.json")):
+    for path in sorted((X.RESULTS / "bench").glob("*.json")):
         b = json.loads(path.read_text())
         for phase, v in b["phases"].items():
-            rows.append({"setting": f"{b['model']} W{b['w_bits']} b{b['batch_size']} s{b['seq_len']} {b['device']}",
-                         "phase": phase, "s/iter": round(v["sec_per_iter"], 3), "tokens/s": round(v["tokens_per_s"]),
-                         "peak MiB": round(v["peak_mem_mib"]), "load avg": b.get("load_avg")})
-        rows.append({"setting": f"{b['model']} ratios", "phase": ", ".join(
-            f"{k} = {v:.2f}" for k, v in b["ratios"].items())})
+            rows.append({"setting": f"{b['model']} W{b['w_bits']}, {b['batch_size']} x {b['seq_len']}, "
+                                    f"{b['device']} {v.get('dtype', '')}, load {b.get('load_avg', '?')}",
+                         "phase": phase, "s/iter": round(v["sec_per_iter"], 3),
+                         "tokens/s": round(v["tokens_per_s"]), "peak MiB": round(v["peak_mem_mib"])})
     rows.append({"setting": "paper (GPT-2 small, V100)", "phase": "L_dist -> L_dist + L_cont",
                  "s/iter": "0.61 -> 0.67", "peak MiB": "14700 -> 14839"})
     if len(rows) == 1:
         rows.insert(0, {"setting": "ours", "phase": "not run: python -m qlib.bench --model smollm2-135m"})
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# what the chapters compute from committed files or the pretrained model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def bits_rows(preset: str) -> list[dict]:
+    """Fig. 1's points: test PPL of every committed student by method and weight bits."""
+    rows = []
+    for key, cfg in X.runs("lm-table", preset).items():
+        ppl = _ppl(cfg) if cfg.method != "fp" else None
+        if ppl is not None:
+            rows.append({"method": cfg.method, "w_bits": cfg.w_bits, "value": ppl})
+    return rows
+
+
+def teacher_test_ppl(preset: str) -> float | None:
+    return _ppl(X.runs("lm-table", preset)["teacher"])
+
+
+def why_hard_data(preset: str, top_tokens: int = 500, run_missing: bool = False) -> dict[str, dict]:
+    """The data of Figs. 2-4 (``experiments.figure_data``) for the teacher and each 2-bit student that has it."""
+    out = {}
+    for key, cfg in X.runs("lm-table", preset).items():
+        if key == "teacher" or key.endswith("-228"):
+            d = X.figure_data(cfg, top_tokens, run_missing=run_missing)
+            if d is not None:
+                out[run_name(cfg)] = d
+    return out
+
+
+def homogeneity_table(data: dict[str, dict]) -> pd.DataFrame:
+    """Figs. 2-4 in numbers, one row per model: mean cosine similarity of the embeddings, mean and minimum
+    token-token similarity of the last hidden states (off the diagonal), and the clipping range of Fig. 4's
+    module."""
+    import numpy as np
+
+    rows = []
+    for name, d in data.items():
+        sim = np.asarray(d["token_similarity"])
+        off = sim[~np.eye(len(sim), dtype=bool)]
+        rows.append({"model": name, "embeddings: mean cos": d["embedding_mean_cos"],
+                     "last hidden states: mean cos": float(off.mean()),
+                     "last hidden states: min cos": float(off.min()),
+                     f"grid range of {d['module']}": f"{d['clip']['neg']:.3f} .. {d['clip']['pos']:.3f}"
+                     if d["clip"] else "-"})
+    return pd.DataFrame(rows or [{"model": "not run"}])
+
+
+def gamma_start_table(model: str, module: str) -> pd.DataFrame:
+    """Where dynamic scaling starts: per bit width, the share of the model's layer weights beyond alpha at gamma =
+    1, and the gamma with the least reconstruction error on ``module``."""
+    from . import analysis
+    from .models import load_model
+    from .modules import QuantConfig, quantize_model
+
+    rows = []
+    lm = load_model(model, "lm")
+    w = lm.get_submodule(module).weight.detach()
+    for b in (2, 4, 8):
+        student = quantize_model(load_model(model, "lm"), QuantConfig("mds", b, a_bits=8))
+        sweep = analysis.gamma_gradient_curve(w, b, [0.5 + 0.25 * i for i in range(47)])
+        rows.append({"W bits": b, "layer weights clipped at gamma = 1": analysis.clipped_share(student)["share"],
+                     f"gamma with least error ({module})": sweep["gamma"][sweep["loss"].index(min(sweep["loss"]))]})
+    return pd.DataFrame(rows)
+
+
+def key_results(preset: str) -> str:
+    """The book's key results, as sentences read from the committed results of ``preset`` (Markdown)."""
+    t = X.runs("lm-table", preset)
+    teacher, control, q = (X.load_result(t[k]) for k in ("teacher", "control", "mds-228"))
+    lines = []
+    if teacher is None:
+        return ("**Key results:** the re-runs with the corrected library (fair baselines, causal activations, "
+                "learning curves) have not landed for the `%s` preset yet; every table below says which runs are "
+                "missing and the command that makes them." % preset)
+    lines.append(f"The teacher (SmolLM2-135M-Instruct fine-tuned on PTB) has test PPL "
+                 f"{teacher['metrics']['test_ppl']:.2f} at context {teacher['config'].get('eval_seq_len') or 512}.")
+    if control is not None:
+        lines.append(f"The full-precision control, trained by the students' loop for the same budget, ends at "
+                     f"{control['metrics']['test_ppl'] / teacher['metrics']['test_ppl']:.3f}x the teacher's PPL.")
+    if q is not None:
+        tokens = q["steps"] * q["tokens_per_step"]
+        c = q["curve"]
+        lines.append(f"QuantGPT 2-2-8 reaches {q['metrics']['test_ppl'] / teacher['metrics']['test_ppl']:.2f}x the "
+                     f"teacher's PPL after {tokens:,} training tokens (paper: {16.12 / 14.72:.3f}x after 120 "
+                     f"epochs); its validation PPL went from {c[0]['valid_ppl']:.0f} at step 0 to "
+                     f"{c[-1]['valid_ppl']:.1f}, and from {c[-2]['valid_ppl']:.1f} to {c[-1]['valid_ppl']:.1f} "
+                     f"over the last {c[-1]['step'] - c[-2]['step']} steps.")
+    else:
+        lines.append("QuantGPT 2-2-8 has not been re-run yet.")
+    return "**Key results (`%s` preset):** " % preset + " ".join(lines)
+
+
+def paper_task_commands(task: str) -> None:
+    """The commands that run the paper's next-utterance (``mc``) or summarization task on a machine that reaches
+    the hub (GPT-2 / BART and the datasets), teacher first."""
+    for cfg in X.paper_task_grid(task):
+        print(X.command(cfg))
+
+
+def gammas(preset: str) -> dict[str, float] | None:
+    """Fig. 8's data: the learned gamma of every module of QuantGPT 2-2-8, or None if not run."""
+    res = X.load_result(X.runs("lm-table", preset)["mds-228"])
+    return res.get("gamma") if res else None

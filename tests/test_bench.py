@@ -1,17 +1,19 @@
-"""The benchmark runs end to end and reports every phase (figures are printed, not asserted: no timed tests)."""
+"""The benchmark runs end to end and reports every phase in every dtype (figures are printed, not asserted: no
+timed tests)."""
 import json
 
 from qlib import bench
 
 
-def test_benchmark_reports_every_phase_and_ratio(tmp_path, capsys):
+def test_benchmark_reports_every_phase_dtype_and_ratio(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert bench.main(["--model", "tiny-gpt2", "--seq-len", "16", "--batch-size", "2", "--steps", "1",
                        "--warmup", "0", "--num-negatives", "4", "--device", "cpu", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert set(res["phases"]) == {"a_fp_finetune", "b_qat_dist", "c_qat_dist_cont", "d_eval_fake_quant",
-                                  "d_eval_packed"}
-    assert all(v["sec_per_iter"] > 0 and v["tokens_per_s"] > 0 for v in res["phases"].values())
+    assert set(res["phases"]) == {f"{p}/{d}" for p in bench.PHASES for d in ("fp32", "bf16")}
+    assert all(v["sec_per_iter"] > 0 and v["tokens_per_s"] > 0 and 0 < v["mfu"] and v["peak_mem_mib"] > 0
+               for v in res["phases"].values())
+    assert set(res["peak_flops"]) == {"fp32", "bf16"} and "busy" in res and "load_avg" in res
     assert set(res["ratios"]) == {"b/a time", "c/b time", "c/b memory", "packed/fake eval time"}
     assert abs(res["packed_file_mib"] - res["size_mb"]) / res["size_mb"] < 0.2
     assert "ratios:" in capsys.readouterr().out

@@ -111,16 +111,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 
     proc = subprocess.Popen(_cli(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt = tmp_path / "killed" / "checkpoint.pt"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 8:
-            break
-        time.sleep(0.05)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not ckpt.exists():
+        time.sleep(0.02)  # kill as soon as the first checkpoint (step 4 of 24) is on disk, whatever the machine's speed
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     step_at_kill = torch.load(ckpt, weights_only=False)["step"]
-    assert 8 <= step_at_kill < 24 and not (tmp_path / "killed" / "result.json").exists()
+    assert 4 <= step_at_kill < 24 and not (tmp_path / "killed" / "result.json").exists()
     subprocess.run(_cli(tmp_path / "killed", ["--resume"]), check=True, env=env, capture_output=True)
     resumed = json.loads((tmp_path / "killed" / "result.json").read_text())
     assert resumed["metrics"] == full["metrics"]

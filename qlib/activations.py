@@ -1,0 +1,51 @@
+"""Activation quantization: dynamic min-max per token (default) or per tensor, symmetric at linear inputs and
+asymmetric after the attention softmax and the MLP activation."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .quant import _StraightThrough, levels
+
+
+
+class ActQuantizer(nn.Module):
+    """Dynamic min-max activation quantization with a straight-through gradient.
+
+    ``symmetric=True``: grid {-n..n} * max|x| / n. ``symmetric=False``: 2^b levels between min(x) and max(x)
+    (used where activations are mostly non-negative). ``granularity``: ``"token"`` (default: one range per position,
+    over the last dimension, so a position's output never depends on later tokens or on other sequences of the
+    batch) or ``"tensor"`` (one range over the whole batch: not causal, kept as an ablation). Statistics are taken
+    from the current input, so no state is stored.
+    """
+
+    def __init__(self, bits: int, symmetric: bool = True, granularity: str = "token"):
+        super().__init__()
+        if bits not in (2, 4, 8):
+            raise ValueError(f"activation bits must be one of [2, 4, 8] (or 32/None for none), got {bits!r}")
+        if granularity not in ("tensor", "token"):
+            raise ValueError(f"activation granularity must be 'tensor' or 'token', got {granularity!r}")
+        self.bits, self.symmetric, self.granularity = bits, symmetric, granularity
+
+    def _reduce(self, x, fn):
+        if self.granularity == "tensor":
+            return fn(x)
+        return fn(x, dim=-1, keepdim=True)
+
+    @torch.no_grad()
+    def fake_quant(self, x):
+        if self.symmetric:
+            n = levels(self.bits)
+            step = (self._reduce(x.abs(), torch.amax) / n).clamp_min(1e-8)
+            return torch.clamp(torch.round(x / step), -n, n) * step
+        top = 2 ** self.bits - 1
+        lo, hi = self._reduce(x, torch.amin), self._reduce(x, torch.amax)
+        step = ((hi - lo) / top).clamp_min(1e-8)
+        zero = torch.round(-lo / step)
+        return (torch.clamp(torch.round(x / step) + zero, 0, top) - zero) * step
+
+    def forward(self, x):
+        return _StraightThrough.apply(x, self.fake_quant(x.detach()))
+
+    def extra_repr(self):
+        return f"bits={self.bits}, symmetric={self.symmetric}, granularity={self.granularity}"

@@ -1,0 +1,76 @@
+"""One command for a short lent GPU slot: ``python -m qlib gpu-run --minutes 9 --out OUT``.
+
+Within the time it is given it runs the benchmark first (at most ``bench_minutes``), then a queue of runs in order
+(the teacher if missing, the control, the 2-2-8 students, ...), each in its own process and resumable (a run cut
+short by the limit keeps its checkpoint for the next slot), and packs every result file of the preset into one
+archive ``OUT/results.tar.gz`` (a slot brings back a handful of files, so one archive is the unit). It needs nothing
+from the network: the model comes from the offline package or from a GGUF file given with ``--gguf``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from . import experiments as X
+
+# what a slot runs, in order: (grid, run names); the teacher comes first through its students' dependency
+QUEUE = (("lm-table", ("teacher", "control", "mds-228", "lsq-228", "laq-228", "pact-228")),
+         ("lm-seeds", ("mds-228-seed1", "mds-228-seed2")),
+         ("lm-table", ("mds-448", "lsq-448", "laq-448", "pact-448", "mds-888", "lsq-888", "laq-888", "pact-888")))
+
+
+def _run(cmd: list[str], limit_s: float, log) -> str:
+    """Run ``cmd`` for at most ``limit_s`` seconds; returns "done", "failed" or "cut"."""
+    if limit_s <= 5:
+        return "cut"
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        return "done" if proc.wait(timeout=limit_s) == 0 else "failed"
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the last checkpoint stays: the next slot resumes the run
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        return "cut"
+
+
+def pack_results(preset: str, out: Path) -> Path:
+    """Every result file of ``preset`` (and the benchmark's) into ``out/results.tar.gz``, paths relative to
+    ``results/``."""
+    out.mkdir(parents=True, exist_ok=True)
+    archive = out / "results.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(X.RESULTS.rglob("*.json")):
+            if path.stem.endswith(f"-{preset}") or f"-{preset}-" in path.stem or path.parent.name == "bench":
+                tar.add(path, arcname=str(path.relative_to(X.RESULTS)))
+    return archive
+
+
+def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float = 2.0, gguf: str | None = None,
+            queue=QUEUE, margin_s: float = 30.0) -> dict:
+    """Run the slot (module docstring); returns {"bench": state, run name: state, "archive": path}."""
+    if gguf:
+        os.environ["QLIB_SMOLLM2_GGUF"] = str(Path(gguf).resolve())
+    deadline = time.time() + 60 * minutes - margin_s
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    states = {}
+    with open(out / "gpu-run.log", "a") as log:
+        bench = [sys.executable, "-m", "qlib.bench", "--model", X.lm_base(preset)["model"], "--out",
+                 str(X.RESULTS / "bench" / f"{preset}-slot.json")]
+        states["bench"] = _run(bench, min(60 * bench_minutes, deadline - time.time()), log)
+        for grid, names in queue:
+            for name in names:
+                if X.load_result(X.runs(grid, preset)[name]) is not None:
+                    states[name] = "done before"
+                    continue
+                only = f"{name}-{preset}" if name != "teacher" else f"-fp-{preset}"
+                cmd = [sys.executable, "-m", "qlib", "grid", grid, "--preset", preset, f"--only={only}"]
+                states[name] = _run(cmd, deadline - time.time(), log)
+    states["archive"] = str(pack_results(preset, out))
+    return states

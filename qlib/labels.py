@@ -1,0 +1,21 @@
+"""Display names: one home for how the book names methods, settings and runs."""
+from __future__ import annotations
+
+METHOD_NAMES = {"fp": "full precision", "minmax": "min-max", "pact": "PACT", "pact_clip_grid": "PACT (grid = clip)",
+                "lsq": "LSQ", "laq": "LAQ", "mds": "QuantGPT", "mds_pact_grad": "Ours with PACT gradient",
+                "twn": "TWN (ternary)", "bwn": "BWN (binary)"}
+# a fixed colour per method, so that every figure of the book draws a method alike
+METHOD_COLORS = {"teacher": "black", "control": "dimgray", "mds": "tab:red", "pact": "tab:blue", "lsq": "tab:green",
+                 "laq": "tab:purple", "minmax": "tab:brown", "pact_clip_grid": "tab:cyan", "twn": "tab:olive",
+                 "bwn": "tab:pink", "mds_pact_grad": "tab:orange"}
+
+
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
+def run_name(cfg) -> str:
+    """How a table names a run: the teacher, the full-precision control, or method and W-E-A bits."""
+    if cfg.method == "fp":
+        return "teacher" if cfg.resolved_loss == "lm" and not cfg.keep_layers else "full-precision control"
+    return f"{method_name(cfg.method)} {cfg.label}"

@@ -1,0 +1,31 @@
+"""The papers' numbers, copied from their tables (one home; the book always labels them as the paper's)."""
+from __future__ import annotations
+
+PAPER_TABLE1 = {  # (method, W-E-A): (size MB, WikiText2, PTB, WikiText103, Persona-Chat acc)
+    ("fp", "fp32"): (474.9, 14.48, 14.72, 14.19, 77.01),
+    ("pact", "8-8-8"): (121.4, 17.49, 16.11, 16.76, 74.73),
+    ("lsq", "8-8-8"): (121.4, 16.75, 15.43, 15.24, 75.28),
+    ("laq", "8-8-8"): (121.4, 16.91, 15.87, 15.88, 76.02),
+    ("mds", "8-8-8"): (121.4, 15.31, 14.90, 14.58, 76.12),
+    ("pact", "4-4-8"): (62.4, 19.23, 20.17, 20.15, 25.13),
+    ("lsq", "4-4-8"): (62.4, 78.99, 79.76, 75.12, 45.10),
+    ("laq", "4-4-8"): (62.4, 17.12, 16.55, 16.91, 71.71),
+    ("mds", "4-4-8"): (62.4, 15.55, 14.95, 15.31, 76.57),
+    ("pact", "2-2-8"): (33.0, 173.02, 189.13, 171.03, 5.52),
+    ("lsq", "2-2-8"): (33.0, 847.54, 544.98, 1470.86, 5.54),
+    ("laq", "2-2-8"): (33.0, 19.15, 18.25, 18.97, 71.36),
+    ("mds", "2-2-8"): (33.0, 17.30, 16.12, 16.98, 74.78),
+}
+PAPER_PTB_TEACHER = PAPER_TABLE1[("fp", "fp32")][2]
+PAPER_TABLE4_PTB = {"mds-228": 16.12, "mds-228-teacher-bank": 16.51, "mds-228-bank": 16.54,
+                    "mds-228-global": 16.63, "mds-228-sequence": 19.23}
+PAPER_TABLE5 = {"dist": {"sec_per_iter": 0.61, "memory_mb": 14700, "ptb_ppl": 16.93},
+                "dist+cont": {"sec_per_iter": 0.67, "memory_mb": 14839, "ptb_ppl": 16.12}}
+PAPER_TABLE7_PTB = {"mds-228": 16.12, "mds-228-dist-only": 16.93, "mds_pact_grad-228-dist-only": 17.78}
+PAPER_XSUM = {"fp": (40.75, 18.10, 33.05), "mds 2-2-8": (39.15, 16.72, 31.72)}
+PAPER_XTC_MNLI = [  # XTC's headline numbers (BERT-base, MNLI-m/mm accuracy), from its paper
+    {"model": "BERT-base baseline (12L, fp32)", "MNLI-m/mm": "84.9 / 85.6"},
+    {"model": "12L, 1-bit (XTC)", "MNLI-m/mm": "84.1 / 84.0"},
+    {"model": "6L, 1-bit (XTC)", "MNLI-m/mm": "82.9 / 83.6"},
+    {"model": "5L, 2-bit (XTC)", "MNLI-m/mm": "83.3 / 84.1"},
+]

@@ -2,7 +2,11 @@
 timed tests)."""
 import json
 
+import pytest
+
 from qlib import bench
+
+pytestmark = pytest.mark.slow  # separate processes per test: not in the edit-test loop
 
 
 def test_benchmark_reports_every_phase_dtype_and_ratio(tmp_path, capsys):

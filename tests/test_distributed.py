@@ -11,6 +11,8 @@ import torch
 
 from .conftest import offline_data
 
+pytestmark = pytest.mark.slow  # separate processes per test: not in the edit-test loop
+
 ARGS = ["--model", "tiny-llama", "--method", "mds", "--w-bits", "2", "--seq-len", "32", "--num-negatives", "8",
         "--train-tokens", "4096", "--eval-tokens", "256", "--test-tokens", "256", "--max-steps", "10",
         "--save-every", "3", "--no-progress"]

@@ -39,8 +39,9 @@ def test_printed_command_parses_back_to_the_same_config(dirs):
 def test_gpu_preset_uses_the_papers_sequence_and_batch_for_every_lm_run(dirs):
     configs = X.grid("lm-table", "gpu") + X.grid("lm-ablations", "gpu") + X.grid("lm-xtc", "gpu")
     assert {(c.seq_len, c.batch_size, c.grad_accum, c.epochs, c.max_steps) for c in configs} == {(512, 32, 1, 10, None)}
-    names = [Path(c.out_dir).name for c in configs]
-    assert len(set(names)) == len(names) and all(n.endswith("-gpu") for n in names)
+    assert all(Path(c.out_dir).name.endswith("-gpu") for c in configs)
+    for name in ("lm-table", "lm-ablations", "lm-xtc", "lm-seeds", "lm-step0", "lm-lr"):
+        assert len(X.runs(name, "gpu")) == len(X.grid(name, "gpu"))  # names are unique inside a grid
     with pytest.raises(ValueError, match="unknown preset"):
         X.lm_base("tpu")
 
@@ -96,19 +97,22 @@ def test_a_result_is_found_only_for_its_own_config(dirs):
     assert X.run_grid([replace(student, lam=0.2)], run_missing=False) == [None]
     assert X.trained_model(student) is not None
     assert X.trained_model(replace(student, out_dir=str(dirs / "runs" / "gone")), run_missing=False) is None
-    table = report.ablation_table([student, replace(student, lam=0.2)], ["ours", "other"], sizes=True)
+    table = report.ablation_table("smoke", ("mds-228", "mds-228-dist-only"))  # looked up by name
     assert list(table["ours: test PPL"]) == [round(res["metrics"]["test_ppl"], 2), "not run"]
     assert list(table["ours: on"]) == ["CPU", ""]  # where each result was made (CI has no GPU)
-    ratio = X.load_result(teacher)["size_mb"] / res["size_mb"]
-    assert table["compression"][0] == f"{ratio:.1f}x" and ratio > 1
+    assert table["variant"][1] == report.VARIANT_NAMES["mds-228-dist-only"]
+    lm = report.lm_table("smoke").set_index("run")
+    assert lm.loc["QuantGPT 2-2-8", "ours: test PPL"] == round(res["metrics"]["test_ppl"], 2)
+    assert lm.loc["QuantGPT 2-2-8", "ours: valid PPL at step 0"] == res["curve"][0]["valid_ppl"]
+    assert lm.loc["teacher", "paper: / teacher"] == 1.0 and lm.loc["LAQ 2-2-8", "ours: test PPL"] == "not run"
 
 
 def test_transfer_eval_is_saved_and_loaded_not_recomputed(dirs, monkeypatch, capsys):
     offline_data()
     teacher = X.lm_teacher("smoke")
     assert X.transfer_eval(teacher, "wikitext2", run_missing=False) is None
-    report.not_run([teacher], transfer="wikitext2")
-    assert "--transfer wikitext2" in capsys.readouterr().out
+    report.not_run("smoke", "lm-table", after="transfer")
+    assert "--only teacher-smoke --transfer wikitext2" in capsys.readouterr().out
     res = X.transfer_eval(teacher, "wikitext2", progress=False)
     assert res["tokens_read"] == X.TRANSFER_TOKENS["smoke"] and res["test_ppl"] > 1
     assert X.transfer_path(teacher, "wikitext2").is_file()
@@ -118,10 +122,11 @@ def test_transfer_eval_is_saved_and_loaded_not_recomputed(dirs, monkeypatch, cap
 
     monkeypatch.setattr(E, "perplexity", fail)
     assert X.transfer_eval(teacher, "wikitext2")["test_ppl"] == res["test_ppl"]
-    table = report.transfer_table([teacher], "wikitext2")
-    assert table.iloc[0, 2] == round(res["test_ppl"], 2)
+    table = report.transfer_table("smoke").set_index("run")
+    assert table.loc["teacher", "ours: wikitext2 test PPL, zero-shot from PTB"] == round(res["test_ppl"], 2)
     # the paper's WikiText-2 column sits beside ours, labelled as trained on WikiText-2
-    assert table.iloc[0, 4] == report.PAPER_TABLE1[("fp", "fp32")][1]
+    assert table.loc["teacher", "paper (GPT-2 trained on wikitext2)"] == report.PAPER_TABLE1[("fp", "fp32")][1]
+    assert table.loc["QuantGPT 2-2-8", "ours: wikitext2 test PPL, zero-shot from PTB"] == "not run"
 
 
 def _fake_result(cfg, ppl):
@@ -129,34 +134,43 @@ def _fake_result(cfg, ppl):
     X.write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": ppl}, "size_mb": 1.0})
 
 
-def test_claims_say_reproduced_not_reproduced_or_not_run(dirs):
-    pact, mds, teacher = X.lm_student("cpu", "pact"), X.lm_student("cpu", "mds"), X.lm_teacher("cpu")
-    verdicts = (lambda: dict(zip(report.claims("cpu")["claim"], report.claims("cpu")["verdict"])))
-    assert all(v.startswith("not run") for v in verdicts().values())
-    _fake_result(pact, 500.0)
-    _fake_result(mds, 20.0)
-    _fake_result(teacher, 19.0)
-    v = verdicts()
-    assert v["PACT collapses at 2-2-8 (test PPL > 100)"] == "reproduced"
-    assert v["QuantGPT 2-2-8 stays within 10% of the full-precision PPL"] == "reproduced"
-    assert v["QuantGPT has the lowest test PPL of the four methods at 2-2-8"] == "not run (2 of 4 runs missing)"
-    _fake_result(pact, 50.0)
-    _fake_result(teacher, 10.0)
-    v = verdicts()
-    assert v["PACT collapses at 2-2-8 (test PPL > 100)"] == "not reproduced"
-    assert v["QuantGPT 2-2-8 stays within 10% of the full-precision PPL"] == "not reproduced"
-    for m, p in (("lsq", 30.0), ("laq", 25.0)):
-        _fake_result(X.lm_student("cpu", m), p)
-    assert verdicts()["QuantGPT has the lowest test PPL of the four methods at 2-2-8"] == "reproduced"
+def test_verdict_reads_a_gap_against_the_seed_band():
+    assert report.verdict(10.0, 12.0, 0.05) == "reproduced"
+    assert report.verdict(12.0, 10.0, 0.05) == "contradicted"
+    assert report.verdict(10.0, 10.4, 0.05).startswith("inconclusive")
+    assert report.verdict(10.0, 12.0, None).startswith("inconclusive")  # no band measured: no verdict either way
+    assert report.verdict(None, 12.0, 0.05) == "not run"
+
+
+def test_claims_take_their_verdicts_from_the_seed_band(dirs):
+    t, seeds = X.runs("lm-table", "cpu"), X.runs("lm-seeds", "cpu")
+    claims = (lambda: report.claims("cpu").set_index("claim (paper: GPT-2 small on PTB)")["verdict"])
+    assert set(claims()) == {"not run"}
+    key = "At 2-2-8, QuantGPT reaches a lower PPL than LAQ."
+    _fake_result(t["mds-228"], 100.0)
+    _fake_result(t["laq-228"], 110.0)
+    assert claims()[key].startswith("inconclusive (seed band not measured")
+    for name, ppl in (("mds-228-seed1", 102.0), ("mds-228-seed2", 98.0), ("laq-228-seed1", 111.0),
+                      ("laq-228-seed2", 109.0)):
+        _fake_result(seeds[name], ppl)
+    assert report.seed_band("cpu") == pytest.approx(102.0 / 98.0 - 1)
+    assert claims()[key] == "reproduced"  # 100 * (1 + 4.1%) < 110
+    _fake_result(t["laq-228"], 103.0)
+    assert claims()[key].startswith("inconclusive (inside")
+    _fake_result(t["lsq-228"], 90.0)  # not a seed run: the band stays
+    assert claims()["At 2-2-8, QuantGPT reaches a lower PPL than LSQ."] == "contradicted"
+    _fake_result(t["teacher"], 99.0)
+    ratio = "At 2-2-8, QuantGPT stays within 10% of the full-precision teacher's PPL (ratio below 1.10)."
+    assert claims()[ratio] == "reproduced"  # 100 / 99 = 1.010: below 1.10 by more than the band (7.8%)
 
 
 def test_text_samples_are_saved_shown_and_not_regenerated(dirs, monkeypatch, capsys):
     offline_data()
     teacher = X.lm_teacher("smoke")
     assert X.text_samples(teacher, run_missing=False) is None
-    assert list(report.samples_table([teacher]).iloc[:, 0]) == ["not run"]
-    report.not_run([teacher], samples=True)
-    assert f"--only {Path(teacher.out_dir).name} --samples" in capsys.readouterr().out
+    assert list(report.samples_table("smoke")["teacher"]) == ["not run"] * len(X.SAMPLE_PROMPTS)
+    report.not_run("smoke", "lm-table", after="samples")
+    assert "--only teacher-smoke --samples" in capsys.readouterr().out
     res = X.text_samples(teacher, prompts=("the company", "stock prices"), max_new_tokens=3, progress=False)
     assert len(res["continuations"]) == 2 and all(isinstance(c, str) for c in res["continuations"])
     assert X.samples_path(teacher).is_file()
@@ -172,17 +186,17 @@ def test_text_samples_are_saved_shown_and_not_regenerated(dirs, monkeypatch, cap
     assert X.text_samples(teacher, prompts=("other",), max_new_tokens=3, run_missing=False) is None
     monkeypatch.setattr(E, "generate_text", generate)
     full = X.text_samples(teacher, progress=False)  # the book's prompts
-    table = report.samples_table([teacher, X.lm_student("smoke", "pact")])
+    table = report.samples_table("smoke")
     assert list(table["prompt"]) == list(X.SAMPLE_PROMPTS)
-    assert list(table.iloc[:, 1]) == [c.strip() for c in full["continuations"]]
-    assert list(table.iloc[:, 2]) == ["not run"] * len(X.SAMPLE_PROMPTS)
+    assert list(table["teacher"]) == [c.strip().replace("\n", " ") for c in full["continuations"]]
+    assert list(table["PACT 2-2-8"]) == ["not run"] * len(X.SAMPLE_PROMPTS)
 
 
 def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
     offline_data()
     teacher, student = X.lm_teacher("smoke"), X.lm_student("smoke", "mds")
-    report.not_run([student], figures=True)
-    assert "--figures" in capsys.readouterr().out
+    report.not_run("smoke", "lm-table", after="figures")
+    assert "--only mds-228-smoke --figures" in capsys.readouterr().out
     t, s = X.figure_data(teacher, top_tokens=40, progress=False), X.figure_data(student, top_tokens=40, progress=False)
     assert X.figure_data(student, top_tokens=40, run_missing=False)["tsne"] == s["tsne"]
     assert X.figure_data(student, top_tokens=41, run_missing=False) is None
@@ -194,14 +208,16 @@ def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
     h = t["weight_hist"]
     widths = np.diff(h["edges"])
     assert abs(float((np.asarray(h["density"]) * widths).sum()) + h["outside"] - 1) < 1e-6
-    plots.embedding_maps({"t": t["tsne"], "s": s["tsne"]}, {"t": t["embedding_mean_cos"], "s": s["embedding_mean_cos"]})
-    plots.similarity_maps({"t": t["token_similarity"]})
-    plots.weight_distribution(h, {"s": (s["clip"]["neg"], s["clip"]["pos"])}, t["module"])
-    table = report.homogeneity_table({"t": t, "s": s})
-    assert list(table["embeddings: mean cos"]) == [round(t["embedding_mean_cos"], 3), round(s["embedding_mean_cos"], 3)]
+    data = report.why_hard_data("smoke", top_tokens=40)
+    assert set(data) == {"teacher", "QuantGPT 2-2-8"}
+    assert plots.embedding_maps(data) is not None and plots.similarity_maps(data) is not None
+    assert plots.weight_distribution(data) is not None and plots.weight_distribution({}) is None
+    table = report.homogeneity_table(data).set_index("model")
+    assert table.loc["teacher", "embeddings: mean cos"] == t["embedding_mean_cos"]
     off = sim[~torch.eye(n, dtype=torch.bool)]
-    assert table["last hidden states: mean cos"][1] == round(off.mean().item(), 3)
-    assert table.iloc[0, -1] == "-" and table.iloc[1, -1] == f"±{s['clip']['pos']:.3f}"
+    assert table.loc["QuantGPT 2-2-8", "last hidden states: mean cos"] == pytest.approx(off.mean().item())
+    assert table.loc["teacher"].iloc[-1] == "-"
+    assert table.loc["QuantGPT 2-2-8"].iloc[-1] == f"{s['clip']['neg']:.3f} .. {s['clip']['pos']:.3f}"
 
 
 def test_weight_histogram_reports_outliers():

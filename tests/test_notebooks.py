@@ -59,6 +59,7 @@ def test_source_notebook_shape(path):
             assert not _logic(c["source"]), f"no logic in notebooks: {_logic(c['source'])} in {c['source'][:80]!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_preset(path, tmp_path):
     env = {**os.environ, "QLIB_RESULTS_DIR": str(tmp_path / "results"), "QLIB_RUNS_DIR": str(tmp_path / "runs"),
@@ -100,6 +101,7 @@ def built_book(tmp_path_factory):
     return out / "_build" / "html"
 
 
+@pytest.mark.slow
 def test_book_builds_without_warnings(built_book):
     assert (built_book / "index.html").is_file()
 
@@ -111,6 +113,7 @@ def _chromium():
     return None
 
 
+@pytest.mark.slow
 def test_every_page_renders_in_headless_chromium(built_book, tmp_path):
     browser = _chromium()
     if browser is None:

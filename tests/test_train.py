@@ -103,6 +103,7 @@ def _cli(out_dir, extra=()):
     return args
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     offline_data()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

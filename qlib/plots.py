@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .labels import METHOD_COLORS, method_name
+from .modules import layer_index
 from .quant import make_quantizer
 
 
@@ -130,15 +131,13 @@ def weight_distribution(data: dict[str, dict], reference: str = "teacher"):
 def gammas(gamma: dict[str, float] | None, title: str = "learned scaling gamma per module"):
     """Fig. 8: learned gamma of every module, as a (module kind x layer) map centred on the initial value 1;
     modules outside the layers (the word embedding: mean over its rows) are listed in the title."""
-    import re
-
     if not gamma:
         return None
     cells, outside = {}, {}
     for name, g in gamma.items():
-        m = re.search(r"(?:^|\.)(?:h|layers|layer|block)\.(\d+)\.(.+)$", name)
-        if m:
-            cells[(m.group(2), int(m.group(1)))] = g
+        where = layer_index(name)
+        if where:
+            cells[(where[1], where[0])] = g
         else:
             outside[name] = g
     kinds = list(dict.fromkeys(k for k, _ in cells))

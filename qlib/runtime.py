@@ -57,6 +57,18 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def data_dir() -> Path | None:
+    """The offline data folder from ``QLIB_DATA_DIR`` (None when unset)."""
+    d = os.environ.get("QLIB_DATA_DIR")
+    if not d:
+        return None
+    p = Path(d).expanduser()
+    if not p.is_dir():
+        raise FileNotFoundError(f"QLIB_DATA_DIR={d} is not a folder; point it at the offline data "
+                                f"(e.g. ../shared/data) or unset it to use the hub")
+    return p
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # seeding and RNG state (exact resume)
 # ----------------------------------------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def resume(run: Run) -> None:
 
 def save_checkpoint(run: Run) -> None:
     rng = dist.gather_objects(rng_state())  # every rank's stream, so a resumed run draws the same numbers
-    if dist.world()[0] == 0:
+    if dist.is_main():
         atomic_torch_save({"config": asdict(run.cfg), "step": run.step, "history": run.history, "rng": rng,
                            "world_size": dist.world()[1], "model": run.student.state_dict(),
                            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
@@ -152,14 +152,14 @@ def save_checkpoint(run: Run) -> None:
 
 def log(run: Run, entry: dict) -> None:
     run.history.append(entry)
-    if dist.world()[0] == 0:
+    if dist.is_main():
         with open(run.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
 
 
 def evaluate(run: Run, final: bool = False) -> dict:
     """Evaluate the student on rank 0 and log it with the step and tokens seen (``final``: the test split too)."""
-    out = run.task.evaluate(run.student, run.device, final=final) if dist.world()[0] == 0 else {}
+    out = run.task.evaluate(run.student, run.device, final=final) if dist.is_main() else {}
     log(run, {"step": run.step, "tokens": run.step * run.tokens_per_step,
               **{k: v for k, v in out.items() if k != "examples"}})
     run.student.train()
@@ -206,7 +206,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
     """Run ``cfg`` and return its result dict (also written to ``out_dir/result.json``)."""
     t_start = time.time()
     run = setup(cfg, data)
-    main = dist.world()[0] == 0
+    main = dist.is_main()
     run.out_dir.mkdir(parents=True, exist_ok=True)
     resume(run)
     bind_laq_hessians(run.student, run.optimizer)

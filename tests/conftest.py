@@ -49,7 +49,7 @@ def fresh_copy(model):
 
 
 def offline_data():
-    from qlib.models import data_dir
+    from qlib.runtime import data_dir
     d = data_dir()
     if d is None:
         pytest.skip("QLIB_DATA_DIR is not set (CI sets it to ../shared/data)")

@@ -163,6 +163,23 @@ def curves(preset: str, bits: str = "228") -> dict[str, list[tuple[int, float]]]
     return out
 
 
+def lr_sweep_table(preset: str) -> pd.DataFrame:
+    """The learning-rate sweep of the full-precision control (grid ``lm-lr``): its validation PPL at the end of a
+    quarter of the budget against the teacher's, per rate; the preset's students use the largest rate within 2%."""
+    teacher = teacher_valid_ppl(preset)
+    rows = []
+    for key, cfg in X.runs("lm-lr", preset).items():
+        if key == "teacher":
+            continue
+        res = X.load_result(cfg)
+        ppl = res["metrics"]["valid_ppl"] if res else None
+        rows.append({"learning rate": cfg.lr, "steps": res["steps"] if res else cfg.max_steps,
+                     "control: valid PPL": round(ppl, 2) if ppl else "not run",
+                     "/ teacher": ppl / teacher if ppl and teacher else None,
+                     "chosen": "yes" if cfg.lr == X.STUDENT_LR[preset] else ""})
+    return pd.DataFrame(rows)
+
+
 def teacher_valid_ppl(preset: str) -> float | None:
     return _ppl(X.runs("lm-table", preset)["teacher"], "valid_ppl")
 

@@ -2,6 +2,7 @@
 the book builds without warnings; every page renders in headless Chromium."""
 import ast
 import json
+from html.parser import HTMLParser
 import os
 import re
 import shutil
@@ -106,6 +107,58 @@ def test_book_builds_without_warnings(built_book):
     assert (built_book / "index.html").is_file()
 
 
+class _PageCheck(HTMLParser):
+    """Images outside a captioned figure and tables whose first header cell is empty (a pandas index column), in
+    a rendered page's DOM."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.bare_images, self.empty_first_th, self._fig_caption = [], 0, 0, []
+        self._table_th, self._in_th, self._th_text = [], False, ""
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "figure":
+            self._fig_caption.append(False)
+        if tag == "figcaption" and self._fig_caption:
+            self._fig_caption[-1] = True
+        if tag == "img" and "output" in " ".join(x.get("class", "") for x in self.stack) and "figure" not in \
+                [x["tag"] for x in self.stack]:
+            self.bare_images += 1
+        if tag == "table":
+            self._table_th.append(0)
+        if tag == "th" and self._table_th:
+            self._table_th[-1] += 1
+            self._in_th, self._th_text = self._table_th[-1] == 1, ""
+        if tag not in ("img", "br", "hr", "meta", "link", "input"):
+            self.stack.append({"tag": tag, "class": a.get("class") or ""})
+
+    def handle_data(self, data):
+        if self._in_th:
+            self._th_text += data
+
+    def handle_endtag(self, tag):
+        if tag == "th" and self._in_th:
+            self.empty_first_th += not self._th_text.strip()
+            self._in_th = False
+        if tag == "table" and self._table_th:
+            self._table_th.pop()
+        while self.stack and self.stack[-1]["tag"] != tag:
+            self.stack.pop()
+        if self.stack:
+            self.stack.pop()
+
+
+def test_the_page_check_finds_bare_images_and_index_columns():
+    page = _PageCheck()
+    page.feed('<div class="cell_output"><img src="a.png"></div><table><tr><th></th><th>x</th></tr></table>')
+    assert page.bare_images == 1 and page.empty_first_th == 1
+    page = _PageCheck()
+    page.feed('<div class="cell_output"><figure><img src="a.png"><figcaption>Fig</figcaption></figure></div>'
+              '<table><tr><th>run</th></tr></table>')
+    assert page.bare_images == 0 and page.empty_first_th == 0
+
+
 def _chromium():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
@@ -129,6 +182,10 @@ def test_every_page_renders_in_headless_chromium(built_book, tmp_path):
                               "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
                              capture_output=True, text=True, timeout=120).stdout
         assert "</html>" in dom, f"{page.name}: no DOM"
+        check = _PageCheck()
+        check.feed(dom)
+        assert check.bare_images == 0, f"{page.name}: {check.bare_images} figure(s) without a numbered caption"
+        assert check.empty_first_th == 0, f"{page.name}: a table shows its index column (empty first header)"
         assert "Traceback (most recent call last)" not in dom, f"{page.name} shows a Python traceback"
         for src in re.findall(r'<img[^>]+src="([^"]+)"', dom):
             if src.startswith("data:"):

@@ -159,3 +159,17 @@ def load_model(name: str, task: str = "lm", vocab_size: int | None = None, seed:
     except OSError as e:
         raise FileNotFoundError(f"could not load {name!r} from the hub ({e}); offline, use smollm2-135m, "
                                 f"minilm-l6 or a tiny-* model") from e
+
+
+def meta_model(name: str):
+    """GPT-2 small or BART-base with the paper's shapes on the meta device (no weights, no memory): for the size
+    accounting of models whose weights are not offline."""
+    with torch.device("meta"):
+        if name == "gpt2-small":
+            return tf.GPT2LMHeadModel(tf.GPT2Config())
+        if name == "bart-base":
+            return tf.BartForConditionalGeneration(tf.BartConfig(
+                d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, vocab_size=50265,
+                max_position_embeddings=1024))
+    raise ValueError(f"no meta model {name!r}: 'gpt2-small' or 'bart-base'")

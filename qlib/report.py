@@ -11,7 +11,7 @@ import pandas as pd
 from . import experiments as X
 from .labels import method_name, run_name
 
-from .paper import (PAPER_PTB_TEACHER, PAPER_TABLE1, PAPER_TABLE4_PTB, PAPER_TABLE5,  # noqa: F401 - re-exported
+from .paper import (PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE4_PTB, PAPER_TABLE5,  # noqa: F401 - re-exported
                     PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
 
 VARIANT_NAMES = {"mds-228": "QuantGPT (teacher negatives, memory bank, last layer)",
@@ -450,3 +450,50 @@ def gammas(preset: str) -> dict[str, float] | None:
     """Fig. 8's data: the learned gamma of every module of QuantGPT 2-2-8, or None if not run."""
     res = X.load_result(X.runs("lm-table", preset)["mds-228"])
     return res.get("gamma") if res else None
+
+
+def size_table() -> pd.DataFrame:
+    """The paper's size column and its compression ratios (Table 2) from ``qlib.size_mb`` on GPT-2 small and
+    BART-base (built on the meta device: shapes only), beside the paper's numbers."""
+    import copy
+
+    from .models import meta_model
+    from .modules import QuantConfig, quantize_model
+    from .packing import size_mb
+
+    rows = []
+    for name, paper in PAPER_SIZES.items():
+        model = meta_model(name)
+        fp = size_mb(model)
+        for bits in ("fp32", 8, 4, 2):
+            size = fp if bits == "fp32" else size_mb(quantize_model(copy.deepcopy(model), QuantConfig("mds", bits)))
+            rows.append({"model": name, "W-E-A": "fp32" if bits == "fp32" else f"{bits}-{bits}-8",
+                         "ours: size (MiB)": size, "ours: compression": f"{fp / size:.1f}x",
+                         "paper: size (MB)": paper[bits], "paper: compression": f"{paper['fp32'] / paper[bits]:.1f}x"})
+    return pd.DataFrame(rows)
+
+
+def packed_roundtrip(model: str, bits: int = 2) -> str:
+    """Quantize the pretrained ``model`` (QuantGPT W-E-A bits-bits-8), export it bit-packed, load the file back and
+    compare logits on a PTB block: the file's size, ``size_mb`` and the largest logit difference."""
+    import copy
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from .data import lm_blocks
+    from .models import load_model, load_tokenizer
+    from .modules import QuantConfig, quantize_model
+    from .packing import export_packed, load_packed, size_mb
+
+    tokenizer = load_tokenizer(model)
+    student = quantize_model(copy.deepcopy(load_model(model, "lm", vocab_size=len(tokenizer))),
+                             QuantConfig("mds", bits, a_bits=8)).eval()
+    ids = lm_blocks("ptb", "test", tokenizer, 64, max_tokens=128)
+    with tempfile.TemporaryDirectory() as d, torch.no_grad():
+        path = export_packed(student, Path(d) / "student.safetensors")
+        file_mib = path.stat().st_size / 2 ** 20
+        diff = (load_packed(path)(input_ids=ids).logits - student(input_ids=ids).logits).abs().max().item()
+    return (f"{model} at {bits}-{bits}-8: packed file {file_mib:.1f} MiB, size_mb {size_mb(student):.1f} MiB; "
+            f"largest |logit difference| between the student and the model loaded from its file: {diff:.3g}")

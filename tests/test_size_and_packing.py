@@ -7,32 +7,26 @@ import torch
 import transformers as tf
 
 import qlib
+from qlib.models import meta_model
 from qlib.packing import pack_bits, to_signed, to_unsigned, unpack_bits
+from qlib.paper import PAPER_SIZES
 
 from .conftest import TINY_MODELS, model_inputs
 
-PAPER_SIZES = {  # Table 1/3 of the QuantGPT paper, MB
-    "gpt2": {"fp": 474.9, 8: 121.4, 4: 62.4, 2: 33.0},
-    "bart": {"fp": 532.0, 8: 138.1, 4: 72.4, 2: 39.6},
-}
-
-
-def _meta_model(kind):
-    with torch.device("meta"):
-        if kind == "gpt2":
-            return tf.GPT2LMHeadModel(tf.GPT2Config())  # GPT-2 small
-        return tf.BartForConditionalGeneration(tf.BartConfig(  # BART-base
-            d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12, decoder_attention_heads=12,
-            encoder_ffn_dim=3072, decoder_ffn_dim=3072, vocab_size=50265, max_position_embeddings=1024))
-
-
-@pytest.mark.parametrize("kind", ["gpt2", "bart"])
+@pytest.mark.parametrize("kind", ["gpt2-small", "bart-base"])
 def test_size_reproduces_the_papers_size_column(kind):
-    model = _meta_model(kind)
-    assert abs(qlib.size_mb(model) - PAPER_SIZES[kind]["fp"]) <= 0.2
+    model = meta_model(kind)
+    assert abs(qlib.size_mb(model) - PAPER_SIZES[kind]["fp32"]) <= 0.2
     for bits in (8, 4, 2):
         student = qlib.quantize_model(copy.deepcopy(model), qlib.QuantConfig("mds", bits))
         assert abs(qlib.size_mb(student) - PAPER_SIZES[kind][bits]) <= 0.2, bits
+
+
+def test_the_books_size_table_is_the_same_accounting():
+    from qlib import report
+    table = report.size_table().set_index(["model", "W-E-A"])
+    assert abs(table.loc[("gpt2-small", "2-2-8"), "ours: size (MiB)"] - 33.0) <= 0.2
+    assert table.loc[("bart-base", "fp32"), "paper: compression"] == "1.0x"
 
 
 def test_size_table_breakdown():

@@ -4,7 +4,6 @@ the after-run evaluations, the step-0 evaluation and the benchmark all call it, 
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,15 +13,14 @@ from safetensors.torch import save_model as save_safetensors_model
 from .config import DYNAMIC_SCALING, TrainConfig
 from .models import load_model
 from .modules import quantize_model, set_gamma
-from .runtime import load_checkpoint
+from .runtime import atomic_path, load_checkpoint
 from .tasks import TASKS
 from .xtc import reduce_layers
 
 
 def save_weights(model, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_safetensors_model(model, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_safetensors_model(model, str(tmp))
 
 
 def load_run_weights(model, run_dir: str, what: str) -> None:

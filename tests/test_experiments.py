@@ -225,3 +225,16 @@ def test_weight_histogram_reports_outliers():
     h = analysis.weight_histogram(w, bins=50, coverage=0.99)
     assert h["max_abs"] == 1.5 and abs(h["outside"] - 0.01) < 1e-3  # 1% beyond the range, outliers included
     assert max(abs(e) for e in h["edges"]) < 0.1  # the range follows the bulk, not the outliers
+
+
+def test_after_run_evaluations_of_a_layer_reduced_run_load_its_weights(dirs):
+    """The student builder is shared by training and the after-run evaluations: a run with layer reduction (XTC's
+    recipe on the generative model) is rebuilt with its kept layers and evaluated."""
+    offline_data()
+    runs = X.runs("lm-xtc", "smoke")
+    reduced, binary = runs["xtc-1L"], runs["bwn-118-xtc-1L"]
+    res = X.transfer_eval(binary, "wikitext2", progress=False)  # trains the teacher, the reduced run, then this
+    assert res["test_ppl"] > 1 and X.load_result(reduced) is not None
+    model = X.trained_model(binary)
+    assert model.config.num_hidden_layers == len(binary.keep_layers) == 1
+    assert X.text_samples(binary, max_new_tokens=2, progress=False)["continuations"]

@@ -173,9 +173,11 @@ def lr_sweep_table(preset: str) -> pd.DataFrame:
             continue
         res = X.load_result(cfg)
         ppl = res["metrics"]["valid_ppl"] if res else None
+        worst = max(p["valid_ppl"] for p in res["curve"]) if res else None
         rows.append({"learning rate": cfg.lr, "steps": res["steps"] if res else cfg.max_steps,
-                     "control: valid PPL": round(ppl, 2) if ppl else "not run",
+                     "control: valid PPL at the end": round(ppl, 2) if ppl else "not run",
                      "/ teacher": ppl / teacher if ppl and teacher else None,
+                     "worst point on the way / teacher": worst / teacher if worst and teacher else None,
                      "chosen": "yes" if cfg.lr == X.STUDENT_LR[preset] else ""})
     return pd.DataFrame(rows)
 

@@ -162,8 +162,10 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
     if name == "lm-step0":  # each method's student before its first update (run with --step0: nothing trains)
         return [lm_control(preset)] + [lm_student(preset, m, b) for b in ((8, 8, 8), (2, 2, 8)) for m in LM_METHODS] + [
             lm_student(preset, "pact_clip_grid"),  # the other reading of PACT: every 2-bit code 0
-            lm_student(preset, "mds", (8, 8, 8), tag="act-tensor", act_granularity="tensor"),  # one range per batch
-            lm_student(preset, "mds", (8, 8, 8), tag="act-tensor-b1", act_granularity="tensor", eval_batch_size=1)]
+            # 8-bit activations alone (weights in full precision): one range per token, or one per batch
+            lm_student(preset, "minmax", (32, 32, 8), tag="a8-token"),
+            lm_student(preset, "minmax", (32, 32, 8), tag="a8-tensor", act_granularity="tensor"),
+            lm_student(preset, "minmax", (32, 32, 8), tag="a8-tensor-b1", act_granularity="tensor", eval_batch_size=1)]
     if name == "lm-xtc":
         return lm_xtc_grid(preset)
     if name == "lm-gamma-init":  # beyond the paper: QuantGPT with gamma started where the clipping error is least

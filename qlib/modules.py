@@ -39,8 +39,8 @@ def layer_index(name: str) -> tuple[int, str] | None:
 
 @dataclass
 class QuantConfig:
-    """What to quantize and how. ``e_bits`` defaults to ``w_bits``; ``a_bits`` 32 or None: no activation
-    quantization. ``embed_method`` defaults to ``method``. ``extra_modules``: names of further linear layers to
+    """What to quantize and how. ``e_bits`` defaults to ``w_bits``; ``w_bits``/``e_bits``/``a_bits`` 32 or None:
+    that part stays in full precision (``w_bits=32, a_bits=8``: activations alone, for the granularity ablation). ``embed_method`` defaults to ``method``. ``extra_modules``: names of further linear layers to
     quantize at ``w_bits`` (e.g. the multiple-choice head of double-head GPT-2)."""
 
     method: str = "mds"
@@ -58,7 +58,8 @@ class QuantConfig:
             self.e_bits = self.w_bits
         if self.embed_method is None:
             self.embed_method = self.method
-        check_bits(self.method, self.w_bits)
+        if self.w_bits not in FULL_PRECISION:
+            check_bits(self.method, self.w_bits)
         if self.e_bits not in FULL_PRECISION:
             check_bits(self.embed_method, self.e_bits)
         if self.a_bits not in FULL_PRECISION and self.a_bits not in (2, 4, 8):
@@ -69,9 +70,8 @@ class QuantConfig:
 
     @property
     def label(self) -> str:
-        a = 32 if self.a_bits in FULL_PRECISION else self.a_bits
-        e = 32 if self.e_bits in FULL_PRECISION else self.e_bits
-        return f"{self.w_bits}-{e}-{a}"
+        w, e, a = (32 if b in FULL_PRECISION else b for b in (self.w_bits, self.e_bits, self.a_bits))
+        return f"{w}-{e}-{a}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -285,7 +285,7 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
         if not (IN_LAYER.search(name) or name in config.extra_modules):
             continue
         symmetric = not (config.asymmetric_ffn_input and SECOND_FFN.search(name))
-        q = make_quantizer(config.method, config.w_bits, "tensor")
+        q = None if config.w_bits in FULL_PRECISION else make_quantizer(config.method, config.w_bits, "tensor")
         _set_module(model, name, QuantLinear(m.weight, m.bias, q, _act(config, symmetric),
                                              transposed=isinstance(m, Conv1D)))
     modules = dict(model.named_modules())

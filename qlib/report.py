@@ -193,7 +193,8 @@ def step0_table(preset: str) -> pd.DataFrame:
              "valid PPL at step 0": teacher_valid_ppl(preset) or "not run"}]
     for key, cfg in X.runs("lm-step0", preset).items():
         res = X.step0_eval(cfg, run_missing=False)
-        rows.append({"student": run_name(cfg), "activations": f"per {cfg.act_granularity}, eval batch "
+        name = "8-bit activations only (weights fp32)" if cfg.w_bits == 32 else run_name(cfg)
+        rows.append({"student": name, "activations": f"per {cfg.act_granularity}, eval batch "
                      f"{cfg.eval_batch_size}" if cfg.method != "fp" else "-",
                      "valid PPL at step 0": round(res["valid_ppl"], 2) if res else "not run"})
     return pd.DataFrame(rows)

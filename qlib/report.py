@@ -415,6 +415,13 @@ def gamma_start_table(model: str, module: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def markdown(text: str):
+    """Text the book renders as Markdown (a key-results box, a reading computed from the results)."""
+    from IPython.display import Markdown
+
+    return Markdown(text)
+
+
 def key_results(preset: str) -> str:
     """The book's key results, as sentences read from the committed results of ``preset`` (Markdown)."""
     t = X.runs("lm-table", preset)

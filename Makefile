@@ -30,7 +30,7 @@ notebooks: setup
 	for nb in $(NOTEBOOKS); do \
 	  $(PY) -m papermill $$nb book/$$(basename $$nb) -p preset $(BOOK_PRESET) -p run_missing False \
 	    --cwd notebooks -k python3 --no-progress-bar || exit 1; done
-	$(PY) book/_tools/hide_injected.py book/*.ipynb
+	$(PY) book/_tools/clean_executed.py book/*.ipynb
 
 book: setup
 	jupyter-book build . -W -n --keep-going

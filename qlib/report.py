@@ -5,6 +5,7 @@ paper's). Runs are looked up by name in their grid (``experiments.runs``); ours 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -36,6 +37,11 @@ def device_label(res: dict) -> str:
     if res["device"] == "cpu":
         return "CPU"
     return res.get("device_name", res["device"]).replace("NVIDIA ", "").split(" ")[0]
+
+
+def ppl_text(v: float) -> str:
+    """A perplexity as the tables print it: two decimals, or three significant digits once it is astronomical."""
+    return f"{v:.2f}" if v < 1e5 else f"{v:.3g}"
 
 
 def _ppl(cfg, metric: str = "test_ppl") -> float | None:
@@ -139,11 +145,11 @@ def lm_table(preset: str, dataset: str = "ptb") -> pd.DataFrame:
         if res is None:
             row.update({"ours: valid PPL at step 0": None, "ours: test PPL": "not run", "ours: / teacher": None})
         else:
-            row.update({"ours: valid PPL at step 0": res["curve"][0]["valid_ppl"],
+            row.update({"ours: valid PPL at step 0": ppl_text(res["curve"][0]["valid_ppl"]),
                         "ours: test PPL": round(res["metrics"]["test_ppl"], 2),
                         "ours: / teacher": res["metrics"]["test_ppl"] / teacher["metrics"]["test_ppl"]
                         if teacher else None,
-                        "ours: tokens": res["steps"] * (res.get("tokens_per_step") or 0),
+                        "ours: tokens": f"{res['steps'] * (res.get('tokens_per_step') or 0):,}",
                         "ours: on": device_label(res)})
         row["paper (GPT-2): test PPL"] = paper[2] if paper else None
         row["paper: / teacher"] = paper[2] / PAPER_PTB_TEACHER if paper else None
@@ -174,7 +180,7 @@ def lr_sweep_table(preset: str) -> pd.DataFrame:
         res = X.load_result(cfg)
         ppl = res["metrics"]["valid_ppl"] if res else None
         worst = max(p["valid_ppl"] for p in res["curve"]) if res else None
-        rows.append({"learning rate": cfg.lr, "steps": res["steps"] if res else cfg.max_steps,
+        rows.append({"learning rate": f"{cfg.lr:g}", "steps": res["steps"] if res else cfg.max_steps,
                      "control: valid PPL at the end": round(ppl, 2) if ppl else "not run",
                      "/ teacher": ppl / teacher if ppl and teacher else None,
                      "worst point on the way / teacher": worst / teacher if worst and teacher else None,
@@ -193,10 +199,10 @@ def step0_table(preset: str) -> pd.DataFrame:
              "valid PPL at step 0": teacher_valid_ppl(preset) or "not run"}]
     for key, cfg in X.runs("lm-step0", preset).items():
         res = X.step0_eval(cfg, run_missing=False)
-        name = "8-bit activations only (weights fp32)" if cfg.w_bits == 32 else run_name(cfg)
+        name = "8-bit activations only (weights fp32)" if cfg.method != "fp" and cfg.w_bits == 32 else run_name(cfg)
         rows.append({"student": name, "activations": f"per {cfg.act_granularity}, eval batch "
                      f"{cfg.eval_batch_size}" if cfg.method != "fp" else "-",
-                     "valid PPL at step 0": round(res["valid_ppl"], 2) if res else "not run"})
+                     "valid PPL at step 0": ppl_text(res["valid_ppl"]) if res else "not run"})
     return pd.DataFrame(rows)
 
 
@@ -327,7 +333,7 @@ def not_run(preset: str, *grids: str, after: str | None = None) -> None:
         for key, cfg in X.runs(name, preset).items():
             wanted = after in (None, "step0") or key == "teacher" or key.endswith("-228")
             if wanted and check(cfg) is None:
-                missing.append(f"  python -m qlib grid {name} --preset {preset} --only {key}-{preset}{flag}")
+                missing.append(f"  python -m qlib grid {name} --preset {preset} --only {Path(cfg.out_dir).name}{flag}")
     print("every run here has a committed result" if not missing else
           f"not run ({len(missing)}):\n" + "\n".join(missing))
 

@@ -103,7 +103,7 @@ def test_a_result_is_found_only_for_its_own_config(dirs):
     assert table["variant"][1] == report.VARIANT_NAMES["mds-228-dist-only"]
     lm = report.lm_table("smoke").set_index("run")
     assert lm.loc["QuantGPT 2-2-8", "ours: test PPL"] == round(res["metrics"]["test_ppl"], 2)
-    assert lm.loc["QuantGPT 2-2-8", "ours: valid PPL at step 0"] == res["curve"][0]["valid_ppl"]
+    assert lm.loc["QuantGPT 2-2-8", "ours: valid PPL at step 0"] == report.ppl_text(res["curve"][0]["valid_ppl"])
     assert lm.loc["teacher", "paper: / teacher"] == 1.0 and lm.loc["LAQ 2-2-8", "ours: test PPL"] == "not run"
 
 
@@ -112,7 +112,7 @@ def test_transfer_eval_is_saved_and_loaded_not_recomputed(dirs, monkeypatch, cap
     teacher = X.lm_teacher("smoke")
     assert X.transfer_eval(teacher, "wikitext2", run_missing=False) is None
     report.not_run("smoke", "lm-table", after="transfer")
-    assert "--only teacher-smoke --transfer wikitext2" in capsys.readouterr().out
+    assert "--only ptb-tiny-llama-fp-smoke --transfer wikitext2" in capsys.readouterr().out
     res = X.transfer_eval(teacher, "wikitext2", progress=False)
     assert res["tokens_read"] == X.TRANSFER_TOKENS["smoke"] and res["test_ppl"] > 1
     assert X.transfer_path(teacher, "wikitext2").is_file()
@@ -170,7 +170,7 @@ def test_text_samples_are_saved_shown_and_not_regenerated(dirs, monkeypatch, cap
     assert X.text_samples(teacher, run_missing=False) is None
     assert list(report.samples_table("smoke")["teacher"]) == ["not run"] * len(X.SAMPLE_PROMPTS)
     report.not_run("smoke", "lm-table", after="samples")
-    assert "--only teacher-smoke --samples" in capsys.readouterr().out
+    assert "--only ptb-tiny-llama-fp-smoke --samples" in capsys.readouterr().out
     res = X.text_samples(teacher, prompts=("the company", "stock prices"), max_new_tokens=3, progress=False)
     assert len(res["continuations"]) == 2 and all(isinstance(c, str) for c in res["continuations"])
     assert X.samples_path(teacher).is_file()
@@ -196,7 +196,7 @@ def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
     offline_data()
     teacher, student = X.lm_teacher("smoke"), X.lm_student("smoke", "mds")
     report.not_run("smoke", "lm-table", after="figures")
-    assert "--only mds-228-smoke --figures" in capsys.readouterr().out
+    assert "--only ptb-tiny-llama-mds-228-smoke --figures" in capsys.readouterr().out
     t, s = X.figure_data(teacher, top_tokens=40, progress=False), X.figure_data(student, top_tokens=40, progress=False)
     assert X.figure_data(student, top_tokens=40, run_missing=False)["tsne"] == s["tsne"]
     assert X.figure_data(student, top_tokens=41, run_missing=False) is None

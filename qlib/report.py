@@ -11,6 +11,9 @@ import pandas as pd
 
 from . import experiments as X
 from .labels import method_name, run_name
+from .readings import (_ppl, bits_rows, gamma_start_table, gammas, homogeneity_table,  # noqa: F401 - re-exported
+                       key_results, markdown, packed_roundtrip, paper_task_commands, size_table, teacher_test_ppl,
+                       why_hard_data)
 
 from .paper import (PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE4_PTB, PAPER_TABLE5,  # noqa: F401 - re-exported
                     PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
@@ -42,11 +45,6 @@ def device_label(res: dict) -> str:
 def ppl_text(v: float) -> str:
     """A perplexity as the tables print it: two decimals, or three significant digits once it is astronomical."""
     return f"{v:.2f}" if v < 1e5 else f"{v:.3g}"
-
-
-def _ppl(cfg, metric: str = "test_ppl") -> float | None:
-    res = X.load_result(cfg)
-    return res["metrics"][metric] if res else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -353,163 +351,3 @@ def bench_table() -> pd.DataFrame:
     if len(rows) == 1:
         rows.insert(0, {"setting": "ours", "phase": "not run: python -m qlib.bench --model smollm2-135m"})
     return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# what the chapters compute from committed files or the pretrained model
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def bits_rows(preset: str) -> list[dict]:
-    """Fig. 1's points: test PPL of every committed student by method and weight bits."""
-    rows = []
-    for key, cfg in X.runs("lm-table", preset).items():
-        ppl = _ppl(cfg) if cfg.method != "fp" else None
-        if ppl is not None:
-            rows.append({"method": cfg.method, "w_bits": cfg.w_bits, "value": ppl})
-    return rows
-
-
-def teacher_test_ppl(preset: str) -> float | None:
-    return _ppl(X.runs("lm-table", preset)["teacher"])
-
-
-def why_hard_data(preset: str, top_tokens: int = 500, run_missing: bool = False) -> dict[str, dict]:
-    """The data of Figs. 2-4 (``experiments.figure_data``) for the teacher and each 2-bit student that has it."""
-    out = {}
-    for key, cfg in X.runs("lm-table", preset).items():
-        if key == "teacher" or key.endswith("-228"):
-            d = X.figure_data(cfg, top_tokens, run_missing=run_missing)
-            if d is not None:
-                out[run_name(cfg)] = d
-    return out
-
-
-def homogeneity_table(data: dict[str, dict]) -> pd.DataFrame:
-    """Figs. 2-4 in numbers, one row per model: mean cosine similarity of the embeddings, mean and minimum
-    token-token similarity of the last hidden states (off the diagonal), and the clipping range of Fig. 4's
-    module."""
-    import numpy as np
-
-    rows = []
-    for name, d in data.items():
-        sim = np.asarray(d["token_similarity"])
-        off = sim[~np.eye(len(sim), dtype=bool)]
-        rows.append({"model": name, "embeddings: mean cos": d["embedding_mean_cos"],
-                     "last hidden states: mean cos": float(off.mean()),
-                     "last hidden states: min cos": float(off.min()),
-                     f"grid range of {d['module']}": f"{d['clip']['neg']:.3f} .. {d['clip']['pos']:.3f}"
-                     if d["clip"] else "-"})
-    return pd.DataFrame(rows or [{"model": "not run"}])
-
-
-def gamma_start_table(model: str, module: str) -> pd.DataFrame:
-    """Where dynamic scaling starts: per bit width, the share of the model's layer weights beyond alpha at gamma =
-    1, and the gamma with the least reconstruction error on ``module``."""
-    from . import analysis
-    from .models import load_model
-    from .modules import QuantConfig, quantize_model
-
-    rows = []
-    lm = load_model(model, "lm")
-    w = lm.get_submodule(module).weight.detach()
-    for b in (2, 4, 8):
-        student = quantize_model(load_model(model, "lm"), QuantConfig("mds", b, a_bits=8))
-        sweep = analysis.gamma_gradient_curve(w, b, [0.5 + 0.25 * i for i in range(47)])
-        rows.append({"W bits": b, "layer weights clipped at gamma = 1": analysis.clipped_share(student)["share"],
-                     f"gamma with least error ({module})": sweep["gamma"][sweep["loss"].index(min(sweep["loss"]))]})
-    return pd.DataFrame(rows)
-
-
-def markdown(text: str):
-    """Text the book renders as Markdown (a key-results box, a reading computed from the results)."""
-    from IPython.display import Markdown
-
-    return Markdown(text)
-
-
-def key_results(preset: str) -> str:
-    """The book's key results, as sentences read from the committed results of ``preset`` (Markdown)."""
-    t = X.runs("lm-table", preset)
-    teacher, control, q = (X.load_result(t[k]) for k in ("teacher", "control", "mds-228"))
-    lines = []
-    if teacher is None:
-        return ("**Key results:** the re-runs with the corrected library (fair baselines, causal activations, "
-                "learning curves) have not landed for the `%s` preset yet; every table below says which runs are "
-                "missing and the command that makes them." % preset)
-    lines.append(f"The teacher (SmolLM2-135M-Instruct fine-tuned on PTB) has test PPL "
-                 f"{teacher['metrics']['test_ppl']:.2f} at context {teacher['config'].get('eval_seq_len') or 512}.")
-    if control is not None:
-        lines.append(f"The full-precision control, trained by the students' loop for the same budget, ends at "
-                     f"{control['metrics']['test_ppl'] / teacher['metrics']['test_ppl']:.3f}x the teacher's PPL.")
-    if q is not None:
-        tokens = q["steps"] * q["tokens_per_step"]
-        c = q["curve"]
-        lines.append(f"QuantGPT 2-2-8 reaches {q['metrics']['test_ppl'] / teacher['metrics']['test_ppl']:.2f}x the "
-                     f"teacher's PPL after {tokens:,} training tokens (paper: {16.12 / 14.72:.3f}x after 120 "
-                     f"epochs); its validation PPL went from {c[0]['valid_ppl']:.0f} at step 0 to "
-                     f"{c[-1]['valid_ppl']:.1f}, and from {c[-2]['valid_ppl']:.1f} to {c[-1]['valid_ppl']:.1f} "
-                     f"over the last {c[-1]['step'] - c[-2]['step']} steps.")
-    else:
-        lines.append("QuantGPT 2-2-8 has not been re-run yet.")
-    return "**Key results (`%s` preset):** " % preset + " ".join(lines)
-
-
-def paper_task_commands(task: str) -> None:
-    """The commands that run the paper's next-utterance (``mc``) or summarization task on a machine that reaches
-    the hub (GPT-2 / BART and the datasets), teacher first."""
-    for cfg in X.paper_task_grid(task):
-        print(X.command(cfg))
-
-
-def gammas(preset: str) -> dict[str, float] | None:
-    """Fig. 8's data: the learned gamma of every module of QuantGPT 2-2-8, or None if not run."""
-    res = X.load_result(X.runs("lm-table", preset)["mds-228"])
-    return res.get("gamma") if res else None
-
-
-def size_table() -> pd.DataFrame:
-    """The paper's size column and its compression ratios (Table 2) from ``qlib.size_mb`` on GPT-2 small and
-    BART-base (built on the meta device: shapes only), beside the paper's numbers."""
-    import copy
-
-    from .models import meta_model
-    from .modules import QuantConfig, quantize_model
-    from .packing import size_mb
-
-    rows = []
-    for name, paper in PAPER_SIZES.items():
-        model = meta_model(name)
-        fp = size_mb(model)
-        for bits in ("fp32", 8, 4, 2):
-            size = fp if bits == "fp32" else size_mb(quantize_model(copy.deepcopy(model), QuantConfig("mds", bits)))
-            rows.append({"model": name, "W-E-A": "fp32" if bits == "fp32" else f"{bits}-{bits}-8",
-                         "ours: size (MiB)": size, "ours: compression": f"{fp / size:.1f}x",
-                         "paper: size (MB)": paper[bits], "paper: compression": f"{paper['fp32'] / paper[bits]:.1f}x"})
-    return pd.DataFrame(rows)
-
-
-def packed_roundtrip(model: str, bits: int = 2) -> str:
-    """Quantize the pretrained ``model`` (QuantGPT W-E-A bits-bits-8), export it bit-packed, load the file back and
-    compare logits on a PTB block: the file's size, ``size_mb`` and the largest logit difference."""
-    import copy
-    import tempfile
-    from pathlib import Path
-
-    import torch
-
-    from .data import lm_blocks
-    from .models import load_model, load_tokenizer
-    from .modules import QuantConfig, quantize_model
-    from .packing import export_packed, load_packed, size_mb
-
-    tokenizer = load_tokenizer(model)
-    student = quantize_model(copy.deepcopy(load_model(model, "lm", vocab_size=len(tokenizer))),
-                             QuantConfig("mds", bits, a_bits=8)).eval()
-    ids = lm_blocks("ptb", "test", tokenizer, 64, max_tokens=128)
-    with tempfile.TemporaryDirectory() as d, torch.no_grad():
-        path = export_packed(student, Path(d) / "student.safetensors")
-        file_mib = path.stat().st_size / 2 ** 20
-        diff = (load_packed(path)(input_ids=ids).logits - student(input_ids=ids).logits).abs().max().item()
-    return (f"{model} at {bits}-{bits}-8: packed file {file_mib:.1f} MiB, size_mb {size_mb(student):.1f} MiB; "
-            f"largest |logit difference| between the student and the model loaded from its file: {diff:.3g}")

@@ -28,7 +28,7 @@ from .config import TrainConfig
 from .losses import ContrastiveHeads, TokenContrastiveLoss
 from .models import load_tokenizer
 from .packing import export_packed, load_packed, size_mb
-from .runtime import autocast, cpu_has_bf16_matrix_units, device_name, provenance, resolve_device
+from .runtime import autocast, cpu_busy_cores, cpu_has_bf16_matrix_units, device_name, provenance, resolve_device
 from .students import build_student, load_teacher
 from .train import compute_loss
 
@@ -137,22 +137,34 @@ def dtypes_for(device: torch.device) -> tuple[str, ...]:
     return ("bf16",) if device.type == "cuda" else ("fp32", "bf16")
 
 
+BUSY_CORES = 0.25  # other work using more than a quarter of a core makes CPU figures not the machine's
+
+
+def _check_idle(out: dict, phase: str) -> None:
+    """Sample other work's CPU use just before a phase (nothing of ours runs then); warn and mark the JSON if busy."""
+    if out["device"] != "cpu":
+        return
+    others = cpu_busy_cores()
+    out["others_busy_cores"][phase] = None if others is None else round(others, 2)
+    if others is not None and others > BUSY_CORES:
+        out["busy"] = True
+        print(f"WARNING: other work keeps {others:.2f} of {os.cpu_count()} cores busy before {phase}: these figures "
+              f"are not the machine's (the JSON says busy: true)", file=sys.stderr)
+
+
 def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 4, seq_len: int = 128,
                   steps: int = 5, warmup: int = 2, device: str = "auto", num_negatives: int = 64) -> dict:
     """Every phase in every dtype, each in a fresh process; figures with MFU against the measured peak."""
     dev = resolve_device(device)
     load = os.getloadavg()[0]
-    cores = os.cpu_count() or 1
-    busy = load > 0.5 if dev.type == "cpu" else False
     out = {"model": model, "w_bits": w_bits, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
            "warmup": warmup, **provenance(dev), "device_name": device_name(dev), "load_avg": round(load, 2),
-           "busy": busy, "cpu_bf16_matrix_units": cpu_has_bf16_matrix_units(), "peak_flops": {}, "phases": {}}
-    if busy:
-        print(f"WARNING: load average {load:.2f} on {cores} cores: other work shares this machine; these figures "
-              f"are not the machine's (the JSON says busy: true)", file=sys.stderr)
+           "busy": False, "others_busy_cores": {}, "cpu_bf16_matrix_units": cpu_has_bf16_matrix_units(),
+           "peak_flops": {}, "phases": {}}
     for dtype in dtypes_for(dev):
         out["peak_flops"][dtype] = matmul_peak(dev, dtype)
         for phase in PHASES:
+            _check_idle(out, f"{phase}/{dtype}")
             args = [model, phase, dtype, w_bits, batch_size, seq_len, steps, warmup, device, num_negatives]
             code = f"import json, qlib.bench as b; print('RESULT' + json.dumps(b._phase(*{args!r})))"
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

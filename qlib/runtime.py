@@ -158,6 +158,26 @@ def code_version() -> str:
     return _CODE_VERSION
 
 
+def cpu_busy_cores(seconds: float = 1.0) -> float | None:
+    """Cores kept busy by *other* work, measured from /proc/stat over ``seconds`` while this process sleeps.
+
+    The load average is a slow (1-minute) mean, so it still counts work that has just ended; this is the
+    instantaneous figure a benchmark needs before each of its phases. None where /proc/stat does not exist.
+    """
+    def sample():
+        with open("/proc/stat") as f:
+            vals = [int(x) for x in f.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+        return sum(vals) - idle, sum(vals)
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except OSError:
+        return None
+    return (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
+
+
 def provenance(device: torch.device, dtype: str | None = None) -> dict:
     """What every result file records about where and with what it was made."""
     out = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,

@@ -21,3 +21,16 @@ def test_benchmark_reports_every_phase_dtype_and_ratio(tmp_path, capsys):
     assert set(res["ratios"]) == {"b/a time", "c/b time", "c/b memory", "packed/fake eval time"}
     assert abs(res["packed_file_mib"] - res["size_mb"]) / res["size_mb"] < 0.2
     assert "ratios:" in capsys.readouterr().out
+
+
+def test_cpu_busy_cores_sees_a_spinning_process():
+    """The idle check measures other work now (not the 1-minute load average): a spinning child shows up."""
+    import subprocess
+    import sys
+
+    from qlib.runtime import cpu_busy_cores
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert cpu_busy_cores(1.0) > 0.5
+    finally:
+        spinner.kill()

@@ -53,6 +53,7 @@ def mc_accuracy(model, batches, device="cpu", progress: bool = True) -> float:
 def summarize(model, tokenizer, documents: list[str], source_len: int = 512, max_new_tokens: int = 62,
               num_beams: int = 6, length_penalty: float = 1.0, batch_size: int = 4, device="cpu",
               progress: bool = True) -> list[str]:
+    """Beam-search summaries of ``documents`` by an encoder-decoder (BART)."""
     device = torch.device(device)
     model.eval()
     out = []
@@ -63,6 +64,47 @@ def summarize(model, tokenizer, documents: list[str], source_len: int = 512, max
                              max_new_tokens=max_new_tokens, early_stopping=True)
         out.extend(tokenizer.batch_decode(gen, skip_special_tokens=True))
     return [s.strip() for s in out]
+
+
+@torch.no_grad()
+def summarize_lm(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 62, num_beams: int = 6,
+                 length_penalty: float = 1.0, batch_size: int = 4, device="cpu", progress: bool = True) -> list[str]:
+    """Beam-search continuations of token-id ``prompts`` by a decoder-only LM (left padded, so that every prompt
+    ends where generation starts); only the generated tokens are decoded."""
+    device = torch.device(device)
+    model.eval()
+    pad = tokenizer.pad_token_id
+    out = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="beam search", disable=not progress, leave=False):
+        chunk = prompts[i:i + batch_size]
+        L = max(len(p) for p in chunk)
+        ids = torch.tensor([[pad] * (L - len(p)) + p for p in chunk], device=device)
+        mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in chunk], device=device)
+        gen = model.generate(input_ids=ids, attention_mask=mask, num_beams=num_beams, length_penalty=length_penalty,
+                             max_new_tokens=max_new_tokens, early_stopping=True, do_sample=False, pad_token_id=pad,
+                             eos_token_id=tokenizer.eos_token_id)
+        out.extend(tokenizer.batch_decode(gen[:, L:], skip_special_tokens=True))
+    return [" ".join(s.split()) for s in out]
+
+
+@torch.no_grad()
+def label_perplexity(model, batches, device="cpu", desc: str = "ppl", progress: bool = True,
+                     dtype: str = "auto") -> float:
+    """exp(mean NLL) of the labelled tokens (``labels`` != -100; position t predicts token t + 1) over batches
+    of ``input_ids``, ``attention_mask`` and ``labels``: a summary's perplexity given its article."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    nll, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    for b in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        with autocast(device, dtype):
+            logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
+        labels = b["labels"][:, 1:].to(device)
+        nll += F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                               ignore_index=-100, reduction="sum").double()
+        count += int((labels != -100).sum())
+    model.train(was_training)
+    return math.exp(nll.item() / max(count, 1))
 
 
 def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:

@@ -138,7 +138,7 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
     """Named grids: ``lm-table`` (Table 1 PTB column: teacher + 4 methods x 3 settings), ``lm-ablations``
     (Tables 4/7, Fig. 7 at 2-2-8), ``lm-xtc`` (XTC's recipe on the generative model), ``lm-gamma-init`` (QuantGPT
     at 8 and 4 bits with gamma started at ``GAMMA_INIT``), ``lm-seeds`` (QuantGPT 2-2-8 with seeds 1 and 2),
-    ``xtc[-task]`` (XTC on GLUE)."""
+    ``xtc[-task]`` (XTC on GLUE), ``dialogue-table`` and ``xsum-table`` (the other two tasks: ``task_grids``)."""
     if name == "lm-table":
         return [lm_teacher(preset), lm_control(preset)] + [lm_student(preset, m, b) for b in reversed(LM_SETTINGS)
                                                            for m in LM_METHODS]
@@ -174,14 +174,17 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
         return [lm_student(preset, m, tag=f"seed{s}" if s else "", seed=s) for m in ("mds", "laq") for s in (0, 1, 2)]
     if name.startswith("xtc"):  # xtc or xtc-<glue task>
         return xtc_grid(preset, name.split("-", 1)[1] if "-" in name else "sst2")
+    from .task_grids import TASK_GRIDS, task_grid
+    if name in TASK_GRIDS:  # next-utterance prediction and summarization
+        return task_grid(name, preset)
     raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-lr, lm-ablations, lm-xtc, lm-gamma-init, lm-seeds, "
-                     f"xtc[-<glue task>]")
+                     f"xtc[-<glue task>], {', '.join(TASK_GRIDS)}")
 
 
 def run_key(cfg: TrainConfig) -> str:
     """A run's short name inside its grid: "teacher", "control", or method, bits and tag ("mds-228-dist-only")."""
     name = Path(cfg.out_dir).name.removesuffix(f"-{cfg.preset}")
-    name = name.split(f"-{cfg.model}-", 1)[-1]
+    name = name.split(f"-{cfg.model.split('/')[-1]}-", 1)[-1]
     return {"fp": "teacher", "fp-323232-control": "control"}.get(name, name.replace("fp-323232-", ""))
 
 
@@ -195,23 +198,6 @@ def runs(name: str, preset: str) -> dict[str, TrainConfig]:
             raise ValueError(f"grid {name!r} has two runs named {key!r}")
         out[key] = cfg
     return out
-
-
-def paper_task_grid(task: str) -> list[TrainConfig]:
-    """The paper's settings for next-utterance prediction (``mc``: double-head GPT-2 on Persona-Chat) and
-    summarization (BART-base on XSum): the teacher, then the four methods at 2-2-8 distilled from it."""
-    if task == "mc":
-        base = dict(task="mc", model="gpt2", dataset="personachat", seq_len=512, batch_size=16, epochs=2,
-                    num_negatives=32, preset="paper")
-    elif task == "summarization":
-        base = dict(task="summarization", model="facebook/bart-base", dataset="xsum", seq_len=512, source_len=512,
-                    target_len=64, batch_size=16, grad_accum=8, epochs=8, lr=2e-4, num_negatives=32, preset="paper")
-    else:
-        raise ValueError(f"no paper grid for task {task!r}: 'mc' or 'summarization'")
-    name = f"{base['dataset']}-{base['model'].split('/')[-1]}"
-    teacher = TrainConfig(**base, method="fp", out_dir=str(RUNS / f"{name}-fp-paper"))
-    return [teacher] + [TrainConfig(**base, method=m, w_bits=2, teacher=teacher.out_dir,
-                                    out_dir=str(RUNS / f"{name}-{m}-228-paper")) for m in LM_METHODS]
 
 
 def figure_module(model: str) -> str:
@@ -260,11 +246,14 @@ def _ensure_dependencies(cfg: TrainConfig, progress: bool) -> None:
 
 
 def _recipe_for(out_dir: str, cfg: TrainConfig) -> TrainConfig | None:
-    candidates = [lm_teacher(cfg.preset, cfg.dataset)]
+    from .task_grids import TASK_GRIDS, task_teacher
+    candidates = []
     if cfg.task == "lm":
-        candidates += lm_xtc_grid(cfg.preset, cfg.dataset)
+        candidates += [lm_teacher(cfg.preset, cfg.dataset)] + lm_xtc_grid(cfg.preset, cfg.dataset)
     if cfg.task == "classification":
         candidates += xtc_grid(cfg.preset, cfg.dataset)
+    if cfg.task in ("mc", "summarization", "summarization-lm"):
+        candidates += [task_teacher(name, cfg.preset) for name in TASK_GRIDS]
     return next((c for c in candidates if c.out_dir == out_dir), None)
 
 

@@ -112,11 +112,11 @@ def key_results(preset: str) -> str:
     return "**Key results (`%s` preset):** " % preset + " ".join(lines)
 
 
-def paper_task_commands(task: str) -> None:
-    """The commands that run the paper's next-utterance (``mc``) or summarization task on a machine that reaches
-    the hub (GPT-2 / BART and the datasets), teacher first."""
-    for cfg in X.paper_task_grid(task):
-        print(X.command(cfg))
+def task_commands(grid: str, preset: str) -> None:
+    """The commands that run grid ``grid`` (``dialogue-table``, ``xsum-table``) in ``preset``, one run each, teacher
+    first: each one works when copied (a student rebuilds a missing teacher itself)."""
+    for key in X.runs(grid, preset):
+        print(f"python -m qlib grid {grid} --preset {preset} --only {key}")
 
 
 def gammas(preset: str) -> dict[str, float] | None:

@@ -12,7 +12,7 @@ import pandas as pd
 from . import experiments as X
 from .labels import method_name, run_name
 from .readings import (_ppl, bits_rows, gamma_start_table, gammas, homogeneity_table,  # noqa: F401 - re-exported
-                       key_results, markdown, packed_roundtrip, paper_task_commands, size_table, teacher_test_ppl,
+                       key_results, markdown, packed_roundtrip, task_commands, size_table, teacher_test_ppl,
                        why_hard_data)
 
 from .paper import (PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE4_PTB, PAPER_TABLE5,  # noqa: F401 - re-exported

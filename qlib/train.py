@@ -266,9 +266,14 @@ def curve_steps(total_steps: int, points: int) -> set[int]:
 
 
 def learning_curve(history: list[dict]) -> list[dict]:
-    """The validation points of a run's history: [{"step", "tokens", "valid_ppl"}], step 0 first."""
-    return [{"step": h["step"], "tokens": h.get("tokens"), "valid_ppl": h["valid_ppl"]}
-            for h in history if "valid_ppl" in h]
+    """The validation points of a run's history: [{"step", "tokens", <its valid_* metrics>}] ("valid_ppl" for
+    language modeling and summaries, "valid_mc_acc" for next-utterance prediction), step 0 first."""
+    out = []
+    for h in history:
+        valid = {k: v for k, v in h.items() if k.startswith("valid_")}
+        if valid:
+            out.append({"step": h["step"], "tokens": h.get("tokens"), **valid})
+    return out
 
 
 def compute_loss(cfg: TrainConfig, student, teacher, heads, contrast, batch: dict, want_kl: bool = False):

@@ -166,9 +166,11 @@ def _color(name: str):
 
 
 def learning_curves(curves: dict[str, list[tuple[int, float]]], teacher: float | None = None,
-                    paper_ratio: float | None = None, title: str = ""):
-    """Validation PPL against training tokens (log x; step 0 drawn at the left edge), one line per run, with the
-    teacher's PPL and, when given, the paper's student/teacher ratio applied to our teacher."""
+                    paper_ratio: float | None = None, title: str = "", ylabel: str = "validation PPL",
+                    xlabel: str = "training tokens", logy: bool = True):
+    """A validation metric (PPL by default) against training tokens or examples (log x; step 0 drawn at the left
+    edge), one line per run, with the teacher's value and, when given, the paper's student/teacher ratio applied
+    to our teacher."""
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
@@ -181,8 +183,10 @@ def learning_curves(curves: dict[str, list[tuple[int, float]]], teacher: float |
         if paper_ratio is not None:
             ax.axhline(teacher * paper_ratio, color="tab:red", ls=":", lw=1,
                        label=f"paper's QuantGPT 2-2-8 ratio ({paper_ratio:.3f} x teacher)")
-    ax.set_xscale("log"), ax.set_yscale("log")
-    ax.set_xlabel("training tokens (step 0 at the left edge)"), ax.set_ylabel("validation PPL")
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(f"{xlabel} (step 0 at the left edge)"), ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: never over a point
     fig.tight_layout()

@@ -16,7 +16,7 @@ from .readings import (_ppl, bits_rows, gamma_start_table, gammas, homogeneity_t
                        why_hard_data)
 
 from .paper import (PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE4_PTB, PAPER_TABLE5,  # noqa: F401 - re-exported
-                    PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
+                    PAPER_TABLE3, PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
 
 VARIANT_NAMES = {"mds-228": "QuantGPT (teacher negatives, memory bank, last layer)",
                  "mds-228-dist-only": "L_dist only", "mds_pact_grad-228-dist-only": "Ours with PACT",
@@ -165,6 +165,71 @@ def curves(preset: str, bits: str = "228") -> dict[str, list[tuple[int, float]]]
         if res is not None:
             out[run_name(configs[key])] = [(p["tokens"], p["valid_ppl"]) for p in res["curve"]]
     return out
+
+
+# the other two tasks: what each grid reports, and the paper's columns beside it
+TASK_METRICS = {"dialogue-table": (("valid_mc_acc", "valid hits@1 (%)"), ("test_mc_acc", "test hits@1 (%)")),
+                "xsum-table": (("test_rouge1", "R1"), ("test_rouge2", "R2"), ("test_rougeL", "RL"))}
+TASK_CURVE = {"dialogue-table": ("valid_mc_acc", "validation hits@1 (%)", False),
+              "xsum-table": ("valid_ppl", "validation summary PPL", True)}
+
+
+def _paper_task_row(grid: str, key: str, cfg) -> dict:
+    table = PAPER_TABLE1 if grid == "dialogue-table" else PAPER_TABLE3
+    paper = None if key == "control" else table.get((cfg.method, cfg.label))  # the paper has no control
+    if grid == "dialogue-table":
+        return {"paper (GPT-2, Persona-Chat valid): hits@1 (%)": paper[4] if paper else None}
+    return {f"paper (BART-base, XSum test): {m}": paper[i] if paper else None for i, m in enumerate(("R1", "R2", "RL"), 1)}
+
+
+def task_table(grid: str, preset: str) -> pd.DataFrame:
+    """Table 1's last column (``dialogue-table``) or Table 3 (``xsum-table``) with the offline stand-ins: the
+    teacher, the control and the four methods at 2-2-8, ours beside the paper's (always labelled as the paper's)."""
+    rows = []
+    for key, cfg in X.runs(grid, preset).items():
+        res = X.load_result(cfg)
+        row = {"run": run_name(cfg)}
+        for metric, label in TASK_METRICS[grid]:
+            row[f"ours: {label}"] = round(res["metrics"][metric], 2) if res else "not run"
+        if res:
+            row.update({"ours: examples seen": f"{res['steps'] * res['effective_batch']:,}", "ours: on": device_label(res)})
+        rows.append({**row, **_paper_task_row(grid, key, cfg)})
+    return pd.DataFrame(rows)
+
+
+def task_curves(grid: str, preset: str) -> dict[str, list[tuple[int, float]]]:
+    """The learning curves (training examples, the grid's validation metric) of the teacher, the control and the
+    four methods, by display name, for the runs that exist."""
+    metric = TASK_CURVE[grid][0]
+    out = {}
+    for cfg in X.runs(grid, preset).values():
+        res = X.load_result(cfg)
+        if res is not None:
+            out[run_name(cfg)] = [(p["step"] * res["effective_batch"], p[metric]) for p in res["curve"]]
+    return out
+
+
+def task_curve_plot(grid: str, preset: str, title: str = ""):
+    """``plots.learning_curves`` of ``task_curves`` with the grid's metric on the y axis."""
+    from .plots import learning_curves
+
+    _, ylabel, logy = TASK_CURVE[grid]
+    return learning_curves(task_curves(grid, preset), title=title, ylabel=ylabel, xlabel="training examples",
+                           logy=logy)
+
+
+def generated_summaries(preset: str, articles: int = 2) -> pd.DataFrame:
+    """The paper's Table 10 with the stand-in: the summaries each run of ``xsum-table`` generated for the first
+    test articles, beside the reference."""
+    rows = []
+    for cfg in X.runs("xsum-table", preset).values():
+        res = X.load_result(cfg)
+        for i, ex in enumerate(res["metrics"]["examples"][:articles] if res else []):
+            rows.append({"article": i + 1, "run": run_name(cfg), "summary": ex["generated"]})
+    refs = X.load_result(X.runs("xsum-table", preset)["teacher"])
+    for i, ex in enumerate(refs["metrics"]["examples"][:articles] if refs else []):
+        rows.append({"article": i + 1, "run": "reference (XSum)", "summary": ex["reference"]})
+    return pd.DataFrame(rows, columns=["article", "run", "summary"]).sort_values(["article"], kind="stable")
 
 
 def lr_sweep_table(preset: str) -> pd.DataFrame:

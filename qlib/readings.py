@@ -112,6 +112,20 @@ def key_results(preset: str) -> str:
     return "**Key results (`%s` preset):** " % preset + " ".join(lines)
 
 
+def dialogue_example(split: str = "test", index: int = 0) -> pd.DataFrame:
+    """One example of the Chit-Chat next-utterance task as the model sees it: the topic prompt, the history and
+    the 20 candidate replies, the gold one marked (it is last in the data; the table says which)."""
+    from .data import chitchat_dialogs
+
+    d = chitchat_dialogs(split, limit=index + 1)[index]
+    rows = [{"part": "topic (stands where Persona-Chat has personas)", "text": p} for p in d["personality"]]
+    rows += [{"part": f"history turn {i + 1}", "text": t} for i, t in enumerate(d["history"])]
+    gold = len(d["candidates"]) - 1
+    rows += [{"part": f"candidate {i + 1}" + (" (gold reply)" if i == gold else " (from another conversation)"),
+              "text": c} for i, c in enumerate(d["candidates"])]
+    return pd.DataFrame(rows)
+
+
 def task_commands(grid: str, preset: str) -> None:
     """The commands that run grid ``grid`` (``dialogue-table``, ``xsum-table``) in ``preset``, one run each, teacher
     first: each one works when copied (a student rebuilds a missing teacher itself)."""

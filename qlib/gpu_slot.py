@@ -71,8 +71,7 @@ def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float
                 if X.load_result(X.runs(grid, preset)[name]) is not None:
                     states[f"{grid}/{name}"] = "done before"
                     continue
-                only = f"{name}-{preset}" if name != "teacher" else f"-fp-{preset}"
-                cmd = [sys.executable, "-m", "qlib", "grid", grid, "--preset", preset, f"--only={only}"]
+                cmd = [sys.executable, "-m", "qlib", "grid", grid, "--preset", preset, f"--only={name}"]
                 states[f"{grid}/{name}"] = _run(cmd, deadline - time.time(), log)
     states["archive"] = str(pack_results(preset, out))
     return states

@@ -396,7 +396,7 @@ def not_run(preset: str, *grids: str, after: str | None = None) -> None:
         for key, cfg in X.runs(name, preset).items():
             wanted = after in (None, "step0") or key == "teacher" or key.endswith("-228")
             if wanted and check(cfg) is None:
-                missing.append(f"  python -m qlib grid {name} --preset {preset} --only {Path(cfg.out_dir).name}{flag}")
+                missing.append(f"  python -m qlib grid {name} --preset {preset} --only {key}{flag}")
     print("every run here has a committed result" if not missing else
           f"not run ({len(missing)}):\n" + "\n".join(missing))
 

@@ -112,7 +112,7 @@ def test_transfer_eval_is_saved_and_loaded_not_recomputed(dirs, monkeypatch, cap
     teacher = X.lm_teacher("smoke")
     assert X.transfer_eval(teacher, "wikitext2", run_missing=False) is None
     report.not_run("smoke", "lm-table", after="transfer")
-    assert "--only ptb-tiny-llama-fp-smoke --transfer wikitext2" in capsys.readouterr().out
+    assert "--only teacher --transfer wikitext2" in capsys.readouterr().out
     res = X.transfer_eval(teacher, "wikitext2", progress=False)
     assert res["tokens_read"] == X.TRANSFER_TOKENS["smoke"] and res["test_ppl"] > 1
     assert X.transfer_path(teacher, "wikitext2").is_file()
@@ -170,7 +170,7 @@ def test_text_samples_are_saved_shown_and_not_regenerated(dirs, monkeypatch, cap
     assert X.text_samples(teacher, run_missing=False) is None
     assert list(report.samples_table("smoke")["teacher"]) == ["not run"] * len(X.SAMPLE_PROMPTS)
     report.not_run("smoke", "lm-table", after="samples")
-    assert "--only ptb-tiny-llama-fp-smoke --samples" in capsys.readouterr().out
+    assert "--only teacher --samples" in capsys.readouterr().out
     res = X.text_samples(teacher, prompts=("the company", "stock prices"), max_new_tokens=3, progress=False)
     assert len(res["continuations"]) == 2 and all(isinstance(c, str) for c in res["continuations"])
     assert X.samples_path(teacher).is_file()
@@ -196,7 +196,7 @@ def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
     offline_data()
     teacher, student = X.lm_teacher("smoke"), X.lm_student("smoke", "mds")
     report.not_run("smoke", "lm-table", after="figures")
-    assert "--only ptb-tiny-llama-mds-228-smoke --figures" in capsys.readouterr().out
+    assert "--only mds-228 --figures" in capsys.readouterr().out
     t, s = X.figure_data(teacher, top_tokens=40, progress=False), X.figure_data(student, top_tokens=40, progress=False)
     assert X.figure_data(student, top_tokens=40, run_missing=False)["tsne"] == s["tsne"]
     assert X.figure_data(student, top_tokens=41, run_missing=False) is None
@@ -238,3 +238,14 @@ def test_after_run_evaluations_of_a_layer_reduced_run_load_its_weights(dirs):
     model = X.trained_model(binary)
     assert model.config.num_hidden_layers == len(binary.keep_layers) == 1
     assert X.text_samples(binary, max_new_tokens=2, progress=False)["continuations"]
+
+
+def test_only_selects_short_names_exactly_and_folder_names_by_part(dirs):
+    from qlib.__main__ import _selects
+
+    seeds = X.grid("lm-seeds", "cpu")
+    picked = [X.run_key(c) for c in seeds if _selects("mds-228", c, seeds)]
+    assert picked == ["mds-228"]  # not its seeds 1 and 2
+    table = X.grid("lm-table", "cpu")
+    assert [X.run_key(c) for c in table if _selects("228", c, table)] == ["pact-228", "lsq-228", "laq-228", "mds-228"]
+    assert [X.run_key(c) for c in table if _selects("teacher", c, table)] == ["teacher"]

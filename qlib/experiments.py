@@ -32,6 +32,8 @@ LM_METHODS = ("pact", "lsq", "laq", "mds")
 GAMMA_INIT = {(8, 8, 8): 8.0, (4, 4, 8): 3.5}
 # fields that do not change what a run computes
 VOLATILE = ("progress", "resume", "out_dir", "teacher", "eval_batch_size")
+# fields that only say how long and how a run trains: a student before its first update does not depend on them
+BUDGET_FIELDS = ("max_steps", "epochs", "save_every", "curve_points", "eval_every", "lr", "quant_lr", "grad_accum")
 
 
 # the learning rate of the students and the control per preset. cpu: chosen by the `lm-lr` sweep of the control
@@ -49,7 +51,7 @@ def lm_base(preset: str, dataset: str = "ptb") -> dict:
         return dict(model="tiny-llama", dataset=dataset, seq_len=32, batch_size=2, max_steps=2, num_negatives=8,
                     train_tokens=2048, eval_tokens=256, test_tokens=256, save_every=1, curve_points=2,
                     lr=STUDENT_LR[preset], preset=preset)
-    if preset == "cpu":  # 400 steps of 4 x 128 tokens (205k tokens, 4x the first cpu preset) on a 2-core machine
+    if preset == "cpu":  # 400 steps of 4 x 128 tokens (205k tokens, 4x the first cpu preset; ROW_STEPS for 8/4 bits)
         return dict(model="smollm2-135m", dataset=dataset, seq_len=128, batch_size=4, max_steps=400,
                     eval_seq_len=EVAL_CONTEXT, eval_tokens=8192, num_negatives=64, save_every=25,
                     lr=STUDENT_LR[preset], preset=preset)
@@ -73,9 +75,17 @@ def lm_teacher(preset: str, dataset: str = "ptb") -> TrainConfig:
                           "out_dir": str(RUNS / f"{dataset}-{base['model']}-fp-{preset}")})
 
 
+# the cpu preset's 8-8-8 and 4-4-8 rows train for half the 2-2-8 budget (their step-0 PPL is already near the
+# teacher's, chapter 1): it keeps the whole table within about six hours on the 2-core machine. Every method of a
+# row has the same budget; the tables print each run's tokens.
+ROW_STEPS = {"cpu": {(8, 8, 8): 200, (4, 4, 8): 200}}
+
+
 def lm_student(preset: str, method: str, bits: tuple[int, int, int] = (2, 2, 8), dataset: str = "ptb",
                tag: str = "", **overrides) -> TrainConfig:
     base = lm_base(preset, dataset)
+    if tuple(bits) in ROW_STEPS.get(preset, {}):
+        base["max_steps"] = ROW_STEPS[preset][tuple(bits)]
     w, e, a = bits
     name = f"{dataset}-{base['model']}-{method}-{w}{e}{a}{('-' + tag) if tag else ''}-{preset}"
     teacher = lm_teacher(preset, dataset)
@@ -209,12 +219,13 @@ def result_path(cfg: TrainConfig) -> Path:
     return RESULTS / cfg.task / f"{Path(cfg.out_dir).name}.json"
 
 
-def _same(a: dict, b: dict) -> bool:
-    """Equal configs, up to fields that do not change the computation; a field missing from an older file counts
-    as its default (so adding a field does not orphan earlier results)."""
+def _same(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> bool:
+    """Equal configs, up to fields that do not change the computation (and ``ignore``); a field missing from an
+    older file counts as its default (so adding a field does not orphan earlier results)."""
     d = asdict(TrainConfig())
     norm = (lambda x: list(x) if isinstance(x, tuple) else x)
-    return all(norm(a.get(k, d.get(k))) == norm(b.get(k, d.get(k))) for k in set(a) | set(b) if k not in VOLATILE)
+    skip = set(VOLATILE) | set(ignore)
+    return all(norm(a.get(k, d.get(k))) == norm(b.get(k, d.get(k))) for k in set(a) | set(b) if k not in skip)
 
 
 def load_result(cfg: TrainConfig) -> dict | None:
@@ -319,7 +330,7 @@ def step0_eval(cfg: TrainConfig, progress: bool = True, run_missing: bool = True
         student = build_models(cfg, tokenizer)[1].to(device)
         return make_task(replace(cfg, progress=progress), tokenizer).evaluate(student, device, final=False)
     key = {"eval_tokens": cfg.eval_tokens, "eval_context": cfg.eval_context, "eval_batch_size": cfg.eval_batch_size}
-    return _cached_eval(cfg, step0_path(cfg), key, compute, run_missing)
+    return _cached_eval(cfg, step0_path(cfg), key, compute, run_missing, ignore=BUDGET_FIELDS)
 
 
 def transfer_path(cfg: TrainConfig, dataset: str) -> Path:
@@ -334,13 +345,14 @@ def figures_path(cfg: TrainConfig) -> Path:
     return RESULTS / cfg.task / "figures" / f"{Path(cfg.out_dir).name}.json"
 
 
-def _cached_eval(cfg: TrainConfig, path: Path, key: dict, compute, run_missing: bool) -> dict | None:
+def _cached_eval(cfg: TrainConfig, path: Path, key: dict, compute, run_missing: bool,
+                 ignore: tuple[str, ...] = ()) -> dict | None:
     """An evaluation saved to ``path`` with ``key`` (what it was asked for), loaded when a file for exactly this
     config and key exists; ``compute(device)`` makes it otherwise. Run weights are gone on a fresh clone, so such
     files are committed like result files. ``run_missing=False``: None when absent (nothing is computed)."""
     if path.is_file():
         res = json.loads(path.read_text())
-        if _same(res["config"], asdict(cfg)) and all(res.get(k) == v for k, v in key.items()):
+        if _same(res["config"], asdict(cfg), ignore) and all(res.get(k) == v for k, v in key.items()):
             return res
     if not run_missing:
         return None

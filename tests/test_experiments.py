@@ -52,10 +52,15 @@ def test_every_lm_preset_evaluates_at_the_papers_context_and_has_a_control(dirs)
         assert {c.eval_context for c in configs} == {512}, preset
         control = [c for c in configs if c.method == "fp" and c.resolved_loss == "dist"]
         assert len(control) == 1 and control[0].quant_config is not None
-        students = [c for c in configs if c.method != "fp"]
-        # the control trains with the students' loop and budget
-        assert {(c.lr, c.max_steps, c.epochs, c.batch_size) for c in students} == \
-            {(control[0].lr, control[0].max_steps, control[0].epochs, control[0].batch_size)}
+        budget = (lambda c: (c.lr, c.max_steps, c.epochs, c.batch_size))
+        # the control trains with the 2-2-8 students' loop and budget; every method of a row has the same budget
+        rows = {}
+        for c in configs:
+            if c.method != "fp":
+                rows.setdefault(c.label, set()).add(budget(c))
+        assert all(len(b) == 1 for b in rows.values()) and rows["2-2-8"] == {budget(control[0])}, rows
+        if preset == "cpu":  # the 8-8-8 and 4-4-8 rows train for half the 2-2-8 budget (X.ROW_STEPS)
+            assert {b for label in ("8-8-8", "4-4-8") for (_, b, _, _) in rows[label]} == {200}
 
 
 def test_device_label_names_the_gpu_or_cpu():

@@ -36,17 +36,23 @@ def perplexity(model, blocks: torch.Tensor, batch_size: int = 8, device="cpu", d
 
 
 @torch.no_grad()
-def mc_accuracy(model, batches, device="cpu", progress: bool = True) -> float:
-    """Accuracy of the multiple-choice head over batches from ``qlib.data.personachat_batch``."""
+def mc_hits(model, batches, device="cpu", progress: bool = True) -> list[int]:
+    """Per example, 1 where the multiple-choice head's argmax is the gold candidate (hits@1), over batches from
+    ``qlib.data.personachat_batch``."""
     device = torch.device(device)
     model.eval()
-    correct = total = 0
-    for b in tqdm(batches, desc="mc acc", disable=not progress, leave=False):
+    hits = []
+    for b in tqdm(batches, desc="hits@1", disable=not progress, leave=False):
         out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
                     mc_token_ids=b["mc_token_ids"].to(device))
-        correct += (out.mc_logits.argmax(-1).cpu() == b["mc_labels"]).sum().item()
-        total += len(b["mc_labels"])
-    return 100.0 * correct / max(total, 1)
+        hits += (out.mc_logits.argmax(-1).cpu() == b["mc_labels"]).long().tolist()
+    return hits
+
+
+def mc_accuracy(model, batches, device="cpu", progress: bool = True) -> float:
+    """hits@1 in percent (``mc_hits`` averaged)."""
+    hits = mc_hits(model, batches, device, progress)
+    return 100.0 * sum(hits) / max(len(hits), 1)
 
 
 @torch.no_grad()
@@ -107,16 +113,34 @@ def label_perplexity(model, batches, device="cpu", desc: str = "ppl", progress: 
     return math.exp(nll.item() / max(count, 1))
 
 
-def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F1 in percent."""
+def rouge_per_example(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """ROUGE-1/2/L F1 in percent of each (prediction, reference) pair (``rouge-score``, with stemming)."""
     from rouge_score import rouge_scorer
 
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     scores = [scorer.score(r, p) for p, r in zip(predictions, references)]
-    return {k: 100.0 * sum(s[k].fmeasure for s in scores) / max(len(scores), 1) for k in ("rouge1", "rouge2",
-                                                                                          "rougeL")}
+    return {k: [100.0 * s[k].fmeasure for s in scores] for k in ("rouge1", "rouge2", "rougeL")}
+
+
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 in percent."""
+    per = rouge_per_example(predictions, references)
+    return {k: sum(v) / max(len(v), 1) for k, v in per.items()}
+
+
+def paired_bootstrap(a: list[float], b: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 95% interval of mean(a) - mean(b) over examples resampled with replacement (a and b scored on the same
+    examples): the spread a test set of this size leaves in a comparison."""
+    import numpy as np
+
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired scores needed, got {len(a)} and {len(b)}")
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(reps, len(d)))
+    means = d[idx].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import pandas as pd
 
 from . import experiments as X
 from .labels import method_name, run_name
-from .paper import PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1
+from .paper import PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE3
 
 
 def _ppl(cfg, metric: str = "test_ppl") -> float | None:
@@ -132,6 +132,45 @@ def dialogue_example(split: str = "test", index: int = 0) -> pd.DataFrame:
     gold = len(d["candidates"]) - 1
     rows += [{"part": f"candidate {i + 1}" + (" (gold reply)" if i == gold else " (from another conversation)"),
               "text": c} for i, c in enumerate(d["candidates"])]
+    return pd.DataFrame(rows)
+
+
+# per grid: the per-example test scores a result file keeps, their name, and the paper's column of that metric
+TASK_SCORES = {"dialogue-table": ("test_mc_hits", "hits@1 (%)", lambda k: PAPER_TABLE1[k][4], 100.0),
+               "xsum-table": ("test_rougeL_per_article", "ROUGE-L", lambda k: PAPER_TABLE3[k][3], 1.0)}
+TASK_TEACHER_GAP = {"dialogue-table": 3.0, "xsum-table": 1.5}  # the paper's gaps: 2.23 points and 1.33 RL
+
+
+def task_claims(grid: str, preset: str) -> pd.DataFrame:
+    """The paper's claims on the other two tasks with the verdict of ``report.verdict``. No seed spread is measured
+    for these tasks: the band is the half-width of the paired bootstrap 95% interval of each comparison over the
+    test examples (``evaluate.paired_bootstrap``), in the metric's own units."""
+    from .evaluate import paired_bootstrap
+    from .report import verdict
+
+    key, metric, paper_of, scale = TASK_SCORES[grid]
+    res = {k: X.load_result(c) for k, c in X.runs(grid, preset).items()}
+    per = {k: [scale * v for v in r["metrics"][key]] if r else None for k, r in res.items()}
+    mean = {k: sum(v) / len(v) if v else None for k, v in per.items()}
+    rows = []
+
+    def claim(text, paper, a, b, margin=0.0):
+        """Claim: mean(a) > mean(b) + margin, judged against the bootstrap spread of a - b."""
+        if per[a] is None or per[b] is None:
+            rows.append({"claim": text, "paper": paper, f"ours ({metric}, test)": "-", "verdict": "not run"})
+            return
+        lo, hi = paired_bootstrap(per[a], per[b])
+        rows.append({"claim": text, "paper": paper, f"ours ({metric}, test)": f"{mean[a]:.2f} vs {mean[b]:.2f}",
+                     "verdict": verdict(mean[b] + margin, mean[a], (hi - lo) / 2, absolute=True)})
+
+    name = "QuantGPT" if grid == "dialogue-table" else "QuantBART"
+    for base in ("pact", "lsq", "laq"):
+        claim(f"At 2-2-8, {name} scores higher than {method_name(base)}.",
+              f"{paper_of(('mds', '2-2-8'))} vs {paper_of((base, '2-2-8'))}", "mds-228", f"{base}-228")
+    gap = TASK_TEACHER_GAP[grid]
+    claim(f"At 2-2-8, {name} stays within {gap:g} of the full-precision teacher (the teacher minus {gap:g} is "
+          f"below {name}).", f"{paper_of(('fp', 'fp32'))} vs {paper_of(('mds', '2-2-8'))}", "mds-228", "teacher",
+          margin=-gap)
     return pd.DataFrame(rows)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import experiments as X
 from .labels import method_name, run_name
-from .readings import (_ppl, bits_rows, dialogue_example, gamma_start_table, gammas, homogeneity_table,  # noqa: F401 - re-exported
+from .readings import (_ppl, bits_rows, dialogue_example, gamma_start_table, task_claims, gammas, homogeneity_table,  # noqa: F401 - re-exported
                        key_results, markdown, packed_roundtrip, task_commands, size_table, teacher_test_ppl,
                        why_hard_data)
 
@@ -65,18 +65,20 @@ def seed_band(preset: str) -> float | None:
     return max(spreads)
 
 
-def verdict(lower: float | None, higher: float | None, band: float | None) -> str:
+def verdict(lower: float | None, higher: float | None, band: float | None, absolute: bool = False) -> str:
     """The paper claims ``lower < higher`` (both PPL, or ratios to a teacher). "reproduced" when ours is lower by
-    more than the seed band, "contradicted" when it is higher by more than the band, else "inconclusive"."""
+    more than the band, "contradicted" when it is higher by more than the band, else "inconclusive". The band is
+    relative (the seed band of the LM runs) or, with ``absolute``, in the values' own units (the bootstrap spread
+    of a comparison on the other tasks' test examples)."""
     if lower is None or higher is None:
         return "not run"
     if band is None:
         return "inconclusive (seed band not measured yet)"
-    if lower * (1 + band) < higher:
+    if (lower + band if absolute else lower * (1 + band)) < higher:
         return "reproduced"
-    if lower > higher * (1 + band):
+    if (lower > higher + band) if absolute else (lower > higher * (1 + band)):
         return "contradicted"
-    return "inconclusive (inside the seed band)"
+    return "inconclusive (inside the " + ("test-set spread)" if absolute else "seed band)")
 
 
 def claims(preset: str) -> pd.DataFrame:

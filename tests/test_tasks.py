@@ -1,6 +1,7 @@
 """The other two tasks with their offline stand-ins: the Chit-Chat next-utterance builder, the XSum-sample parts,
 the double head on a decoder-only LM, decoder-only summarization, and one tiny end-to-end grid per task."""
 import shlex
+from pathlib import Path
 from dataclasses import asdict, replace
 
 import pytest
@@ -179,3 +180,22 @@ def test_tiny_end_to_end_task_grid(grid, metric, tmp_path, monkeypatch):
         assert {"test_rouge1", "test_rouge2", "test_rougeL"} <= set(final) and len(final["examples"]) == 3
         assert all(isinstance(e["generated"], str) for e in final["examples"])
     assert X.load_result(runs["mds-228"]) is not None  # committed-result lookup by config
+
+
+def test_task_claims_read_the_bootstrap_spread_of_each_comparison(monkeypatch):
+    from qlib import report
+
+    hits = {"teacher": [1] * 80 + [0] * 20, "control": [1] * 80 + [0] * 20, "mds-228": [1] * 78 + [0] * 22,
+            "laq-228": [1] * 75 + [0] * 25, "lsq-228": [1] * 5 + [0] * 95, "pact-228": None}
+    names = {Path(c.out_dir).name: k for k, c in X.runs("dialogue-table", "cpu").items()}
+
+    def fake(cfg):
+        h = hits[names[Path(cfg.out_dir).name]]
+        return None if h is None else {"metrics": {"test_mc_hits": h}}
+    monkeypatch.setattr(X, "load_result", fake)
+    rows = {r["claim"]: r["verdict"] for r in report.task_claims("dialogue-table", "cpu").to_dict("records")}
+    assert rows["At 2-2-8, QuantGPT scores higher than LSQ."] == "reproduced"  # 78 vs 5: far outside the spread
+    assert rows["At 2-2-8, QuantGPT scores higher than LAQ."].startswith("inconclusive")  # 78 vs 75 of 100
+    assert rows["At 2-2-8, QuantGPT scores higher than PACT."] == "not run"
+    assert report.verdict(5.0, 1.0, 2.0, absolute=True) == "contradicted"
+    assert report.verdict(1.0, 5.0, 2.0, absolute=True) == "reproduced"

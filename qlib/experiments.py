@@ -210,11 +210,6 @@ def runs(name: str, preset: str) -> dict[str, TrainConfig]:
     return out
 
 
-def figure_module(model: str) -> str:
-    """Fig. 4's module: an attention output projection (SmolLM2 layer 4; layer 1 of the tiny test model)."""
-    return FIGURE_MODULE.get(model, "model.layers.1.self_attn.o_proj")
-
-
 def result_path(cfg: TrainConfig) -> Path:
     return RESULTS / cfg.task / f"{Path(cfg.out_dir).name}.json"
 
@@ -301,131 +296,6 @@ def trained_model(cfg: TrainConfig, device: str = "cpu", run_missing: bool = Tru
     return load_trained_student(cfg, load_tokenizer(cfg.model), ckpt).to(device)
 
 
-# zero-shot test sets are large next to a CPU run (WikiText-2 test is 3x PTB's): the cpu preset reads a prefix
-TRANSFER_TOKENS = {"smoke": 256, "cpu": 40960, "gpu": None, "paper": None}
-# the prompts of the side-by-side generated text (the paper's Sec. 4.4); PTB-style: lower case, no punctuation
-SAMPLE_PROMPTS = ("the company said it expects", "stock prices fell sharply after",
-                  "the new york stock exchange", "in an interview the president said")
-SAMPLE_TOKENS = 20
-# Fig. 4's module: an attention output projection (SmolLM2 layer 4; layer 1 of the tiny test model)
-FIGURE_MODULE = {"smollm2-135m": "model.layers.4.self_attn.o_proj"}
-FIGURE_SENTENCE = (32, 3)  # Fig. 3: block 3 of the test split in blocks of 32 tokens
-
-
-def step0_path(cfg: TrainConfig) -> Path:
-    return RESULTS / cfg.task / "step0" / f"{Path(cfg.out_dir).name}.json"
-
-
-def step0_eval(cfg: TrainConfig, progress: bool = True, run_missing: bool = True) -> dict | None:
-    """Validation PPL of the student of ``cfg`` before its first update (what the quantizer alone costs), on the
-    run's own validation subset and evaluation batch, saved under ``results/<task>/step0/``. The same number is
-    the first point of the run's learning curve once it has run; this file exists without the run."""
-    from .models import load_tokenizer
-    from .students import build_models
-    from .tasks import make_task
-
-    def compute(device):
-        _ensure_dependencies(cfg, progress)
-        tokenizer = load_tokenizer(cfg.model)
-        student = build_models(cfg, tokenizer)[1].to(device)
-        return make_task(replace(cfg, progress=progress), tokenizer).evaluate(student, device, final=False)
-    key = {"eval_tokens": cfg.eval_tokens, "eval_context": cfg.eval_context, "eval_batch_size": cfg.eval_batch_size}
-    return _cached_eval(cfg, step0_path(cfg), key, compute, run_missing, ignore=BUDGET_FIELDS)
-
-
-def transfer_path(cfg: TrainConfig, dataset: str) -> Path:
-    return RESULTS / cfg.task / "transfer" / f"{Path(cfg.out_dir).name}-{dataset}.json"
-
-
-def samples_path(cfg: TrainConfig) -> Path:
-    return RESULTS / cfg.task / "samples" / f"{Path(cfg.out_dir).name}.json"
-
-
-def figures_path(cfg: TrainConfig) -> Path:
-    return RESULTS / cfg.task / "figures" / f"{Path(cfg.out_dir).name}.json"
-
-
-def _cached_eval(cfg: TrainConfig, path: Path, key: dict, compute, run_missing: bool,
-                 ignore: tuple[str, ...] = ()) -> dict | None:
-    """An evaluation saved to ``path`` with ``key`` (what it was asked for), loaded when a file for exactly this
-    config and key exists; ``compute(device)`` makes it otherwise. Run weights are gone on a fresh clone, so such
-    files are committed like result files. ``run_missing=False``: None when absent (nothing is computed)."""
-    if path.is_file():
-        res = json.loads(path.read_text())
-        if _same(res["config"], asdict(cfg), ignore) and all(res.get(k) == v for k, v in key.items()):
-            return res
-    if not run_missing:
-        return None
-    t0, device = time.time(), resolve_device(cfg.device)
-    res = {"config": asdict(cfg), **key, **compute(device), **provenance(device, cfg.dtype),
-           "wall_time_s": time.time() - t0}
-    write_json(path, res)
-    return res
-
-
-def _after_run(cfg: TrainConfig, path: Path, key: dict, compute, progress: bool, run_missing: bool) -> dict | None:
-    """An evaluation of a finished run's model (trained first when its result is missing)."""
-    def with_model(device):
-        if load_result(cfg) is None:
-            run(cfg, progress=progress)
-        return compute(trained_model(cfg, device=str(device)), device)
-    return _cached_eval(cfg, path, key, with_model, run_missing)
-
-
-def transfer_eval(cfg: TrainConfig, dataset: str = "wikitext2", progress: bool = True,
-                  run_missing: bool = True) -> dict | None:
-    """Zero-shot test perplexity of the trained model of ``cfg`` on another corpus (the paper's WikiText-2 column
-    without WikiText-2 training, whose train split is not offline), saved under ``results/<task>/transfer/``."""
-    from . import data as D
-    from . import evaluate as E
-    from .models import load_tokenizer
-
-    tokens = TRANSFER_TOKENS[cfg.preset]
-
-    def compute(model, device):
-        blocks = D.lm_blocks(dataset, "test", load_tokenizer(cfg.model), cfg.eval_context, tokens)
-        ppl = E.perplexity(model, blocks, cfg.eval_batch_size, device, f"{dataset} ppl", progress)
-        return {"tokens_read": blocks.numel(), "test_ppl": ppl}
-    return _after_run(cfg, transfer_path(cfg, dataset), {"dataset": dataset, "test_tokens": tokens}, compute,
-                      progress, run_missing)
-
-
-def text_samples(cfg: TrainConfig, prompts: tuple[str, ...] = SAMPLE_PROMPTS, max_new_tokens: int = SAMPLE_TOKENS,
-                 progress: bool = True, run_missing: bool = True) -> dict | None:
-    """Greedy continuations of ``prompts`` by the trained model of ``cfg`` (the paper's Sec. 4.4 side-by-side
-    samples), saved under ``results/<task>/samples/`` so that the book shows them without the weights."""
-    from . import evaluate as E
-    from .models import load_tokenizer
-
-    def compute(model, device):
-        return {"continuations": E.generate_text(model, load_tokenizer(cfg.model), list(prompts), max_new_tokens,
-                                                 device)}
-    return _after_run(cfg, samples_path(cfg), {"prompts": list(prompts), "max_new_tokens": max_new_tokens},
-                      compute, progress, run_missing)
-
-
-def figure_data(cfg: TrainConfig, top_tokens: int = 500, progress: bool = True,
-                run_missing: bool = True) -> dict | None:
-    """The data of the "why hard" figures (Figs. 2-4: embeddings of the ``top_tokens`` most frequent training
-    tokens, token similarity on one test sentence, one module's weights and clipping range) for the trained model
-    of ``cfg``, saved under ``results/<task>/figures/`` so that the book draws them without the weights."""
-    from . import analysis
-    from . import data as D
-    from .models import load_tokenizer
-
-    module = figure_module(cfg.model)
-    length, block = FIGURE_SENTENCE
-
-    def compute(model, device):
-        tok = load_tokenizer(cfg.model)
-        ids = analysis.most_frequent_tokens(D.lm_blocks(cfg.dataset, "train", tok, cfg.seq_len, cfg.train_tokens),
-                                            top_tokens)
-        sentence = D.lm_blocks(cfg.dataset, "test", tok, length)[block]
-        return {"tokens": ids.tolist(), **analysis.figure_data(model, ids, sentence, module)}
-    key = {"top_tokens": top_tokens, "module": module, "sentence": list(FIGURE_SENTENCE)}
-    return _after_run(cfg, figures_path(cfg), key, compute, progress, run_missing)
-
-
 def status(configs: list[TrainConfig]) -> list[dict]:
     """Which configs have a committed result (for the book's 'not run' rows)."""
     return [{"name": Path(c.out_dir).name, "done": load_result(c) is not None, "command": command(c)}
@@ -447,3 +317,8 @@ def command(cfg: TrainConfig) -> str:
         else:
             args.append(f"{flag} {v}")
     return ("python -m qlib train " + " ".join(args)).replace(str(ROOT) + "/", "")
+
+
+from .cached_evals import (FIGURE_SENTENCE, SAMPLE_PROMPTS, SAMPLE_TOKENS,  # noqa: E402,F401
+                           TRANSFER_TOKENS, figure_data, figure_module, figure_modules, figures_path, samples_path,
+                           step0_eval, step0_path, text_samples, transfer_eval, transfer_path)

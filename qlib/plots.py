@@ -108,22 +108,28 @@ def similarity_maps(data: dict[str, dict]):
 
 
 def weight_distribution(data: dict[str, dict], reference: str = "teacher"):
-    """Fig. 4: the density of one weight matrix of ``reference`` (``analysis.weight_histogram``) with the grid
-    range each student's quantizer uses for the same module; the outliers beyond the axis are noted in the
-    legend."""
+    """Fig. 4: per module (the paper's two: attention output projection and second FFN matrix), the density of the
+    ``reference`` model's weights (``analysis.weight_histogram``) with the grid range each student's quantizer uses
+    for it (PACT's learned clip included when it has run); outliers beyond the axis are noted in the title."""
     if reference not in data:
         return None
-    hist, title = data[reference]["weight_hist"], data[reference]["module"]
-    clips = {name: (d["clip"]["neg"], d["clip"]["pos"]) for name, d in data.items() if d.get("clip")}
-    fig, ax = plt.subplots(figsize=(7.0, 3.3))
-    edges, density = np.asarray(hist["edges"]), np.asarray(hist["density"])
-    ax.stairs(density, edges, fill=True, color="lightsteelblue",
-              label=f"weights ({100 * hist['outside']:.2f}% beyond the axis, max |w| {hist['max_abs']:.2f})")
-    for (name, (lo, hi)), color in zip(clips.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"][1:]):
-        ax.axvline(lo, color=color, ls="--", label=name), ax.axvline(hi, color=color, ls="--")
-    lim = max([float(np.abs(edges).max())] + [max(abs(a), abs(b)) for a, b in clips.values()])
-    ax.set_xlim(-1.1 * lim, 1.1 * lim), ax.set_xlabel("weight"), ax.set_ylabel("density")
-    ax.set_title(title, fontsize=9), ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    modules = list(data[reference]["modules"])
+    fig, axes = plt.subplots(1, len(modules), figsize=(4.2 * len(modules) + 1.6, 3.2), squeeze=False)
+    for ax, module in zip(axes[0], modules):
+        hist = data[reference]["modules"][module]["weight_hist"]
+        clips = {name: (d["modules"][module]["clip"]["neg"], d["modules"][module]["clip"]["pos"])
+                 for name, d in data.items() if d["modules"].get(module, {}).get("clip")}
+        edges, density = np.asarray(hist["edges"]), np.asarray(hist["density"])
+        ax.stairs(density, edges, fill=True, color="lightsteelblue", label=f"{reference}'s weights")
+        for name, (lo, hi) in clips.items():
+            color = _color(name)
+            ax.axvline(lo, color=color, ls="--", label=name), ax.axvline(hi, color=color, ls="--")
+        lim = max([float(np.abs(edges).max())] + [max(abs(a), abs(b)) for a, b in clips.values()])
+        ax.set_xlim(-1.1 * lim, 1.1 * lim), ax.set_xlabel("weight"), ax.set_ylabel("density")
+        ax.set_title(f"{module.removeprefix('model.')}\n{100 * hist['outside']:.2f}% beyond the axis, "
+                     f"max |w| {hist['max_abs']:.2f}", fontsize=8)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
 

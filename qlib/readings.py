@@ -44,19 +44,20 @@ def why_hard_data(preset: str, top_tokens: int = 500, run_missing: bool = False)
 
 def homogeneity_table(data: dict[str, dict]) -> pd.DataFrame:
     """Figs. 2-4 in numbers, one row per model: mean cosine similarity of the embeddings, mean and minimum
-    token-token similarity of the last hidden states (off the diagonal), and the clipping range of Fig. 4's
-    module."""
+    token-token similarity of the last hidden states (off the diagonal), and the clipping range of each of Fig. 4's
+    modules."""
     import numpy as np
 
     rows = []
     for name, d in data.items():
         sim = np.asarray(d["token_similarity"])
         off = sim[~np.eye(len(sim), dtype=bool)]
-        rows.append({"model": name, "embeddings: mean cos": d["embedding_mean_cos"],
-                     "last hidden states: mean cos": float(off.mean()),
-                     "last hidden states: min cos": float(off.min()),
-                     f"grid range of {d['module']}": f"{d['clip']['neg']:.3f} .. {d['clip']['pos']:.3f}"
-                     if d["clip"] else "-"})
+        row = {"model": name, "embeddings: mean cos": d["embedding_mean_cos"],
+               "last hidden states: mean cos": float(off.mean()), "last hidden states: min cos": float(off.min())}
+        for module, m in d["modules"].items():
+            row[f"grid range of {module.removeprefix('model.')}"] = \
+                f"{m['clip']['neg']:.3f} .. {m['clip']['pos']:.3f}" if m["clip"] else "-"
+        rows.append(row)
     return pd.DataFrame(rows or [{"model": "not run"}])
 
 

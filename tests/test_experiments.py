@@ -209,8 +209,13 @@ def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
     n = X.FIGURE_SENTENCE[0]
     sim = torch.tensor(s["token_similarity"])
     assert sim.shape == (n, n) and torch.allclose(sim.diagonal(), torch.ones(n), atol=1e-4)
-    assert t["clip"] is None and s["clip"]["pos"] > 0 and s["clip"]["neg"] == -s["clip"]["pos"]
-    h = t["weight_hist"]
+    assert list(s["modules"]) == list(X.figure_modules("tiny-llama"))  # the paper's two modules
+    for module in X.figure_modules("tiny-llama"):
+        clip = s["modules"][module]["clip"]
+        assert t["modules"][module]["clip"] is None and clip["pos"] > 0 and clip["neg"] == -clip["pos"]
+    first = X.figure_module("tiny-llama")
+    s_clip = s["modules"][first]["clip"]
+    h = t["modules"][first]["weight_hist"]
     widths = np.diff(h["edges"])
     assert abs(float((np.asarray(h["density"]) * widths).sum()) + h["outside"] - 1) < 1e-6
     data = report.why_hard_data("smoke", top_tokens=40)
@@ -221,8 +226,9 @@ def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
     assert table.loc["teacher", "embeddings: mean cos"] == t["embedding_mean_cos"]
     off = sim[~torch.eye(n, dtype=torch.bool)]
     assert table.loc["QuantGPT 2-2-8", "last hidden states: mean cos"] == pytest.approx(off.mean().item())
-    assert table.loc["teacher"].iloc[-1] == "-"
-    assert table.loc["QuantGPT 2-2-8"].iloc[-1] == f"{s['clip']['neg']:.3f} .. {s['clip']['pos']:.3f}"
+    column = f"grid range of {first.removeprefix('model.')}"
+    assert table.loc["teacher", column] == "-"
+    assert table.loc["QuantGPT 2-2-8", column] == f"{s_clip['neg']:.3f} .. {s_clip['pos']:.3f}"
 
 
 def test_weight_histogram_reports_outliers():

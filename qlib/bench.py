@@ -28,7 +28,7 @@ from .config import TrainConfig
 from .losses import ContrastiveHeads, TokenContrastiveLoss
 from .models import load_tokenizer
 from .packing import export_packed, load_packed, size_mb
-from .runtime import autocast, cpu_busy_cores, cpu_has_bf16_matrix_units, device_name, provenance, resolve_device
+from .runtime import adamw, autocast, cpu_busy_cores, cpu_has_bf16_matrix_units, device_name, provenance, resolve_device
 from .students import build_student, load_teacher
 from .train import compute_loss
 
@@ -72,6 +72,58 @@ def flops_per_token(model, seq_len: int, phase: str) -> float:
 def _phase(model: str, phase: str, dtype: str, w_bits: int, batch_size: int, seq_len: int, steps: int,
            warmup: int, device: str, num_negatives: int) -> dict:
     """Measure one phase in this process (``main`` runs each in a fresh one)."""
+    dev, step, student, extra = _make_step(model, phase, dtype, w_bits, batch_size, seq_len, device, num_negatives)
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    sec = (time.perf_counter() - t) / steps
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if dev.type == "cuda" else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    tokens = batch_size * seq_len
+    return {"sec_per_iter": sec, "tokens_per_s": tokens / sec, "peak_mem_mib": peak, "dtype": dtype,
+            "flops_per_token": flops_per_token(student, seq_len, phase), **extra}
+
+
+def profile_phase(model: str, phase: str, dtype: str = "fp32", w_bits: int = 2, batch_size: int = 4,
+                  seq_len: int = 128, steps: int = 3, device: str = "auto", num_negatives: int = 64,
+                  top: int = 20) -> str:
+    """Where one phase's step spends its time: the torch operators by self time, and the library's own
+    functions by cumulative time (cProfile), over ``steps`` steps after one warm-up step."""
+    import cProfile
+    import io
+    import pstats
+
+    dev, step, _, _ = _make_step(model, phase, dtype, w_bits, batch_size, seq_len, device, num_negatives)
+    step()
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
+                                                          if dev.type == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        _sync(dev)
+    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    ops = prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=48)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(r"qlib[/\\]", top)
+    return f"== {phase} ({dtype}, {steps} steps): torch operators by self time ==\n{ops}\n" \
+           f"== the library's functions by cumulative time ==\n{out.getvalue()}"
+
+
+def _make_step(model: str, phase: str, dtype: str, w_bits: int, batch_size: int, seq_len: int, device: str,
+               num_negatives: int):
+    """The device, one step of ``phase`` as a closure, the student and its size figures."""
     dev = resolve_device(device)
     torch.manual_seed(0)
     method = "fp" if phase == "a_fp_finetune" else "mds"
@@ -105,7 +157,7 @@ def _phase(model: str, phase: str, dtype: str, w_bits: int, batch_size: int, seq
     else:
         student.train()
         params = [p for p in student.parameters() if p.requires_grad] + (list(heads.parameters()) if heads else [])
-        opt = torch.optim.AdamW(params, lr=1e-5)
+        opt = adamw(params, dev, lr=1e-5)
 
         def step():
             opt.zero_grad(set_to_none=True)
@@ -115,21 +167,7 @@ def _phase(model: str, phase: str, dtype: str, w_bits: int, batch_size: int, seq
             opt.step()
             if contrast is not None:
                 contrast.update_memory()
-    for _ in range(warmup):
-        step()
-    _sync(dev)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(dev)
-    sec = (time.perf_counter() - t) / steps
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if dev.type == "cuda" else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    tokens = batch_size * seq_len
-    return {"sec_per_iter": sec, "tokens_per_s": tokens / sec, "peak_mem_mib": peak, "dtype": dtype,
-            "flops_per_token": flops_per_token(student, seq_len, phase), **extra}
+    return dev, step, student, extra
 
 
 def dtypes_for(device: torch.device) -> tuple[str, ...]:
@@ -213,7 +251,14 @@ def main(argv=None) -> int:
     p.add_argument("--num-negatives", type=int, default=64)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="JSON file to write (default: results/bench/<setting>.json)")
+    p.add_argument("--profile", default=None, choices=PHASES,
+                   help="instead of the benchmark: profile this phase (operators and the library's functions)")
+    p.add_argument("--dtype", default="fp32", choices=tuple(DTYPE), help="the dtype of --profile")
     a = p.parse_args(argv)
+    if a.profile:
+        print(profile_phase(a.model, a.profile, a.dtype, a.w_bits, a.batch_size, a.seq_len, a.steps, a.device,
+                            a.num_negatives))
+        return 0
     res = run_benchmark(a.model, a.w_bits, a.batch_size, a.seq_len, a.steps, a.warmup, a.device, a.num_negatives)
     print(format_table(res))
     from .experiments import RESULTS

@@ -65,8 +65,11 @@ class TrainConfig:
     preset: str = "custom"
     progress: bool = True
     eval_batch_size: int = 8
-    max_examples: int | None = None  # mc / summarization: cap on examples per split
-    num_candidates: int = 20
+    max_examples: int | None = None  # mc / summarization / classification: cap on examples per split
+    eval_examples: int | None = None  # cap on the validation examples (the learning curve), else max_examples
+    test_examples: int | None = None  # cap on the test examples read at the end, else max_examples
+    num_candidates: int = 20  # mc: replies per example at evaluation (hits@1 among them)
+    train_candidates: int | None = None  # mc: replies per training example (gold + last distractors); None: all
     source_len: int = 512
     target_len: int = 64
     keep_layers: tuple[int, ...] = ()  # layer reduction (XTC): the teacher layers the student keeps
@@ -91,7 +94,10 @@ class TrainConfig:
                   (self.save_every >= 1, "save_every must be >= 1"),
                   (self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"),
                   (self.curve_points >= 0, f"curve_points must be >= 0, got {self.curve_points}"),
-                  (self.lam >= 0, f"lam must be >= 0, got {self.lam}")]
+                  (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
+                  (self.train_candidates is None or 2 <= self.train_candidates <= self.num_candidates,
+                   f"train_candidates must be in [2, num_candidates={self.num_candidates}], got "
+                   f"{self.train_candidates}")]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
@@ -125,7 +131,7 @@ class TrainConfig:
     def quant_config(self) -> QuantConfig:
         if self.resolved_loss == "xtc":
             return xtc_quant_config(self.method, self.w_bits, self.e_bits, self.a_bits)
-        extra = ("multiple_choice_head.summary",) if self.task == "mc" else ()
+        extra = ("multiple_choice_head.summary",) if self.task == "mc" else ()  # App. B.5: the MC head too
         return QuantConfig(self.method, self.w_bits, self.e_bits, self.a_bits, act_granularity=self.act_granularity,
                            extra_modules=extra)
 

@@ -5,20 +5,25 @@ it; there is never a silent substitute.
 
 - Language modeling (``ptb``, ``wikitext2``, ``wikitext103``): the split's text, tokenized and cut into contiguous
   blocks of ``seq_len`` tokens (the last partial block is dropped).
-- Next-utterance prediction (``personachat``): GPT-2 double-head format, ``num_candidates`` replies per example with
+- Next-utterance prediction (``personachat`` from the hub; offline stand-in ``chitchat``, the BYU Chit-Chat corpus
+  of the PyPI package ``chitchat-dataset``): GPT-2 double-head format, ``num_candidates`` replies per example with
   the gold reply last.
-- Summarization (``xsum``): (document, one-sentence summary) pairs; offline: 321 test articles only.
+- Summarization (``xsum``): (document, one-sentence summary) pairs from the hub; offline stand-in ``xsum-sample``:
+  the 321 offline XSum test articles cut into fixed train / valid / test parts.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
+import random
 import re
 from pathlib import Path
 
 import torch
 
-from .runtime import data_dir
+from .runtime import data_dir, package_dir
 
 LM_DATASETS = {
     # name: {split: offline relative path}, hub (path, config, text field)
@@ -134,6 +139,66 @@ def xsum_examples(split: str, limit: int | None = None) -> list[dict]:
         raise _missing(f"XSum {split}", offline, "EdinburghNLP/xsum", e) from e
 
 
+# the offline stand-in for XSum's training split: the 321 offline test articles, shuffled once with a fixed seed
+# and cut into parts (the valid part picks the budget; the test part is read once per finished run)
+XSUM_SAMPLE_PARTS = {"train": 221, "valid": 50, "test": 50}
+
+
+def summarization_examples(name: str, split: str, limit: int | None = None, seed: int = 0) -> list[dict]:
+    """(document, summary) pairs of ``xsum`` (the real splits, hub) or ``xsum-sample`` (the offline stand-in: fixed
+    parts of the 321 offline test articles, disjoint by article)."""
+    if name == "xsum":
+        return xsum_examples(split, limit)
+    if name != "xsum-sample":
+        raise ValueError(f"unknown summarization dataset {name!r}: 'xsum' (hub) or 'xsum-sample' (offline)")
+    if split not in XSUM_SAMPLE_PARTS:
+        raise ValueError(f"unknown split {split!r}; use train, valid or test")
+    articles = xsum_examples("test")
+    if len(articles) != sum(XSUM_SAMPLE_PARTS.values()):
+        raise ValueError(f"xsum-sample expects the {sum(XSUM_SAMPLE_PARTS.values())} offline XSum articles, found "
+                         f"{len(articles)}: check QLIB_DATA_DIR/xsum-sample")
+    order = random.Random(seed).sample(range(len(articles)), len(articles))
+    start = 0
+    for part, n in XSUM_SAMPLE_PARTS.items():
+        if part == split:
+            return [articles[i] for i in order[start:start + n]][:limit]
+        start += n
+    raise AssertionError("unreachable")
+
+
+# decoder-only summarization: the article, this prompt, then the summary (the model learns to stop with EOS)
+SUMMARY_PROMPT = "\nSummary in one sentence:"
+
+
+def summarization_lm_batch(examples: list[dict], tokenizer, source_len: int = 512, target_len: int = 64) -> dict:
+    """Decoder-only inputs: article (its first ``source_len`` tokens) + ``SUMMARY_PROMPT`` + summary + EOS, right
+    padded; ``labels`` are the summary's tokens (-100 elsewhere); ``summary_mask`` marks the positions whose next
+    token is one of them (where distillation compares the logits, as a BART decoder's positions)."""
+    eos = tokenizer.eos_token_id
+    prompts = summarization_prompts(examples, tokenizer, source_len)
+    rows = []
+    for p, e in zip(prompts, examples):
+        target = tokenizer(" " + e["summary"], add_special_tokens=False)["input_ids"][:target_len] + [eos]
+        rows.append((p + target, len(p)))
+    L = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), L), eos, dtype=torch.long)
+    labels = torch.full((len(rows), L), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), L), dtype=torch.long)
+    predicts = torch.zeros((len(rows), L), dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, n_prompt: len(ids)] = input_ids[i, n_prompt: len(ids)]
+        mask[i, : len(ids)] = 1
+        predicts[i, n_prompt - 1: len(ids) - 1] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels, "summary_mask": predicts}
+
+
+def summarization_prompts(examples: list[dict], tokenizer, source_len: int = 512) -> list[list[int]]:
+    """The token ids a decoder-only summarizer is given: the article's first ``source_len`` tokens + the prompt."""
+    prompt = tokenizer(SUMMARY_PROMPT, add_special_tokens=False)["input_ids"]
+    return [tokenizer(e["document"], add_special_tokens=False)["input_ids"][:source_len] + prompt for e in examples]
+
+
 def summarization_batch(examples: list[dict], tokenizer, source_len: int = 512, target_len: int = 64) -> dict:
     """Tokenize (document -> summary) pairs for BART; padding positions of the labels are -100."""
     src = tokenizer([e["document"] for e in examples], max_length=source_len, truncation=True, padding=True,
@@ -162,6 +227,77 @@ def personachat_dialogs(split: str, limit: int | None = None) -> list[dict]:
                 for r in rows]
     except Exception as e:  # noqa: BLE001
         raise _missing(f"Persona-Chat {split}", None, "bavard/personachat_truecased", e) from e
+
+
+CHITCHAT_PACKAGE = ("chitchat_dataset", "chitchat-dataset==0.9.0")
+DIALOGUE_SPLITS = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0)}  # by conversation
+
+
+@functools.lru_cache(maxsize=1)
+def chitchat_conversations() -> tuple[dict, ...]:
+    """The BYU Chit-Chat Challenge conversations (2018) as strictly alternating turns (a speaker's consecutive
+    messages merged), those with at least 4 turns, in id order: ({"id", "prompt", "turns"}, ...)."""
+    path = package_dir(*CHITCHAT_PACKAGE) / "dataset.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall `pip install --no-deps --force-reinstall "
+                                f"{CHITCHAT_PACKAGE[1]}`")
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    out = []
+    for cid in sorted(raw):
+        turns, last = [], None
+        for group in raw[cid]["messages"]:
+            for m in group:
+                text = " ".join(m["text"].split())
+                if not text:
+                    continue
+                if m["sender"] == last:
+                    turns[-1] += " " + text
+                else:
+                    turns.append(text)
+                    last = m["sender"]
+        if len(turns) >= 4:
+            out.append({"id": cid, "prompt": raw[cid].get("prompt") or "", "turns": tuple(turns)})
+    return tuple(out)
+
+
+def chitchat_dialogs(split: str, limit: int | None = None, num_candidates: int = 20, max_history: int = 8,
+                     seed: int = 0) -> list[dict]:
+    """A Persona-Chat-style next-utterance task from the Chit-Chat corpus, generated deterministically: the
+    conversations are split 80/10/10 (a seeded shuffle); every turn from the third on is the gold reply to the up to
+    ``max_history`` turns before it, with ``num_candidates - 1`` distractors drawn from the replies of *other*
+    conversations of the same split (never a copy of the gold text, such as another "haha"); the conversation's topic prompt stands where Persona-Chat has personas.
+    Examples come in a seeded order, so ``limit`` takes a spread of conversations. Same dict shape as
+    ``personachat_dialogs`` (gold reply last)."""
+    if split not in DIALOGUE_SPLITS:
+        raise ValueError(f"unknown split {split!r}; use train, valid or test")
+    convs = chitchat_conversations()
+    order = random.Random(seed).sample(range(len(convs)), len(convs))
+    lo, hi = (round(f * len(convs)) for f in DIALOGUE_SPLITS[split])
+    part = [convs[i] for i in order[lo:hi]]
+    replies = [(ci, t) for ci, c in enumerate(part) for t in range(1, len(c["turns"]))]
+    slots = [(ci, t) for ci, c in enumerate(part) for t in range(2, len(c["turns"]))]
+    random.Random(f"{seed}:{split}:order").shuffle(slots)
+    out = []
+    for ci, t in slots[:limit]:
+        c = part[ci]
+        rng, distractors = random.Random(f"{seed}:{split}:{ci}:{t}"), []
+        while len(distractors) < num_candidates - 1:
+            cj, tj = replies[rng.randrange(len(replies))]
+            if cj != ci and part[cj]["turns"][tj] != c["turns"][t]:  # a copy of the gold text cannot be told apart
+                distractors.append(part[cj]["turns"][tj])
+        out.append({"personality": [f"Topic: {c['prompt']}"] if c["prompt"] else [],
+                    "history": list(c["turns"][max(0, t - max_history):t]),
+                    "candidates": distractors + [c["turns"][t]], "conversation": c["id"]})
+    return out
+
+
+def dialog_examples(name: str, split: str, limit: int | None = None) -> list[dict]:
+    """Next-utterance examples of ``personachat`` (hub) or ``chitchat`` (offline stand-in)."""
+    if name == "personachat":
+        return personachat_dialogs(split, limit)
+    if name == "chitchat":
+        return chitchat_dialogs(split, limit)
+    raise ValueError(f"unknown dialogue dataset {name!r}: 'personachat' (hub) or 'chitchat' (offline)")
 
 
 def personachat_batch(dialogs: list[dict], tokenizer, num_candidates: int = 20, max_len: int = 512,

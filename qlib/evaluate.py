@@ -36,23 +36,30 @@ def perplexity(model, blocks: torch.Tensor, batch_size: int = 8, device="cpu", d
 
 
 @torch.no_grad()
-def mc_accuracy(model, batches, device="cpu", progress: bool = True) -> float:
-    """Accuracy of the multiple-choice head over batches from ``qlib.data.personachat_batch``."""
+def mc_hits(model, batches, device="cpu", progress: bool = True) -> list[int]:
+    """Per example, 1 where the multiple-choice head's argmax is the gold candidate (hits@1), over batches from
+    ``qlib.data.personachat_batch``."""
     device = torch.device(device)
     model.eval()
-    correct = total = 0
-    for b in tqdm(batches, desc="mc acc", disable=not progress, leave=False):
+    hits = []
+    for b in tqdm(batches, desc="hits@1", disable=not progress, leave=False):
         out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
                     mc_token_ids=b["mc_token_ids"].to(device))
-        correct += (out.mc_logits.argmax(-1).cpu() == b["mc_labels"]).sum().item()
-        total += len(b["mc_labels"])
-    return 100.0 * correct / max(total, 1)
+        hits += (out.mc_logits.argmax(-1).cpu() == b["mc_labels"]).long().tolist()
+    return hits
+
+
+def mc_accuracy(model, batches, device="cpu", progress: bool = True) -> float:
+    """hits@1 in percent (``mc_hits`` averaged)."""
+    hits = mc_hits(model, batches, device, progress)
+    return 100.0 * sum(hits) / max(len(hits), 1)
 
 
 @torch.no_grad()
 def summarize(model, tokenizer, documents: list[str], source_len: int = 512, max_new_tokens: int = 62,
               num_beams: int = 6, length_penalty: float = 1.0, batch_size: int = 4, device="cpu",
               progress: bool = True) -> list[str]:
+    """Beam-search summaries of ``documents`` by an encoder-decoder (BART)."""
     device = torch.device(device)
     model.eval()
     out = []
@@ -65,16 +72,75 @@ def summarize(model, tokenizer, documents: list[str], source_len: int = 512, max
     return [s.strip() for s in out]
 
 
-def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F1 in percent."""
+@torch.no_grad()
+def summarize_lm(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 62, num_beams: int = 6,
+                 length_penalty: float = 1.0, batch_size: int = 4, device="cpu", progress: bool = True) -> list[str]:
+    """Beam-search continuations of token-id ``prompts`` by a decoder-only LM (left padded, so that every prompt
+    ends where generation starts); only the generated tokens are decoded."""
+    device = torch.device(device)
+    model.eval()
+    pad = tokenizer.pad_token_id
+    out = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="beam search", disable=not progress, leave=False):
+        chunk = prompts[i:i + batch_size]
+        L = max(len(p) for p in chunk)
+        ids = torch.tensor([[pad] * (L - len(p)) + p for p in chunk], device=device)
+        mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in chunk], device=device)
+        gen = model.generate(input_ids=ids, attention_mask=mask, num_beams=num_beams, length_penalty=length_penalty,
+                             max_new_tokens=max_new_tokens, early_stopping=True, do_sample=False, pad_token_id=pad,
+                             eos_token_id=tokenizer.eos_token_id)
+        out.extend(tokenizer.batch_decode(gen[:, L:], skip_special_tokens=True))
+    return [" ".join(s.split()) for s in out]
+
+
+@torch.no_grad()
+def label_perplexity(model, batches, device="cpu", desc: str = "ppl", progress: bool = True,
+                     dtype: str = "auto") -> float:
+    """exp(mean NLL) of the labelled tokens (``labels`` != -100; position t predicts token t + 1) over batches
+    of ``input_ids``, ``attention_mask`` and ``labels``: a summary's perplexity given its article."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    nll, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    for b in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        with autocast(device, dtype):
+            logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
+        labels = b["labels"][:, 1:].to(device)
+        nll += F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                               ignore_index=-100, reduction="sum").double()
+        count += int((labels != -100).sum())
+    model.train(was_training)
+    return math.exp(nll.item() / max(count, 1))
+
+
+def rouge_per_example(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """ROUGE-1/2/L F1 in percent of each (prediction, reference) pair (``rouge-score``, with stemming)."""
     from rouge_score import rouge_scorer
 
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     scores = [scorer.score(r, p) for p, r in zip(predictions, references)]
-    return {k: 100.0 * sum(s[k].fmeasure for s in scores) / max(len(scores), 1) for k in ("rouge1", "rouge2",
-                                                                                          "rougeL")}
+    return {k: [100.0 * s[k].fmeasure for s in scores] for k in ("rouge1", "rouge2", "rougeL")}
+
+
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 in percent."""
+    per = rouge_per_example(predictions, references)
+    return {k: sum(v) / max(len(v), 1) for k, v in per.items()}
+
+
+def paired_bootstrap(a: list[float], b: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 95% interval of mean(a) - mean(b) over examples resampled with replacement (a and b scored on the same
+    examples): the spread a test set of this size leaves in a comparison."""
+    import numpy as np
+
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired scores needed, got {len(a)} and {len(b)}")
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(reps, len(d)))
+    means = d[idx].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 @torch.no_grad()

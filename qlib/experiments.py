@@ -32,6 +32,8 @@ LM_METHODS = ("pact", "lsq", "laq", "mds")
 GAMMA_INIT = {(8, 8, 8): 8.0, (4, 4, 8): 3.5}
 # fields that do not change what a run computes
 VOLATILE = ("progress", "resume", "out_dir", "teacher", "eval_batch_size")
+# fields that only say how long and how a run trains: a student before its first update does not depend on them
+BUDGET_FIELDS = ("max_steps", "epochs", "save_every", "curve_points", "eval_every", "lr", "quant_lr", "grad_accum")
 
 
 # the learning rate of the students and the control per preset. cpu: chosen by the `lm-lr` sweep of the control
@@ -49,7 +51,7 @@ def lm_base(preset: str, dataset: str = "ptb") -> dict:
         return dict(model="tiny-llama", dataset=dataset, seq_len=32, batch_size=2, max_steps=2, num_negatives=8,
                     train_tokens=2048, eval_tokens=256, test_tokens=256, save_every=1, curve_points=2,
                     lr=STUDENT_LR[preset], preset=preset)
-    if preset == "cpu":  # 400 steps of 4 x 128 tokens (205k tokens, 4x the first cpu preset) on a 2-core machine
+    if preset == "cpu":  # 400 steps of 4 x 128 tokens (205k tokens, 4x the first cpu preset; ROW_STEPS for 8/4 bits)
         return dict(model="smollm2-135m", dataset=dataset, seq_len=128, batch_size=4, max_steps=400,
                     eval_seq_len=EVAL_CONTEXT, eval_tokens=8192, num_negatives=64, save_every=25,
                     lr=STUDENT_LR[preset], preset=preset)
@@ -73,9 +75,17 @@ def lm_teacher(preset: str, dataset: str = "ptb") -> TrainConfig:
                           "out_dir": str(RUNS / f"{dataset}-{base['model']}-fp-{preset}")})
 
 
+# the cpu preset's 8-8-8 and 4-4-8 rows train for half the 2-2-8 budget (their step-0 PPL is already near the
+# teacher's, chapter 1): it keeps the whole table within about six hours on the 2-core machine. Every method of a
+# row has the same budget; the tables print each run's tokens.
+ROW_STEPS = {"cpu": {(8, 8, 8): 200, (4, 4, 8): 200}}
+
+
 def lm_student(preset: str, method: str, bits: tuple[int, int, int] = (2, 2, 8), dataset: str = "ptb",
                tag: str = "", **overrides) -> TrainConfig:
     base = lm_base(preset, dataset)
+    if tuple(bits) in ROW_STEPS.get(preset, {}):
+        base["max_steps"] = ROW_STEPS[preset][tuple(bits)]
     w, e, a = bits
     name = f"{dataset}-{base['model']}-{method}-{w}{e}{a}{('-' + tag) if tag else ''}-{preset}"
     teacher = lm_teacher(preset, dataset)
@@ -138,7 +148,7 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
     """Named grids: ``lm-table`` (Table 1 PTB column: teacher + 4 methods x 3 settings), ``lm-ablations``
     (Tables 4/7, Fig. 7 at 2-2-8), ``lm-xtc`` (XTC's recipe on the generative model), ``lm-gamma-init`` (QuantGPT
     at 8 and 4 bits with gamma started at ``GAMMA_INIT``), ``lm-seeds`` (QuantGPT 2-2-8 with seeds 1 and 2),
-    ``xtc[-task]`` (XTC on GLUE)."""
+    ``xtc[-task]`` (XTC on GLUE), ``dialogue-table`` and ``xsum-table`` (the other two tasks: ``task_grids``)."""
     if name == "lm-table":
         return [lm_teacher(preset), lm_control(preset)] + [lm_student(preset, m, b) for b in reversed(LM_SETTINGS)
                                                            for m in LM_METHODS]
@@ -174,14 +184,17 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
         return [lm_student(preset, m, tag=f"seed{s}" if s else "", seed=s) for m in ("mds", "laq") for s in (0, 1, 2)]
     if name.startswith("xtc"):  # xtc or xtc-<glue task>
         return xtc_grid(preset, name.split("-", 1)[1] if "-" in name else "sst2")
+    from .task_grids import TASK_GRIDS, task_grid
+    if name in TASK_GRIDS:  # next-utterance prediction and summarization
+        return task_grid(name, preset)
     raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-lr, lm-ablations, lm-xtc, lm-gamma-init, lm-seeds, "
-                     f"xtc[-<glue task>]")
+                     f"xtc[-<glue task>], {', '.join(TASK_GRIDS)}")
 
 
 def run_key(cfg: TrainConfig) -> str:
     """A run's short name inside its grid: "teacher", "control", or method, bits and tag ("mds-228-dist-only")."""
     name = Path(cfg.out_dir).name.removesuffix(f"-{cfg.preset}")
-    name = name.split(f"-{cfg.model}-", 1)[-1]
+    name = name.split(f"-{cfg.model.split('/')[-1]}-", 1)[-1]
     return {"fp": "teacher", "fp-323232-control": "control"}.get(name, name.replace("fp-323232-", ""))
 
 
@@ -197,38 +210,17 @@ def runs(name: str, preset: str) -> dict[str, TrainConfig]:
     return out
 
 
-def paper_task_grid(task: str) -> list[TrainConfig]:
-    """The paper's settings for next-utterance prediction (``mc``: double-head GPT-2 on Persona-Chat) and
-    summarization (BART-base on XSum): the teacher, then the four methods at 2-2-8 distilled from it."""
-    if task == "mc":
-        base = dict(task="mc", model="gpt2", dataset="personachat", seq_len=512, batch_size=16, epochs=2,
-                    num_negatives=32, preset="paper")
-    elif task == "summarization":
-        base = dict(task="summarization", model="facebook/bart-base", dataset="xsum", seq_len=512, source_len=512,
-                    target_len=64, batch_size=16, grad_accum=8, epochs=8, lr=2e-4, num_negatives=32, preset="paper")
-    else:
-        raise ValueError(f"no paper grid for task {task!r}: 'mc' or 'summarization'")
-    name = f"{base['dataset']}-{base['model'].split('/')[-1]}"
-    teacher = TrainConfig(**base, method="fp", out_dir=str(RUNS / f"{name}-fp-paper"))
-    return [teacher] + [TrainConfig(**base, method=m, w_bits=2, teacher=teacher.out_dir,
-                                    out_dir=str(RUNS / f"{name}-{m}-228-paper")) for m in LM_METHODS]
-
-
-def figure_module(model: str) -> str:
-    """Fig. 4's module: an attention output projection (SmolLM2 layer 4; layer 1 of the tiny test model)."""
-    return FIGURE_MODULE.get(model, "model.layers.1.self_attn.o_proj")
-
-
 def result_path(cfg: TrainConfig) -> Path:
     return RESULTS / cfg.task / f"{Path(cfg.out_dir).name}.json"
 
 
-def _same(a: dict, b: dict) -> bool:
-    """Equal configs, up to fields that do not change the computation; a field missing from an older file counts
-    as its default (so adding a field does not orphan earlier results)."""
+def _same(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> bool:
+    """Equal configs, up to fields that do not change the computation (and ``ignore``); a field missing from an
+    older file counts as its default (so adding a field does not orphan earlier results)."""
     d = asdict(TrainConfig())
     norm = (lambda x: list(x) if isinstance(x, tuple) else x)
-    return all(norm(a.get(k, d.get(k))) == norm(b.get(k, d.get(k))) for k in set(a) | set(b) if k not in VOLATILE)
+    skip = set(VOLATILE) | set(ignore)
+    return all(norm(a.get(k, d.get(k))) == norm(b.get(k, d.get(k))) for k in set(a) | set(b) if k not in skip)
 
 
 def load_result(cfg: TrainConfig) -> dict | None:
@@ -260,11 +252,14 @@ def _ensure_dependencies(cfg: TrainConfig, progress: bool) -> None:
 
 
 def _recipe_for(out_dir: str, cfg: TrainConfig) -> TrainConfig | None:
-    candidates = [lm_teacher(cfg.preset, cfg.dataset)]
+    from .task_grids import TASK_GRIDS, task_teacher
+    candidates = []
     if cfg.task == "lm":
-        candidates += lm_xtc_grid(cfg.preset, cfg.dataset)
+        candidates += [lm_teacher(cfg.preset, cfg.dataset)] + lm_xtc_grid(cfg.preset, cfg.dataset)
     if cfg.task == "classification":
         candidates += xtc_grid(cfg.preset, cfg.dataset)
+    if cfg.task in ("mc", "summarization", "summarization-lm"):
+        candidates += [task_teacher(name, cfg.preset) for name in TASK_GRIDS]
     return next((c for c in candidates if c.out_dir == out_dir), None)
 
 
@@ -301,130 +296,6 @@ def trained_model(cfg: TrainConfig, device: str = "cpu", run_missing: bool = Tru
     return load_trained_student(cfg, load_tokenizer(cfg.model), ckpt).to(device)
 
 
-# zero-shot test sets are large next to a CPU run (WikiText-2 test is 3x PTB's): the cpu preset reads a prefix
-TRANSFER_TOKENS = {"smoke": 256, "cpu": 40960, "gpu": None, "paper": None}
-# the prompts of the side-by-side generated text (the paper's Sec. 4.4); PTB-style: lower case, no punctuation
-SAMPLE_PROMPTS = ("the company said it expects", "stock prices fell sharply after",
-                  "the new york stock exchange", "in an interview the president said")
-SAMPLE_TOKENS = 20
-# Fig. 4's module: an attention output projection (SmolLM2 layer 4; layer 1 of the tiny test model)
-FIGURE_MODULE = {"smollm2-135m": "model.layers.4.self_attn.o_proj"}
-FIGURE_SENTENCE = (32, 3)  # Fig. 3: block 3 of the test split in blocks of 32 tokens
-
-
-def step0_path(cfg: TrainConfig) -> Path:
-    return RESULTS / cfg.task / "step0" / f"{Path(cfg.out_dir).name}.json"
-
-
-def step0_eval(cfg: TrainConfig, progress: bool = True, run_missing: bool = True) -> dict | None:
-    """Validation PPL of the student of ``cfg`` before its first update (what the quantizer alone costs), on the
-    run's own validation subset and evaluation batch, saved under ``results/<task>/step0/``. The same number is
-    the first point of the run's learning curve once it has run; this file exists without the run."""
-    from .models import load_tokenizer
-    from .students import build_models
-    from .tasks import make_task
-
-    def compute(device):
-        _ensure_dependencies(cfg, progress)
-        tokenizer = load_tokenizer(cfg.model)
-        student = build_models(cfg, tokenizer)[1].to(device)
-        return make_task(replace(cfg, progress=progress), tokenizer).evaluate(student, device, final=False)
-    key = {"eval_tokens": cfg.eval_tokens, "eval_context": cfg.eval_context, "eval_batch_size": cfg.eval_batch_size}
-    return _cached_eval(cfg, step0_path(cfg), key, compute, run_missing)
-
-
-def transfer_path(cfg: TrainConfig, dataset: str) -> Path:
-    return RESULTS / cfg.task / "transfer" / f"{Path(cfg.out_dir).name}-{dataset}.json"
-
-
-def samples_path(cfg: TrainConfig) -> Path:
-    return RESULTS / cfg.task / "samples" / f"{Path(cfg.out_dir).name}.json"
-
-
-def figures_path(cfg: TrainConfig) -> Path:
-    return RESULTS / cfg.task / "figures" / f"{Path(cfg.out_dir).name}.json"
-
-
-def _cached_eval(cfg: TrainConfig, path: Path, key: dict, compute, run_missing: bool) -> dict | None:
-    """An evaluation saved to ``path`` with ``key`` (what it was asked for), loaded when a file for exactly this
-    config and key exists; ``compute(device)`` makes it otherwise. Run weights are gone on a fresh clone, so such
-    files are committed like result files. ``run_missing=False``: None when absent (nothing is computed)."""
-    if path.is_file():
-        res = json.loads(path.read_text())
-        if _same(res["config"], asdict(cfg)) and all(res.get(k) == v for k, v in key.items()):
-            return res
-    if not run_missing:
-        return None
-    t0, device = time.time(), resolve_device(cfg.device)
-    res = {"config": asdict(cfg), **key, **compute(device), **provenance(device, cfg.dtype),
-           "wall_time_s": time.time() - t0}
-    write_json(path, res)
-    return res
-
-
-def _after_run(cfg: TrainConfig, path: Path, key: dict, compute, progress: bool, run_missing: bool) -> dict | None:
-    """An evaluation of a finished run's model (trained first when its result is missing)."""
-    def with_model(device):
-        if load_result(cfg) is None:
-            run(cfg, progress=progress)
-        return compute(trained_model(cfg, device=str(device)), device)
-    return _cached_eval(cfg, path, key, with_model, run_missing)
-
-
-def transfer_eval(cfg: TrainConfig, dataset: str = "wikitext2", progress: bool = True,
-                  run_missing: bool = True) -> dict | None:
-    """Zero-shot test perplexity of the trained model of ``cfg`` on another corpus (the paper's WikiText-2 column
-    without WikiText-2 training, whose train split is not offline), saved under ``results/<task>/transfer/``."""
-    from . import data as D
-    from . import evaluate as E
-    from .models import load_tokenizer
-
-    tokens = TRANSFER_TOKENS[cfg.preset]
-
-    def compute(model, device):
-        blocks = D.lm_blocks(dataset, "test", load_tokenizer(cfg.model), cfg.eval_context, tokens)
-        ppl = E.perplexity(model, blocks, cfg.eval_batch_size, device, f"{dataset} ppl", progress)
-        return {"tokens_read": blocks.numel(), "test_ppl": ppl}
-    return _after_run(cfg, transfer_path(cfg, dataset), {"dataset": dataset, "test_tokens": tokens}, compute,
-                      progress, run_missing)
-
-
-def text_samples(cfg: TrainConfig, prompts: tuple[str, ...] = SAMPLE_PROMPTS, max_new_tokens: int = SAMPLE_TOKENS,
-                 progress: bool = True, run_missing: bool = True) -> dict | None:
-    """Greedy continuations of ``prompts`` by the trained model of ``cfg`` (the paper's Sec. 4.4 side-by-side
-    samples), saved under ``results/<task>/samples/`` so that the book shows them without the weights."""
-    from . import evaluate as E
-    from .models import load_tokenizer
-
-    def compute(model, device):
-        return {"continuations": E.generate_text(model, load_tokenizer(cfg.model), list(prompts), max_new_tokens,
-                                                 device)}
-    return _after_run(cfg, samples_path(cfg), {"prompts": list(prompts), "max_new_tokens": max_new_tokens},
-                      compute, progress, run_missing)
-
-
-def figure_data(cfg: TrainConfig, top_tokens: int = 500, progress: bool = True,
-                run_missing: bool = True) -> dict | None:
-    """The data of the "why hard" figures (Figs. 2-4: embeddings of the ``top_tokens`` most frequent training
-    tokens, token similarity on one test sentence, one module's weights and clipping range) for the trained model
-    of ``cfg``, saved under ``results/<task>/figures/`` so that the book draws them without the weights."""
-    from . import analysis
-    from . import data as D
-    from .models import load_tokenizer
-
-    module = figure_module(cfg.model)
-    length, block = FIGURE_SENTENCE
-
-    def compute(model, device):
-        tok = load_tokenizer(cfg.model)
-        ids = analysis.most_frequent_tokens(D.lm_blocks(cfg.dataset, "train", tok, cfg.seq_len, cfg.train_tokens),
-                                            top_tokens)
-        sentence = D.lm_blocks(cfg.dataset, "test", tok, length)[block]
-        return {"tokens": ids.tolist(), **analysis.figure_data(model, ids, sentence, module)}
-    key = {"top_tokens": top_tokens, "module": module, "sentence": list(FIGURE_SENTENCE)}
-    return _after_run(cfg, figures_path(cfg), key, compute, progress, run_missing)
-
-
 def status(configs: list[TrainConfig]) -> list[dict]:
     """Which configs have a committed result (for the book's 'not run' rows)."""
     return [{"name": Path(c.out_dir).name, "done": load_result(c) is not None, "command": command(c)}
@@ -446,3 +317,8 @@ def command(cfg: TrainConfig) -> str:
         else:
             args.append(f"{flag} {v}")
     return ("python -m qlib train " + " ".join(args)).replace(str(ROOT) + "/", "")
+
+
+from .cached_evals import (FIGURE_SENTENCE, SAMPLE_PROMPTS, SAMPLE_TOKENS,  # noqa: E402,F401
+                           TRANSFER_TOKENS, figure_data, figure_module, figure_modules, figures_path, samples_path,
+                           step0_eval, step0_path, text_samples, transfer_eval, transfer_path)

@@ -20,7 +20,9 @@ from . import experiments as X
 # what a slot runs, in order: (grid, run names); the teacher comes first through its students' dependency
 QUEUE = (("lm-table", ("teacher", "control", "mds-228", "lsq-228", "laq-228", "pact-228")),
          ("lm-seeds", ("mds-228-seed1", "mds-228-seed2")),
-         ("lm-table", ("mds-448", "lsq-448", "laq-448", "pact-448", "mds-888", "lsq-888", "laq-888", "pact-888")))
+         ("lm-table", ("mds-448", "lsq-448", "laq-448", "pact-448", "mds-888", "lsq-888", "laq-888", "pact-888")),
+         *((g, ("teacher", "control", "mds-228", "lsq-228", "laq-228", "pact-228")) for g in ("xsum-table",
+                                                                                         "dialogue-table")))
 
 
 def _run(cmd: list[str], limit_s: float, log) -> str:
@@ -53,7 +55,7 @@ def pack_results(preset: str, out: Path) -> Path:
 
 def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float = 2.0, gguf: str | None = None,
             queue=QUEUE, margin_s: float = 30.0) -> dict:
-    """Run the slot (module docstring); returns {"bench": state, run name: state, "archive": path}."""
+    """Run the slot (module docstring); returns {"bench": state, "grid/run name": state, "archive": path}."""
     if gguf:
         os.environ["QLIB_SMOLLM2_GGUF"] = str(Path(gguf).resolve())
     deadline = time.time() + 60 * minutes - margin_s
@@ -67,10 +69,9 @@ def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float
         for grid, names in queue:
             for name in names:
                 if X.load_result(X.runs(grid, preset)[name]) is not None:
-                    states[name] = "done before"
+                    states[f"{grid}/{name}"] = "done before"
                     continue
-                only = f"{name}-{preset}" if name != "teacher" else f"-fp-{preset}"
-                cmd = [sys.executable, "-m", "qlib", "grid", grid, "--preset", preset, f"--only={only}"]
-                states[name] = _run(cmd, deadline - time.time(), log)
+                cmd = [sys.executable, "-m", "qlib", "grid", grid, "--preset", preset, f"--only={name}"]
+                states[f"{grid}/{name}"] = _run(cmd, deadline - time.time(), log)
     states["archive"] = str(pack_results(preset, out))
     return states

@@ -34,17 +34,50 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
+class _SoftCrossEntropy(torch.autograd.Function):
+    """sum_i w_i * (-sum_v p_teacher(v) log p_student(v)) over rows i of [N, V] logits, computed ``chunk`` rows at a
+    time in fp32. Backward, written out: d/ds_i = w_i * (softmax(s_i) - p_teacher,i), computed in the forward chunk
+    by chunk and kept as the one full-size tensor (in the logits' dtype), so no fp32 [N, V] copy of the logits,
+    probabilities or log-probabilities outlives its chunk."""
+
+    @staticmethod
+    def forward(ctx, student, teacher, weights, chunk):
+        grad = torch.empty_like(student)
+        loss = torch.zeros((), dtype=torch.float32, device=student.device)
+        for i in range(0, student.shape[0], chunk):
+            s, t, w = student[i:i + chunk].float(), teacher[i:i + chunk].float(), weights[i:i + chunk, None]
+            p_t, logp_s = torch.softmax(t, dim=-1), torch.log_softmax(s, dim=-1)
+            loss += (w[:, 0] * -(p_t * logp_s).sum(-1)).sum()
+            grad[i:i + chunk] = logp_s.exp_().sub_(p_t).mul_(w)
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return grad * g.to(grad.dtype), None, None, None
+
+
+KD_CHUNK_ROWS = 256  # rows of the [N, V] logits per chunk: 48 MiB of fp32 at SmolLM2's 49,152-token vocabulary
+
+
 def logit_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Soft cross-entropy -sum_v p_teacher(v) log p_student(v) (Eq. 4), averaged over non-padding tokens."""
+    """Soft cross-entropy -sum_v p_teacher(v) log p_student(v) (Eq. 4), averaged over non-padding tokens (over
+    examples for [N, C] classification logits). Computed in chunks by ``_SoftCrossEntropy``: the same value and
+    gradient as the formula written out, without fp32 copies of the whole [B, T, V] logits."""
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
                          f"{tuple(teacher_logits.shape)}")
-    p_t = torch.softmax(teacher_logits.detach().float(), dim=-1)
-    per_token = -(p_t * torch.log_softmax(student_logits.float(), dim=-1)).sum(-1)
-    if student_logits.dim() == 2:  # [N, C]: classification logits, one per example
-        return per_token.mean()
-    return masked_mean(per_token, attention_mask)
+    V = student_logits.shape[-1]
+    if student_logits.dim() == 2 or attention_mask is None:
+        rows = student_logits.numel() // V
+        weights = torch.full((rows,), 1.0 / rows, device=student_logits.device)
+    else:
+        m = attention_mask.reshape(-1).float()
+        weights = m / m.sum().clamp_min(1.0)
+    return _SoftCrossEntropy.apply(student_logits.reshape(-1, V), teacher_logits.detach().reshape(-1, V), weights,
+                                   KD_CHUNK_ROWS)
 
 
 @torch.no_grad()

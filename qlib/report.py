@@ -11,12 +11,12 @@ import pandas as pd
 
 from . import experiments as X
 from .labels import method_name, run_name
-from .readings import (_ppl, bits_rows, gamma_start_table, gammas, homogeneity_table,  # noqa: F401 - re-exported
-                       key_results, markdown, packed_roundtrip, paper_task_commands, size_table, teacher_test_ppl,
+from .readings import (_ppl, bits_rows, dialogue_example, gamma_start_table, task_claims, gammas, homogeneity_table,  # noqa: F401 - re-exported
+                       key_results, markdown, packed_roundtrip, task_commands, size_table, teacher_test_ppl,
                        why_hard_data)
 
 from .paper import (PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE4_PTB, PAPER_TABLE5,  # noqa: F401 - re-exported
-                    PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
+                    PAPER_TABLE3, PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
 
 VARIANT_NAMES = {"mds-228": "QuantGPT (teacher negatives, memory bank, last layer)",
                  "mds-228-dist-only": "L_dist only", "mds_pact_grad-228-dist-only": "Ours with PACT",
@@ -65,18 +65,20 @@ def seed_band(preset: str) -> float | None:
     return max(spreads)
 
 
-def verdict(lower: float | None, higher: float | None, band: float | None) -> str:
+def verdict(lower: float | None, higher: float | None, band: float | None, absolute: bool = False) -> str:
     """The paper claims ``lower < higher`` (both PPL, or ratios to a teacher). "reproduced" when ours is lower by
-    more than the seed band, "contradicted" when it is higher by more than the band, else "inconclusive"."""
+    more than the band, "contradicted" when it is higher by more than the band, else "inconclusive". The band is
+    relative (the seed band of the LM runs) or, with ``absolute``, in the values' own units (the bootstrap spread
+    of a comparison on the other tasks' test examples)."""
     if lower is None or higher is None:
         return "not run"
     if band is None:
         return "inconclusive (seed band not measured yet)"
-    if lower * (1 + band) < higher:
+    if (lower + band if absolute else lower * (1 + band)) < higher:
         return "reproduced"
-    if lower > higher * (1 + band):
+    if (lower > higher + band) if absolute else (lower > higher * (1 + band)):
         return "contradicted"
-    return "inconclusive (inside the seed band)"
+    return "inconclusive (inside the " + ("test-set spread)" if absolute else "seed band)")
 
 
 def claims(preset: str) -> pd.DataFrame:
@@ -165,6 +167,71 @@ def curves(preset: str, bits: str = "228") -> dict[str, list[tuple[int, float]]]
         if res is not None:
             out[run_name(configs[key])] = [(p["tokens"], p["valid_ppl"]) for p in res["curve"]]
     return out
+
+
+# the other two tasks: what each grid reports, and the paper's columns beside it
+TASK_METRICS = {"dialogue-table": (("valid_mc_acc", "valid hits@1 (%)"), ("test_mc_acc", "test hits@1 (%)")),
+                "xsum-table": (("test_rouge1", "R1"), ("test_rouge2", "R2"), ("test_rougeL", "RL"))}
+TASK_CURVE = {"dialogue-table": ("valid_mc_acc", "validation hits@1 (%)", False),
+              "xsum-table": ("valid_ppl", "validation summary PPL", True)}
+
+
+def _paper_task_row(grid: str, key: str, cfg) -> dict:
+    table = PAPER_TABLE1 if grid == "dialogue-table" else PAPER_TABLE3
+    paper = None if key == "control" else table.get((cfg.method, cfg.label))  # the paper has no control
+    if grid == "dialogue-table":
+        return {"paper (GPT-2, Persona-Chat valid): hits@1 (%)": paper[4] if paper else None}
+    return {f"paper (BART-base, XSum test): {m}": paper[i] if paper else None for i, m in enumerate(("R1", "R2", "RL"), 1)}
+
+
+def task_table(grid: str, preset: str) -> pd.DataFrame:
+    """Table 1's last column (``dialogue-table``) or Table 3 (``xsum-table``) with the offline stand-ins: the
+    teacher, the control and the four methods at 2-2-8, ours beside the paper's (always labelled as the paper's)."""
+    rows = []
+    for key, cfg in X.runs(grid, preset).items():
+        res = X.load_result(cfg)
+        row = {"run": run_name(cfg)}
+        for metric, label in TASK_METRICS[grid]:
+            row[f"ours: {label}"] = round(res["metrics"][metric], 2) if res else "not run"
+        if res:
+            row.update({"ours: examples seen": f"{res['steps'] * res['effective_batch']:,}", "ours: on": device_label(res)})
+        rows.append({**row, **_paper_task_row(grid, key, cfg)})
+    return pd.DataFrame(rows)
+
+
+def task_curves(grid: str, preset: str) -> dict[str, list[tuple[int, float]]]:
+    """The learning curves (training examples, the grid's validation metric) of the teacher, the control and the
+    four methods, by display name, for the runs that exist."""
+    metric = TASK_CURVE[grid][0]
+    out = {}
+    for cfg in X.runs(grid, preset).values():
+        res = X.load_result(cfg)
+        if res is not None:
+            out[run_name(cfg)] = [(p["step"] * res["effective_batch"], p[metric]) for p in res["curve"]]
+    return out
+
+
+def task_curve_plot(grid: str, preset: str, title: str = ""):
+    """``plots.learning_curves`` of ``task_curves`` with the grid's metric on the y axis."""
+    from .plots import learning_curves
+
+    _, ylabel, logy = TASK_CURVE[grid]
+    return learning_curves(task_curves(grid, preset), title=title, ylabel=ylabel, xlabel="training examples",
+                           logy=logy)
+
+
+def generated_summaries(preset: str, articles: int = 2) -> pd.DataFrame:
+    """The paper's Table 10 with the stand-in: the summaries each run of ``xsum-table`` generated for the first
+    test articles, beside the reference."""
+    rows = []
+    for cfg in X.runs("xsum-table", preset).values():
+        res = X.load_result(cfg)
+        for i, ex in enumerate(res["metrics"]["examples"][:articles] if res else []):
+            rows.append({"article": i + 1, "run": run_name(cfg), "summary": ex["generated"]})
+    refs = X.load_result(X.runs("xsum-table", preset)["teacher"])
+    for i, ex in enumerate(refs["metrics"]["examples"][:articles] if refs else []):
+        rows.append({"article": i + 1, "run": "reference (XSum)", "summary": ex["reference"]})
+    return pd.DataFrame(rows, columns=["article", "run", "summary"]).sort_values(["article"], kind="stable")
 
 
 def lr_sweep_table(preset: str) -> pd.DataFrame:
@@ -331,7 +398,7 @@ def not_run(preset: str, *grids: str, after: str | None = None) -> None:
         for key, cfg in X.runs(name, preset).items():
             wanted = after in (None, "step0") or key == "teacher" or key.endswith("-228")
             if wanted and check(cfg) is None:
-                missing.append(f"  python -m qlib grid {name} --preset {preset} --only {Path(cfg.out_dir).name}{flag}")
+                missing.append(f"  python -m qlib grid {name} --preset {preset} --only {key}{flag}")
     print("every run here has a committed result" if not missing else
           f"not run ({len(missing)}):\n" + "\n".join(missing))
 
@@ -341,11 +408,16 @@ def bench_table() -> pd.DataFrame:
     rows = []
     for path in sorted((X.RESULTS / "bench").glob("*.json")):
         b = json.loads(path.read_text())
+        others = b.get("others_busy_cores") or {}
+        # how idle the machine was: other work's cores measured before each phase (older files: the load average)
+        idle = f"others used <= {max(others.values()):.2f} cores" if others and None not in others.values() else \
+            f"load {b.get('load_avg', '?')}"
         for phase, v in b["phases"].items():
             rows.append({"setting": f"{b['model']} W{b['w_bits']}, {b['batch_size']} x {b['seq_len']}, "
-                                    f"{b['device']} {v.get('dtype', '')}, load {b.get('load_avg', '?')}",
+                                    f"{b['device']} {v.get('dtype', '')}, {idle}" + (" (BUSY)" if b["busy"] else ""),
                          "phase": phase, "s/iter": round(v["sec_per_iter"], 3),
-                         "tokens/s": round(v["tokens_per_s"]), "peak MiB": round(v["peak_mem_mib"])})
+                         "tokens/s": round(v["tokens_per_s"]), "MFU (%)": round(100 * v["mfu"], 1),
+                         "peak MiB": round(v["peak_mem_mib"])})
     rows.append({"setting": "paper (GPT-2 small, V100)", "phase": "L_dist -> L_dist + L_cont",
                  "s/iter": "0.61 -> 0.67", "peak MiB": "14700 -> 14839"})
     if len(rows) == 1:

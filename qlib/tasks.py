@@ -107,17 +107,21 @@ class LMTask(Task):
 
 
 class _ExampleTask(Task):
-    """A task whose splits are lists of examples, turned into batches by ``collate``. ``examples`` may be given
-    directly as {split: [...]} (tests, notebooks); otherwise ``load`` reads each split."""
+    """A task whose splits are lists of examples, turned into batches by ``collate``. ``splits`` names the training
+    split, the validation split (learning curve) and optionally a test split (read at the end). ``examples`` may be
+    given directly as {split: [...]} (tests, notebooks); otherwise ``load`` reads each split, the evaluation splits
+    capped by ``eval_examples`` / ``test_examples``."""
 
     splits = ("train", "valid")
 
     def __init__(self, cfg, tokenizer, examples: dict | None = None):
         super().__init__(cfg, tokenizer)
-        examples = examples or {s: self.load(s) for s in self.splits}
+        caps = (cfg.max_examples, cfg.eval_examples or cfg.max_examples, cfg.test_examples or cfg.max_examples)
+        examples = examples or {s: self.load(s, cap) for s, cap in zip(self.splits, caps)}
         self.train_ex, self.eval_ex = examples[self.splits[0]], examples[self.splits[1]]
+        self.test_ex = examples.get(self.splits[2]) if len(self.splits) > 2 else None
 
-    def load(self, split: str) -> list:
+    def load(self, split: str, limit: int | None) -> list:
         raise NotImplementedError
 
     def collate(self, examples: list) -> dict:
@@ -129,19 +133,31 @@ class _ExampleTask(Task):
     def batch(self, idx):
         return self.collate([self.train_ex[i] for i in idx.tolist()])
 
-    def eval_batches(self):
-        bs = self.cfg.eval_batch_size
-        return [self.collate(self.eval_ex[i:i + bs]) for i in range(0, len(self.eval_ex), bs)]
+    def eval_batches(self, examples: list | None = None):
+        examples, bs = self.eval_ex if examples is None else examples, self.cfg.eval_batch_size
+        return [self.collate(examples[i:i + bs]) for i in range(0, len(examples), bs)]
 
 
 class MCTask(_ExampleTask):
-    """Next-utterance prediction with a double-head model (Persona-Chat): LM head + multiple-choice head."""
+    """Next-utterance prediction with a double-head model (Persona-Chat, or the Chit-Chat stand-in): LM head +
+    multiple-choice head. Training batches hold ``train_candidates`` replies per example (the gold one and the
+    last distractors); evaluation always all ``num_candidates`` (hits@1 = accuracy of the MC head's argmax)."""
 
-    def load(self, split):
-        return D.personachat_dialogs(split, self.cfg.max_examples)
+    splits = ("train", "valid", "test")
 
-    def collate(self, dialogs):
-        return D.personachat_batch(dialogs, self.tokenizer, self.cfg.num_candidates, self.cfg.seq_len)
+    def __init__(self, cfg, tokenizer, examples=None):
+        if cfg.dataset == "personachat":  # the paper reports validation: the hub version has no test split
+            self.splits = ("train", "valid")
+        super().__init__(cfg, tokenizer, examples)
+
+    def load(self, split, limit):
+        return D.dialog_examples(self.cfg.dataset, split, limit)
+
+    def collate(self, dialogs, candidates: int | None = None):
+        return D.personachat_batch(dialogs, self.tokenizer, candidates or self.cfg.num_candidates, self.cfg.seq_len)
+
+    def batch(self, idx):
+        return self.collate([self.train_ex[i] for i in idx.tolist()], self.cfg.train_candidates)
 
     @staticmethod
     def forward(cfg, model, batch, hidden):
@@ -162,7 +178,11 @@ class MCTask(_ExampleTask):
         return logit_distillation(student.out.mc_logits, teacher.out.mc_logits)
 
     def evaluate(self, model, device, final: bool):
-        return {"valid_mc_acc": E.mc_accuracy(model, self.eval_batches(), device, self.cfg.progress)}
+        out = {"valid_mc_acc": E.mc_accuracy(model, self.eval_batches(), device, self.cfg.progress)}
+        if final and self.test_ex is not None:  # per example too: comparisons read their bootstrap spread
+            hits = E.mc_hits(model, self.eval_batches(self.test_ex), device, self.cfg.progress)
+            out.update(test_mc_acc=100.0 * sum(hits) / max(len(hits), 1), test_mc_hits=hits)
+        return out
 
 
 class SummarizationTask(_ExampleTask):
@@ -170,8 +190,8 @@ class SummarizationTask(_ExampleTask):
 
     splits = ("train", "test")
 
-    def load(self, split):
-        return D.xsum_examples(split, self.cfg.max_examples)
+    def load(self, split, limit):
+        return D.xsum_examples(split, limit)
 
     def collate(self, examples):
         return D.summarization_batch(examples, self.tokenizer, self.cfg.source_len, self.cfg.target_len)
@@ -195,17 +215,61 @@ class SummarizationTask(_ExampleTask):
         preds = E.summarize(model, self.tokenizer, [e["document"] for e in self.eval_ex], self.cfg.source_len,
                             self.cfg.target_len, batch_size=self.cfg.eval_batch_size, device=device,
                             progress=self.cfg.progress)
-        scores = E.rouge(preds, [e["summary"] for e in self.eval_ex])
-        return {**{f"test_{k}": v for k, v in scores.items()}, "examples": [
-            {"document": e["document"][:500], "reference": e["summary"], "generated": p}
-            for e, p in list(zip(self.eval_ex, preds))[:3]]}
+        return _rouge_and_samples(preds, self.eval_ex, "test")
+
+
+def _rouge_and_samples(preds: list[str], examples: list[dict], split: str, samples: int = 3) -> dict:
+    """ROUGE of ``preds`` against the examples' summaries, with the first few generated summaries (Table 10)."""
+    per = E.rouge_per_example(preds, [e["summary"] for e in examples])
+    scores = {k: sum(v) / max(len(v), 1) for k, v in per.items()}
+    return {**{f"{split}_{k}": v for k, v in scores.items()}, f"{split}_rougeL_per_article": per["rougeL"],
+            "examples": [
+        {"document": e["document"][:500], "reference": e["summary"], "generated": p}
+        for e, p in list(zip(examples, preds))[:samples]]}
+
+
+class SummarizationLMTask(_ExampleTask):
+    """Summarization by a decoder-only LM (the offline stand-in for BART): the article, a prompt, then the summary.
+    The task loss, the distillation and the contrastive loss read the summary's positions only (as BART's
+    decoder); the learning curve is the summary's perplexity given the article on the validation part; the end
+    adds beam search (beam 6, length penalty 1, the paper's) and ROUGE on the test part."""
+
+    splits = ("train", "valid", "test")
+
+    def load(self, split, limit):
+        return D.summarization_examples(self.cfg.dataset, split, limit)
+
+    def collate(self, examples):
+        return D.summarization_lm_batch(examples, self.tokenizer, self.cfg.source_len, self.cfg.target_len)
+
+    @staticmethod
+    def forward(cfg, model, batch, hidden):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    output_hidden_states=hidden)
+        return Outputs(out, out.logits, batch["summary_mask"], out.hidden_states if hidden else None,
+                       batch["input_ids"])
+
+    @staticmethod
+    def task_loss(outputs, batch):
+        return _token_cross_entropy(outputs.logits, batch["labels"])
+
+    def evaluate(self, model, device, final: bool):
+        cfg = self.cfg
+        out = {"valid_ppl": E.label_perplexity(model, self.eval_batches(), device, "summary ppl", cfg.progress,
+                                               cfg.dtype)}
+        if final:
+            prompts = D.summarization_prompts(self.test_ex, self.tokenizer, cfg.source_len)
+            preds = E.summarize_lm(model, self.tokenizer, prompts, cfg.target_len, batch_size=cfg.eval_batch_size,
+                                   device=device, progress=cfg.progress)
+            out.update(_rouge_and_samples(preds, self.test_ex, "test"))
+        return out
 
 
 class ClassificationTask(_ExampleTask):
     """GLUE sentence(-pair) classification or regression (XTC)."""
 
-    def load(self, split):
-        return D.glue_examples(self.cfg.dataset, split, self.cfg.max_examples)
+    def load(self, split, limit):
+        return D.glue_examples(self.cfg.dataset, split, limit)
 
     def collate(self, examples):
         return D.classification_batch(examples, self.tokenizer, self.cfg.seq_len)
@@ -235,7 +299,7 @@ class ClassificationTask(_ExampleTask):
 
 
 TASKS: dict[str, type[Task]] = {"lm": LMTask, "mc": MCTask, "summarization": SummarizationTask,
-                                "classification": ClassificationTask}
+                                "summarization-lm": SummarizationLMTask, "classification": ClassificationTask}
 
 
 def make_task(cfg, tokenizer, data=None) -> Task:

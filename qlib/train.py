@@ -6,7 +6,8 @@ initialised from the teacher, with the method's losses.
 Checkpoints (model, optimizer, scheduler, memory bank, RNG states, step) are written atomically every
 ``save_every`` steps; ``resume=True`` continues a killed run so that it ends exactly where an uninterrupted run ends
 (the data order is a pure function of seed and epoch). A NaN/inf loss stops the run with ``NonFiniteLossError`` and
-leaves the last good checkpoint in place. Validation is evaluated at step 0 (before any update), at log-spaced
+leaves the last good checkpoint in place (the loss is checked on the device, read every 10 steps and before every
+checkpoint and evaluation: no host sync per step). Validation is evaluated at step 0 (before any update), at log-spaced
 steps of the budget and at the end: the learning curve of the result file.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .models import load_tokenizer
 from .modules import quantizer_parameters
 from .packing import size_mb
 from .quant import bind_laq_hessians
-from .runtime import (atomic_torch_save, autocast, load_checkpoint, provenance, resolve_device, rng_state,
+from .runtime import (adamw, atomic_torch_save, autocast, load_checkpoint, provenance, resolve_device, rng_state,
                       seed_everything, set_rng_state, write_json)
 from .students import build_models, save_weights
 from .tasks import TASKS, make_task
@@ -56,6 +57,7 @@ class Run:
     total_steps: int
     step: int = 0
     history: list = field(default_factory=list)
+    first_bad: torch.Tensor | None = None  # the first step with a NaN/inf loss since the last check (on the device)
 
     @property
     def out_dir(self) -> Path:
@@ -99,7 +101,7 @@ def setup(cfg: TrainConfig, data=None) -> Run:
     groups = [{"params": backbone, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
     if qparams:
         groups.append({"params": qparams, "lr": cfg.quant_lr, "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups)
+    optimizer = adamw(groups, device)
     steps_per_epoch = max(len(task) // (cfg.batch_size * world * cfg.grad_accum), 1)
     total = cfg.max_steps or max(int(round(cfg.epochs * steps_per_epoch)), 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total))
@@ -184,11 +186,7 @@ def train_step(run: Run) -> tuple[torch.Tensor, dict]:
         sync = world == 1 or micro == cfg.grad_accum - 1  # DDP all-reduces on the last micro-batch only
         with autocast(device, cfg.dtype), (contextlib.nullcontext() if sync else run.forward_model.no_sync()):
             loss, parts = compute_loss(cfg, run.forward_model, run.teacher, run.heads, run.contrast, batch, want_kl)
-            finite = torch.isfinite(loss) if world == 1 else dist.mean_scalar(torch.isfinite(loss).float()) == 1
-            if not finite:
-                ckpt = run.out_dir / "checkpoint.pt"
-                raise NonFiniteLossError(f"loss is {loss.item()} at step {run.step}; stopped. The last good "
-                                         f"checkpoint is {ckpt if ckpt.exists() else 'none yet'}")
+            _note_nonfinite(run, loss)
             (loss / cfg.grad_accum).backward()
     if run.heads is not None:
         dist.all_reduce_grads(run.heads.parameters())  # the heads live outside the DDP module
@@ -200,6 +198,33 @@ def train_step(run: Run) -> tuple[torch.Tensor, dict]:
         run.contrast.update_memory(*dist.gather_rows(*run.contrast.take_pending()))
     run.step += 1
     return loss, parts
+
+
+NO_BAD_STEP = 2 ** 62
+
+
+def _note_nonfinite(run: Run, loss: torch.Tensor) -> None:
+    """Remember the first step whose loss is NaN/inf, on the device: no host sync per step (``check_finite``
+    reads it every few steps and before anything is saved or evaluated)."""
+    if run.first_bad is None:
+        run.first_bad = torch.full((), NO_BAD_STEP, dtype=torch.long, device=loss.device)
+    bad = ~torch.isfinite(loss.detach())
+    run.first_bad = torch.where(bad & (run.first_bad == NO_BAD_STEP), torch.full_like(run.first_bad, run.step),
+                                run.first_bad)
+
+
+def check_finite(run: Run) -> None:
+    """Stop with ``NonFiniteLossError`` if a loss since the last check was NaN/inf (on any rank). It runs before
+    every checkpoint, so the checkpoint on disk is the last good state: resuming re-runs from there."""
+    if run.first_bad is None:
+        return
+    local = run.first_bad.float()
+    if dist.mean_scalar((local < NO_BAD_STEP).float()).item() == 0:
+        return
+    ckpt = run.out_dir / "checkpoint.pt"
+    at = f"step {int(local.item())}" if local.item() < NO_BAD_STEP else "a step of another rank"
+    raise NonFiniteLossError(f"the loss was NaN or inf at {at} (checked at step {run.step}); stopped. The last good "
+                             f"checkpoint is {ckpt if ckpt.exists() else 'none yet'}: resume re-runs from there")
 
 
 def train(cfg: TrainConfig, data=None) -> dict:
@@ -217,21 +242,25 @@ def train(cfg: TrainConfig, data=None) -> dict:
                disable=not (cfg.progress and main), dynamic_ncols=True)
     t_loop, step0 = time.time(), run.step
     while run.step < run.total_steps:
-        try:
-            loss, parts = train_step(run)
-        except NonFiniteLossError:
-            bar.close()
-            raise
+        loss, parts = train_step(run)
         bar.update(1)
-        if run.step % 10 == 0 or run.step == run.total_steps:  # host sync only every few steps
+        evaluate_now = run.step < run.total_steps and (run.step in evaluate_at or
+                                                       (cfg.eval_every and run.step % cfg.eval_every == 0))
+        save_now = run.step % cfg.save_every == 0 and run.step < run.total_steps
+        if run.step % 10 == 0 or run.step == run.total_steps or evaluate_now or save_now:
+            try:
+                check_finite(run)  # host sync only every few steps, and before anything is kept
+            except NonFiniteLossError:
+                bar.close()
+                raise
+        if run.step % 10 == 0 or run.step == run.total_steps:
             tok_s = (run.step - step0) * run.tokens_per_step / (time.time() - t_loop)
             bar.set_postfix(loss=f"{loss.item():.4g}", tok_s=f"{tok_s:.0f}")
             log(run, {"step": run.step, "loss": dist.mean_scalar(loss).item(), "lr": run.scheduler.get_last_lr()[0],
                       **{k: dist.mean_scalar(v).item() for k, v in parts.items()}})
-        if run.step < run.total_steps and (run.step in evaluate_at or
-                                           (cfg.eval_every and run.step % cfg.eval_every == 0)):
+        if evaluate_now:
             evaluate(run)
-        if run.step % cfg.save_every == 0 and run.step < run.total_steps:
+        if save_now:
             save_checkpoint(run)
     bar.close()
     save_checkpoint(run)
@@ -266,9 +295,14 @@ def curve_steps(total_steps: int, points: int) -> set[int]:
 
 
 def learning_curve(history: list[dict]) -> list[dict]:
-    """The validation points of a run's history: [{"step", "tokens", "valid_ppl"}], step 0 first."""
-    return [{"step": h["step"], "tokens": h.get("tokens"), "valid_ppl": h["valid_ppl"]}
-            for h in history if "valid_ppl" in h]
+    """The validation points of a run's history: [{"step", "tokens", <its valid_* metrics>}] ("valid_ppl" for
+    language modeling and summaries, "valid_mc_acc" for next-utterance prediction), step 0 first."""
+    out = []
+    for h in history:
+        valid = {k: v for k, v in h.items() if k.startswith("valid_")}
+        if valid:
+            out.append({"step": h["step"], "tokens": h.get("tokens"), **valid})
+    return out
 
 
 def compute_loss(cfg: TrainConfig, student, teacher, heads, contrast, batch: dict, want_kl: bool = False):

@@ -34,3 +34,9 @@ def test_cpu_busy_cores_sees_a_spinning_process():
         assert cpu_busy_cores(1.0) > 0.5
     finally:
         spinner.kill()
+
+
+def test_profile_names_the_operators_and_the_library_functions_of_a_step():
+    out = bench.profile_phase("tiny-llama", "c_qat_dist_cont", "fp32", batch_size=2, seq_len=16, steps=1,
+                              device="cpu", num_negatives=4)
+    assert "aten::" in out and "losses.py" in out and "quant.py" in out

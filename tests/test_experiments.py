@@ -52,10 +52,15 @@ def test_every_lm_preset_evaluates_at_the_papers_context_and_has_a_control(dirs)
         assert {c.eval_context for c in configs} == {512}, preset
         control = [c for c in configs if c.method == "fp" and c.resolved_loss == "dist"]
         assert len(control) == 1 and control[0].quant_config is not None
-        students = [c for c in configs if c.method != "fp"]
-        # the control trains with the students' loop and budget
-        assert {(c.lr, c.max_steps, c.epochs, c.batch_size) for c in students} == \
-            {(control[0].lr, control[0].max_steps, control[0].epochs, control[0].batch_size)}
+        budget = (lambda c: (c.lr, c.max_steps, c.epochs, c.batch_size))
+        # the control trains with the 2-2-8 students' loop and budget; every method of a row has the same budget
+        rows = {}
+        for c in configs:
+            if c.method != "fp":
+                rows.setdefault(c.label, set()).add(budget(c))
+        assert all(len(b) == 1 for b in rows.values()) and rows["2-2-8"] == {budget(control[0])}, rows
+        if preset == "cpu":  # the 8-8-8 and 4-4-8 rows train for half the 2-2-8 budget (X.ROW_STEPS)
+            assert {b for label in ("8-8-8", "4-4-8") for (_, b, _, _) in rows[label]} == {200}
 
 
 def test_device_label_names_the_gpu_or_cpu():
@@ -112,7 +117,7 @@ def test_transfer_eval_is_saved_and_loaded_not_recomputed(dirs, monkeypatch, cap
     teacher = X.lm_teacher("smoke")
     assert X.transfer_eval(teacher, "wikitext2", run_missing=False) is None
     report.not_run("smoke", "lm-table", after="transfer")
-    assert "--only ptb-tiny-llama-fp-smoke --transfer wikitext2" in capsys.readouterr().out
+    assert "--only teacher --transfer wikitext2" in capsys.readouterr().out
     res = X.transfer_eval(teacher, "wikitext2", progress=False)
     assert res["tokens_read"] == X.TRANSFER_TOKENS["smoke"] and res["test_ppl"] > 1
     assert X.transfer_path(teacher, "wikitext2").is_file()
@@ -170,7 +175,7 @@ def test_text_samples_are_saved_shown_and_not_regenerated(dirs, monkeypatch, cap
     assert X.text_samples(teacher, run_missing=False) is None
     assert list(report.samples_table("smoke")["teacher"]) == ["not run"] * len(X.SAMPLE_PROMPTS)
     report.not_run("smoke", "lm-table", after="samples")
-    assert "--only ptb-tiny-llama-fp-smoke --samples" in capsys.readouterr().out
+    assert "--only teacher --samples" in capsys.readouterr().out
     res = X.text_samples(teacher, prompts=("the company", "stock prices"), max_new_tokens=3, progress=False)
     assert len(res["continuations"]) == 2 and all(isinstance(c, str) for c in res["continuations"])
     assert X.samples_path(teacher).is_file()
@@ -196,7 +201,7 @@ def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
     offline_data()
     teacher, student = X.lm_teacher("smoke"), X.lm_student("smoke", "mds")
     report.not_run("smoke", "lm-table", after="figures")
-    assert "--only ptb-tiny-llama-mds-228-smoke --figures" in capsys.readouterr().out
+    assert "--only mds-228 --figures" in capsys.readouterr().out
     t, s = X.figure_data(teacher, top_tokens=40, progress=False), X.figure_data(student, top_tokens=40, progress=False)
     assert X.figure_data(student, top_tokens=40, run_missing=False)["tsne"] == s["tsne"]
     assert X.figure_data(student, top_tokens=41, run_missing=False) is None
@@ -204,8 +209,13 @@ def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
     n = X.FIGURE_SENTENCE[0]
     sim = torch.tensor(s["token_similarity"])
     assert sim.shape == (n, n) and torch.allclose(sim.diagonal(), torch.ones(n), atol=1e-4)
-    assert t["clip"] is None and s["clip"]["pos"] > 0 and s["clip"]["neg"] == -s["clip"]["pos"]
-    h = t["weight_hist"]
+    assert list(s["modules"]) == list(X.figure_modules("tiny-llama"))  # the paper's two modules
+    for module in X.figure_modules("tiny-llama"):
+        clip = s["modules"][module]["clip"]
+        assert t["modules"][module]["clip"] is None and clip["pos"] > 0 and clip["neg"] == -clip["pos"]
+    first = X.figure_module("tiny-llama")
+    s_clip = s["modules"][first]["clip"]
+    h = t["modules"][first]["weight_hist"]
     widths = np.diff(h["edges"])
     assert abs(float((np.asarray(h["density"]) * widths).sum()) + h["outside"] - 1) < 1e-6
     data = report.why_hard_data("smoke", top_tokens=40)
@@ -216,8 +226,9 @@ def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
     assert table.loc["teacher", "embeddings: mean cos"] == t["embedding_mean_cos"]
     off = sim[~torch.eye(n, dtype=torch.bool)]
     assert table.loc["QuantGPT 2-2-8", "last hidden states: mean cos"] == pytest.approx(off.mean().item())
-    assert table.loc["teacher"].iloc[-1] == "-"
-    assert table.loc["QuantGPT 2-2-8"].iloc[-1] == f"{s['clip']['neg']:.3f} .. {s['clip']['pos']:.3f}"
+    column = f"grid range of {first.removeprefix('model.')}"
+    assert table.loc["teacher", column] == "-"
+    assert table.loc["QuantGPT 2-2-8", column] == f"{s_clip['neg']:.3f} .. {s_clip['pos']:.3f}"
 
 
 def test_weight_histogram_reports_outliers():
@@ -238,3 +249,14 @@ def test_after_run_evaluations_of_a_layer_reduced_run_load_its_weights(dirs):
     model = X.trained_model(binary)
     assert model.config.num_hidden_layers == len(binary.keep_layers) == 1
     assert X.text_samples(binary, max_new_tokens=2, progress=False)["continuations"]
+
+
+def test_only_selects_short_names_exactly_and_folder_names_by_part(dirs):
+    from qlib.__main__ import _selects
+
+    seeds = X.grid("lm-seeds", "cpu")
+    picked = [X.run_key(c) for c in seeds if _selects("mds-228", c, seeds)]
+    assert picked == ["mds-228"]  # not its seeds 1 and 2
+    table = X.grid("lm-table", "cpu")
+    assert [X.run_key(c) for c in table if _selects("228", c, table)] == ["pact-228", "lsq-228", "laq-228", "mds-228"]
+    assert [X.run_key(c) for c in table if _selects("teacher", c, table)] == ["teacher"]

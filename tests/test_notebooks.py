@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "book" / "_tools"))
+import wrap_code_cells as WRAP  # noqa: E402
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXECUTED = sorted((ROOT / "book").glob("*.ipynb"))
 
@@ -58,6 +60,17 @@ def test_source_notebook_shape(path):
             assert not c.get("outputs") and not c.get("execution_count"), "source notebooks are stored without outputs"
             assert "sys.path" not in "".join(c["source"])
             assert not _logic(c["source"]), f"no logic in notebooks: {_logic(c['source'])} in {c['source'][:80]!r}"
+            if "remove-cell" not in c.get("metadata", {}).get("tags", []):  # shown: must fit the page's width
+                long = [x for x in "".join(c["source"]).splitlines() if len(x) > WRAP.WIDTH]
+                assert not long, f"code wider than {WRAP.WIDTH} characters (book/_tools/wrap_code_cells.py): {long[0]}"
+
+
+def test_the_code_wrapper_keeps_what_a_cell_does():
+    src = ('report.show(report.task_table("dialogue-table", preset), "Table 5.2: a caption long enough to pass '
+           'the width of a page by a good margin, preset " + preset + ") and more words after it to wrap again.")')
+    out = WRAP.wrap(src)
+    assert ast.dump(ast.parse(out)) == ast.dump(ast.parse(src)) and out != src
+    assert all(len(x) <= WRAP.WIDTH for x in out.splitlines()) and WRAP.wrap(out) == out
 
 
 @pytest.mark.slow

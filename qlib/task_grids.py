@@ -1,0 +1,80 @@
+"""The grids of the paper's other two tasks: next-utterance prediction (``dialogue-table``, Table 1's last column)
+and summarization (``xsum-table``, Table 3). Each grid is the teacher (the pretrained model fine-tuned with the task
+loss), the full-precision control (the students' loop and distillation loss, no quantization) and the four methods
+at 2-2-8, named as the LM grids are (``teacher``, ``control``, ``mds-228``, ...).
+
+Presets: ``paper`` is the paper's setting (double-head GPT-2 on Persona-Chat; BART-base on XSum), which needs the
+hub. ``smoke``, ``cpu`` and ``gpu`` use the offline stand-ins: the Chit-Chat corpus as a 20-candidate task and
+SmolLM2-135M-Instruct with a double head; the 321 offline XSum articles (221 train / 50 valid / 50 test) and
+SmolLM2 as a decoder-only summarizer (no encoder-decoder with pretrained weights is offline).
+"""
+from __future__ import annotations
+
+from .config import TrainConfig
+from . import experiments as X  # X.RUNS read at call time (tests point it elsewhere)
+
+TASK_GRIDS = ("dialogue-table", "xsum-table")
+
+
+def task_base(name: str, preset: str) -> dict:
+    """The students' settings of grid ``name`` in ``preset`` (the teacher overrides its budget and rate)."""
+    if preset not in X.PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {X.PRESETS}")
+    if name == "dialogue-table":
+        if preset == "paper":  # App. B.3: seq 512, batch 16, 2 epochs, 32 negatives, rates 5e-4 / 1e-3
+            return dict(task="mc", model="gpt2", dataset="personachat", seq_len=512, batch_size=16, epochs=2,
+                        num_negatives=32, lr=5e-4, save_every=200, preset=preset)
+        sizes = {  # (seq_len, batch, steps, train candidates, valid examples (curve), test examples)
+            "smoke": (64, 2, 2, 2, 4, 4), "cpu": (128, 2, 150, 4, 40, 100), "gpu": (256, 8, 500, 4, 300, 1000)}[preset]
+        seq, batch, steps, cands, n_valid, n_test = sizes
+        return dict(task="mc", model="tiny-llama" if preset == "smoke" else "smollm2-135m", dataset="chitchat",
+                    seq_len=seq, batch_size=batch, max_steps=steps, train_candidates=cands, eval_examples=n_valid,
+                    test_examples=n_test, max_examples=64 if preset == "smoke" else None, num_negatives=32 if
+                    preset != "smoke" else 4, curve_points=2 if preset == "smoke" else 4, eval_batch_size=2,
+                    save_every=1 if preset == "smoke" else 25, lr=X.STUDENT_LR[preset], preset=preset)
+    if name == "xsum-table":
+        if preset == "paper":  # App. B.3: source 512, batch 128, 8 epochs, rates 2e-4 / 1e-3, 32 negatives
+            return dict(task="summarization", model="facebook/bart-base", dataset="xsum", seq_len=512, source_len=512,
+                        target_len=64, batch_size=16, grad_accum=8, epochs=8, lr=2e-4, num_negatives=32,
+                        save_every=200, preset=preset)
+        sizes = {"smoke": (64, 16, 2, 2), "cpu": (384, 48, 2, 220), "gpu": (512, 64, 4, 110)}[preset]
+        source, target, batch, steps = sizes  # 2 epochs of the 221 training articles (221 articles overfit fast)
+        return dict(task="summarization-lm", model="tiny-llama" if preset == "smoke" else "smollm2-135m",
+                    dataset="xsum-sample", seq_len=source + target, source_len=source, target_len=target,
+                    batch_size=batch, max_steps=steps, max_examples=4 if preset == "smoke" else None,
+                    num_negatives=32 if preset != "smoke" else 4, curve_points=2 if preset == "smoke" else 5,
+                    eval_batch_size=2, save_every=1 if preset == "smoke" else 25, lr=X.STUDENT_LR[preset],
+                    preset=preset)
+    raise ValueError(f"unknown task grid {name!r}; known: {TASK_GRIDS}")
+
+
+# the teachers' budgets (optimizer steps) and rates: long enough for the fresh multiple-choice head to learn, short
+# enough that 221 articles are not memorised (the summary perplexity on the valid part is the check)
+TEACHER_STEPS = {"dialogue-table": {"smoke": 2, "cpu": 300, "gpu": 1000},
+                 "xsum-table": {"smoke": 2, "cpu": 330, "gpu": 165}}  # xsum: 3 epochs of the 221 articles
+TEACHER_LR = {"smoke": 1e-3, "cpu": 1e-4, "gpu": 1e-4}
+
+
+def _name(base: dict, run: str) -> str:
+    return str(X.RUNS / f"{base['dataset']}-{base['model'].split('/')[-1]}-{run}-{base['preset']}")
+
+
+def task_teacher(name: str, preset: str) -> TrainConfig:
+    base = task_base(name, preset)
+    if preset != "paper":
+        base.update(max_steps=TEACHER_STEPS[name][preset], lr=TEACHER_LR[preset])
+    return TrainConfig(**{**base, "method": "fp", "out_dir": _name(base, "fp")})
+
+
+def task_student(name: str, preset: str, method: str, bits: tuple[int, int, int] = (2, 2, 8), tag: str = "",
+                 **overrides) -> TrainConfig:
+    base, (w, e, a) = task_base(name, preset), bits
+    run = f"{method}-{w}{e}{a}{('-' + tag) if tag else ''}"
+    return TrainConfig(**{**base, "method": method, "w_bits": w, "e_bits": e, "a_bits": a,
+                          "teacher": task_teacher(name, preset).out_dir, "out_dir": _name(base, run), **overrides})
+
+
+def task_grid(name: str, preset: str) -> list[TrainConfig]:
+    """Teacher, control (``fp-323232-control``: no quantization, distillation loss) and the four methods at 2-2-8."""
+    control = task_student(name, preset, "fp", (32, 32, 32), tag="control", loss="dist")
+    return [task_teacher(name, preset), control] + [task_student(name, preset, m) for m in X.LM_METHODS]

@@ -1,0 +1,201 @@
+"""The other two tasks with their offline stand-ins: the Chit-Chat next-utterance builder, the XSum-sample parts,
+the double head on a decoder-only LM, decoder-only summarization, and one tiny end-to-end grid per task."""
+import shlex
+from pathlib import Path
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+import transformers as tf
+
+from qlib import data as D
+from qlib import evaluate as E
+from qlib import experiments as X
+from qlib import models as M
+from qlib.__main__ import _parser
+from qlib.modules import QuantConfig, QuantLinear, quantize_model
+from qlib.train import TrainConfig
+
+from .conftest import offline_data
+
+
+def _chitchat():
+    try:
+        return D.chitchat_conversations()
+    except FileNotFoundError as e:
+        pytest.skip(f"chitchat-dataset is not installed ({e}); `make setup` installs it")
+
+
+def test_chitchat_turns_alternate_and_splits_are_disjoint_by_conversation():
+    convs = _chitchat()
+    assert len(convs) == 3242 and all(len(c["turns"]) >= 4 for c in convs)  # conversations with >= 4 turns
+    ids = {s: {d["conversation"] for d in D.chitchat_dialogs(s, limit=400)} for s in ("train", "valid", "test")}
+    assert not (ids["train"] & ids["valid"]) and not (ids["train"] & ids["test"]) and not (ids["valid"] & ids["test"])
+    assert D.chitchat_dialogs("valid", limit=50) == D.chitchat_dialogs("valid", limit=50)  # deterministic
+
+
+def test_chitchat_examples_have_the_gold_reply_last_and_distractors_from_other_conversations():
+    convs = {c["id"]: c for c in _chitchat()}
+    examples = D.chitchat_dialogs("test")
+    assert 11_000 < len(examples) < 14_000  # about a tenth of the 127k examples
+    split_convs = {d["conversation"] for d in examples}
+    where = {}  # reply text -> the conversations of this split where it is a reply
+    for cid in split_convs:
+        for t in convs[cid]["turns"][1:]:
+            where.setdefault(t, set()).add(cid)
+    for d in examples[:300]:
+        turns = convs[d["conversation"]]["turns"]
+        k = len(d["history"])
+        assert len(d["candidates"]) == 20 and 2 <= k <= 8
+        t = next(i for i in range(2, len(turns)) if list(turns[max(0, i - 8):i]) == d["history"]
+                 and turns[i] == d["candidates"][-1])
+        assert turns[t] == d["candidates"][-1]
+        assert all(where[c] - {d["conversation"]} for c in d["candidates"][:-1])  # each from another conversation
+        assert d["candidates"][-1] not in d["candidates"][:-1]  # never a copy of the gold text
+        assert d["personality"] == ([f"Topic: {convs[d['conversation']]['prompt']}"]
+                                    if convs[d["conversation"]]["prompt"] else [])
+
+
+def test_missing_dialogue_package_is_a_clear_error(monkeypatch):
+    import importlib.util
+    D.chitchat_conversations.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps chitchat-dataset==0.9.0"):
+        D.chitchat_conversations()
+    monkeypatch.undo()
+    D.chitchat_conversations.cache_clear()
+    with pytest.raises(ValueError, match="unknown dialogue dataset"):
+        D.dialog_examples("reddit", "train")
+
+
+def test_xsum_sample_parts_are_fixed_and_disjoint():
+    offline_data()
+    parts = {s: D.summarization_examples("xsum-sample", s) for s in ("train", "valid", "test")}
+    assert {s: len(v) for s, v in parts.items()} == D.XSUM_SAMPLE_PARTS
+    ids = [e["id"] for v in parts.values() for e in v]
+    assert len(set(ids)) == len(ids) == 321
+    assert D.summarization_examples("xsum-sample", "test", limit=5) == parts["test"][:5]
+    with pytest.raises(ValueError, match="unknown summarization dataset"):
+        D.summarization_examples("cnn", "train")
+
+
+def test_decoder_only_summary_batch_labels_the_summary_only():
+    offline_data()
+    tok = M.load_tokenizer("tiny-llama")
+    ex = [{"document": "one two three four five six seven", "summary": "a short one"},
+          {"document": "x " * 50, "summary": "the second summary is longer"}]
+    b = D.summarization_lm_batch(ex, tok, source_len=5, target_len=16)
+    prompt = D.summarization_prompts(ex, tok, source_len=5)
+    for i, p in enumerate(prompt):
+        assert b["input_ids"][i, :len(p)].tolist() == p and len(p) <= 5 + len(tok(D.SUMMARY_PROMPT)["input_ids"])
+        labelled = (b["labels"][i] != -100).nonzero().flatten()
+        assert labelled[0] == len(p)  # the summary starts right after the prompt
+        summary = tok.decode(b["input_ids"][i, labelled], skip_special_tokens=True).strip()
+        assert summary == ex[i]["summary"]
+        # distillation reads the positions that predict the summary: one earlier than the labels
+        assert b["summary_mask"][i].nonzero().flatten().tolist() == (labelled - 1).tolist()
+
+
+def _double_head(vocab=97):
+    torch.manual_seed(0)
+    return M.CausalLMDoubleHeads.from_config(M.tiny_config("tiny-llama", vocab)).eval()
+
+
+def test_double_head_on_a_decoder_only_lm():
+    model = _double_head()
+    ids = torch.randint(3, 97, (2, 3, 9))
+    mc = torch.tensor([[4, 8, 6], [8, 2, 5]])
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), mc_token_ids=mc, output_hidden_states=True)
+    assert out.logits.shape == (2, 3, 9, 97) and out.mc_logits.shape == (2, 3) and out.hidden_states[-1].shape[:3] == ids.shape
+    # the MC score reads the candidate's last token: tokens after it change nothing (causal)
+    ids2 = ids.clone()
+    ids2[0, 0, 5:] = 3
+    out2 = model(input_ids=ids2, attention_mask=torch.ones_like(ids), mc_token_ids=mc)
+    assert torch.allclose(out.mc_logits[0, 0], out2.mc_logits[0, 0], atol=1e-6)
+    ids3 = ids.clone()
+    ids3[0, 0, 0] = 3 if ids[0, 0, 0] != 3 else 4  # a token before it does
+    out3 = model(input_ids=ids3, attention_mask=torch.ones_like(ids), mc_token_ids=mc)
+    assert not torch.allclose(out.mc_logits[0, 0], out3.mc_logits[0, 0], atol=1e-6)
+    # the LM head is the wrapped model's own
+    alone = model.lm(input_ids=ids[1, 2:3]).logits
+    assert torch.allclose(out.logits[1, 2:3], alone, atol=1e-5)
+    with pytest.raises(ValueError, match=r"input_ids \[B, C, L\]"):
+        model(input_ids=ids[0], mc_token_ids=mc)
+
+
+def test_quantized_double_head_quantizes_the_mc_head_too():
+    model = quantize_model(_double_head(), QuantConfig("mds", 2, 2, 8, extra_modules=("multiple_choice_head.summary",)))
+    assert isinstance(model.multiple_choice_head.summary, QuantLinear)
+    assert sum(isinstance(m, QuantLinear) for m in model.modules()) == 2 * 7 + 1  # 7 matrices a layer + MC head
+    cfg = TrainConfig(task="mc", model="tiny-llama", dataset="chitchat", method="mds")
+    assert cfg.quant_config().extra_modules == ("multiple_choice_head.summary",)
+
+
+def test_decoder_only_beam_search_is_the_same_alone_and_left_padded_in_a_batch():
+    offline_data()
+    tok = M.load_tokenizer("tiny-llama")
+    torch.manual_seed(0)
+    model = quantize_model(tf.LlamaForCausalLM(M.tiny_config("tiny-llama", len(tok))), QuantConfig("mds", 4, 4, 8))
+    prompts = [tok("the cat sat on the mat and")["input_ids"], tok("a")["input_ids"]]
+    both = E.summarize_lm(model, tok, prompts, max_new_tokens=6, num_beams=3, batch_size=2, progress=False)
+    alone = [E.summarize_lm(model, tok, [p], max_new_tokens=6, num_beams=3, progress=False)[0] for p in prompts]
+    assert both == alone and all(isinstance(s, str) and s for s in both)
+
+
+def test_task_grid_commands_parse_back_and_name_their_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(X, "RUNS", tmp_path / "runs")
+    for name in ("dialogue-table", "xsum-table"):
+        for preset in ("cpu", "gpu", "paper"):
+            runs = X.runs(name, preset)
+            assert list(runs) == ["teacher", "control", "pact-228", "lsq-228", "laq-228", "mds-228"]
+            teacher = runs["teacher"]
+            assert all(c.teacher == teacher.out_dir for k, c in runs.items() if k != "teacher")
+            for cfg in runs.values():
+                args = vars(_parser().parse_args(shlex.split(X.command(cfg))[3:]))
+                args.pop("command")
+                assert asdict(TrainConfig.from_dict(args)) == asdict(replace(cfg, progress=True))
+        cpu = X.runs(name, "cpu")
+        assert {(c.lr, c.max_steps, c.batch_size) for k, c in cpu.items() if k != "teacher"} == \
+            {(cpu["control"].lr, cpu["control"].max_steps, cpu["control"].batch_size)}
+    with pytest.raises(ValueError, match="train_candidates"):
+        TrainConfig(task="mc", train_candidates=21)
+
+
+@pytest.mark.parametrize("grid,metric", [("dialogue-table", "valid_mc_acc"), ("xsum-table", "valid_ppl")])
+def test_tiny_end_to_end_task_grid(grid, metric, tmp_path, monkeypatch):
+    offline_data()
+    if grid == "dialogue-table":
+        _chitchat()
+    monkeypatch.setattr(X, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(X, "RUNS", tmp_path / "runs")
+    runs = X.runs(grid, "smoke")
+    # a student alone rebuilds its missing teacher, as the printed commands promise
+    res = X.run_grid([replace(runs["mds-228"], progress=False)], progress=False)[0]
+    assert (tmp_path / "runs" / runs["teacher"].out_dir.split("/")[-1] / "model.safetensors").is_file()
+    assert [p["step"] for p in res["curve"]] == [0, 1, 2] and all(metric in p for p in res["curve"])
+    final = res["metrics"]
+    if grid == "dialogue-table":
+        assert 0 <= final["test_mc_acc"] <= 100 and final["valid_mc_acc"] == res["curve"][-1]["valid_mc_acc"]
+    else:
+        assert {"test_rouge1", "test_rouge2", "test_rougeL"} <= set(final) and len(final["examples"]) == 3
+        assert all(isinstance(e["generated"], str) for e in final["examples"])
+    assert X.load_result(runs["mds-228"]) is not None  # committed-result lookup by config
+
+
+def test_task_claims_read_the_bootstrap_spread_of_each_comparison(monkeypatch):
+    from qlib import report
+
+    hits = {"teacher": [1] * 80 + [0] * 20, "control": [1] * 80 + [0] * 20, "mds-228": [1] * 78 + [0] * 22,
+            "laq-228": [1] * 75 + [0] * 25, "lsq-228": [1] * 5 + [0] * 95, "pact-228": None}
+    names = {Path(c.out_dir).name: k for k, c in X.runs("dialogue-table", "cpu").items()}
+
+    def fake(cfg):
+        h = hits[names[Path(cfg.out_dir).name]]
+        return None if h is None else {"metrics": {"test_mc_hits": h}}
+    monkeypatch.setattr(X, "load_result", fake)
+    rows = {r["claim"]: r["verdict"] for r in report.task_claims("dialogue-table", "cpu").to_dict("records")}
+    assert rows["At 2-2-8, QuantGPT scores higher than LSQ."] == "reproduced"  # 78 vs 5: far outside the spread
+    assert rows["At 2-2-8, QuantGPT scores higher than LAQ."].startswith("inconclusive")  # 78 vs 75 of 100
+    assert rows["At 2-2-8, QuantGPT scores higher than PACT."] == "not run"
+    assert report.verdict(5.0, 1.0, 2.0, absolute=True) == "contradicted"
+    assert report.verdict(1.0, 5.0, 2.0, absolute=True) == "reproduced"

@@ -200,10 +200,13 @@ def test_every_page_renders_in_headless_chromium(built_book, tmp_path):
         assert check.bare_images == 0, f"{page.name}: {check.bare_images} figure(s) without a numbered caption"
         assert check.empty_first_th == 0, f"{page.name}: a table shows its index column (empty first header)"
         assert "Traceback (most recent call last)" not in dom, f"{page.name} shows a Python traceback"
+        # a redirect page (index.html) shows its target's DOM: its images are relative to the target's folder
+        redirect = re.search(r'http-equiv="Refresh"[^>]*url=([^"]+)"', page.read_text(), re.I)
+        base = (page.parent / redirect.group(1)).parent if redirect else page.parent
         for src in re.findall(r'<img[^>]+src="([^"]+)"', dom):
             if src.startswith("data:"):
                 continue
-            target = (page.parent / src.split("#")[0]).resolve()
+            target = (base / src.split("#")[0]).resolve()
             assert target.is_file() and target.stat().st_size > 100, f"{page.name}: broken image {src}"
         has_math = "math notranslate" in dom or 'class="math' in dom
         if has_math:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .runtime import data_dir, package_dir
+from .runtime import atomic_torch_save, data_dir, package_dir
 
 LM_DATASETS = {
     # name: {split: offline relative path}, hub (path, config, text field)
@@ -83,10 +83,7 @@ def tokenize_text(text: str, tokenizer, cache: bool = True) -> torch.Tensor:
     ids = [tok for enc in tokenizer(chunks, add_special_tokens=False)["input_ids"] for tok in enc]
     out = torch.tensor(ids, dtype=torch.long)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(out, tmp)
-        tmp.replace(path)
+        atomic_torch_save(out, path)
     return out
 
 

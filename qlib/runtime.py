@@ -118,10 +118,12 @@ def set_rng_state(s: dict) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: Path):
-    """Yield a temporary path beside ``path``; on success it is flushed to disk and renamed over ``path``."""
+    """Yield a temporary path beside ``path``; on success it is flushed to disk and renamed over ``path``. The
+    temporary name is the process's own, so processes writing the same file at once (the ranks of a data-parallel
+    run filling the token cache) never rename each other's half-written files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     yield tmp
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())

@@ -26,7 +26,8 @@ def _torchrun(out_dir, extra=(), popen=False):
         return subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # every rank's traceback: the first one to fail is rarely the last in the output
+    assert proc.returncode == 0, "\n".join(x for x in proc.stderr.splitlines() if "[rank" in x)[-6000:]
     return json.loads((out_dir / "result.json").read_text())
 
 

@@ -205,3 +205,14 @@ def test_cli_help_lists_the_options():
                          check=True).stdout
     for opt in ("--method", "--w-bits", "--num-negatives", "--resume", "--preset", "--teacher"):
         assert opt in out
+
+
+def test_processes_writing_the_same_file_at_once_do_not_share_a_temporary(tmp_path):
+    """The ranks of a data-parallel run fill the token cache at the same moment: each writes its own temporary, so
+    none renames another's half-written file away (the race that crashed a rank in CI)."""
+    import os
+    from qlib.runtime import atomic_path
+    with atomic_path(tmp_path / "same.pt") as tmp:
+        assert str(os.getpid()) in tmp.name and tmp.parent == tmp_path
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "same.pt").read_bytes() == b"x" and not tmp.exists()

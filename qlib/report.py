@@ -52,17 +52,42 @@ def ppl_text(v: float) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def seed_band(preset: str) -> float | None:
-    """The measured run-to-run spread: the largest relative range (max / min - 1) of test PPL over the three seeds
-    of QuantGPT 2-2-8 and of LAQ 2-2-8 (seed 0 is the main run). None until every seed run exists."""
+SEED_METHODS = ("mds", "laq")  # QuantGPT and the paper's best baseline at 2-2-8: the noise yardstick
+
+
+def seed_spreads(preset: str) -> dict[str, float]:
+    """Run-to-run spread per method whose three seeds of 2-2-8 all have results: the relative range of test PPL
+    (max / min - 1) over seeds 0 (the main run), 1 and 2."""
     table, seeds = X.runs("lm-table", preset), X.runs("lm-seeds", preset)
-    spreads = []
-    for method in ("mds", "laq"):
+    spreads = {}
+    for method in SEED_METHODS:
         ppl = [_ppl(table[f"{method}-228"])] + [_ppl(seeds[f"{method}-228-seed{s}"]) for s in (1, 2)]
-        if None in ppl:
-            return None
-        spreads.append(max(ppl) / min(ppl) - 1)
-    return max(spreads)
+        if None not in ppl:
+            spreads[method] = max(ppl) / min(ppl) - 1
+    return spreads
+
+
+def seed_band(preset: str) -> float | None:
+    """The measured run-to-run spread every LM verdict is read against: the largest of ``seed_spreads`` (None
+    until one method has all three seeds; ``seed_band_note`` says which methods it covers)."""
+    spreads = seed_spreads(preset)
+    return max(spreads.values()) if spreads else None
+
+
+def seed_band_note(preset: str) -> str:
+    """One sentence for the book: the band, what it was measured on and what is still missing."""
+    spreads = seed_spreads(preset)
+    if not spreads:
+        return ("**Seed band:** not measured yet (needs three seeds of QuantGPT or LAQ at 2-2-8: "
+                "`python -m qlib grid lm-seeds --preset " + preset + "`); every verdict stays inconclusive.")
+    parts = [f"{method_name(m)} {100 * v:.1f}%" for m, v in spreads.items()]
+    missing = [method_name(m) for m in SEED_METHODS if m not in spreads]
+    text = (f"**Seed band:** {100 * max(spreads.values()):.1f}%, the largest relative range of 2-2-8 test PPL over "
+            f"three seeds ({', '.join(parts)}).")
+    if missing:
+        text += (f" The seeds of {' and '.join(missing)} are not run yet (`python -m qlib grid lm-seeds --preset "
+                 f"{preset}`): the band may still widen, and verdicts near it may move.")
+    return text
 
 
 def verdict(lower: float | None, higher: float | None, band: float | None, absolute: bool = False) -> str:

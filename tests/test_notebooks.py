@@ -1,6 +1,7 @@
 """The notebooks and the book: every notebook runs in the smoke preset; executed copies under book/ are not stale;
 the book builds without warnings; every page renders in headless Chromium."""
 import ast
+import html
 import json
 from html.parser import HTMLParser
 import os
@@ -179,6 +180,59 @@ def _chromium():
     return None
 
 
+# Run in the page after layout: every block of the article (code, outputs, tables, figures, math) whose content is
+# wider than its box (a horizontal scrollbar) or that sticks out of the article's column, at a laptop's window width.
+_OVERFLOW_JS = """
+<script>
+window.addEventListener("load", () => setTimeout(() => {
+  const article = document.querySelector("article") || document.querySelector("main");
+  const right = article.getBoundingClientRect().right;
+  const found = [];
+  const blocks = "pre, table, img, svg, mjx-container[display='true'], .cell_output, .output";
+  for (const el of article.querySelectorAll(blocks)) {
+    const wide = el.scrollWidth > el.clientWidth + 2 && el.clientWidth > 0;
+    const out = el.getBoundingClientRect().right > right + 2;
+    if (wide || out) found.push(`${el.tagName} (${el.scrollWidth} px in ${el.clientWidth}): ` +
+                                (el.innerText || el.getAttribute("src") || "").slice(0, 60));
+  }
+  document.body.setAttribute("data-overflow", JSON.stringify(found));
+}, 3000));
+</script>
+"""
+
+
+def _chromium_dom(browser, page, profile, width=1366):
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync", f"--user-data-dir={profile}", f"--window-size={width},900",
+                           "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=120).stdout
+
+
+def _overflowing_blocks(browser, page, profile) -> list[str]:
+    """The blocks of a rendered page that overflow horizontally (``_OVERFLOW_JS``), measured on a copy of the page
+    beside it (so its relative links still resolve)."""
+    probe = page.with_name("_overflow_probe.html")
+    probe.write_text(page.read_text().replace("</body>", _OVERFLOW_JS + "</body>"))
+    try:
+        dom = _chromium_dom(browser, probe, profile)
+    finally:
+        probe.unlink()
+    found = re.search(r'data-overflow="([^"]*)"', dom)
+    assert found, f"{page.name}: the overflow probe did not run"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_the_overflow_probe_finds_a_wide_block(tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed")
+    page = tmp_path / "page.html"
+    for line, wide in (("x = 1", False), ("x = " + "1" * 400, True)):
+        page.write_text(f"<html><body><article style='width: 600px'><pre>{line}</pre></article></body></html>")
+        assert bool(_overflowing_blocks(browser, page, tmp_path / "profile")) == wide
+
+
 @pytest.mark.slow
 def test_every_page_renders_in_headless_chromium(built_book, tmp_path):
     browser = _chromium()
@@ -189,11 +243,7 @@ def test_every_page_renders_in_headless_chromium(built_book, tmp_path):
     pages = [built_book / "index.html"] + sorted((built_book / "book").glob("*.html"))
     assert len(pages) >= 10
     for page in pages:
-        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                              "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                              "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-                              "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
-                             capture_output=True, text=True, timeout=120).stdout
+        dom = _chromium_dom(browser, page, tmp_path / "profile")
         assert "</html>" in dom, f"{page.name}: no DOM"
         check = _PageCheck()
         check.feed(dom)
@@ -211,3 +261,6 @@ def test_every_page_renders_in_headless_chromium(built_book, tmp_path):
         has_math = "math notranslate" in dom or 'class="math' in dom
         if has_math:
             assert "mjx-container" in dom, f"{page.name}: math was not rendered by MathJax"
+        if not redirect:  # a redirect's target is checked as its own page
+            wide = _overflowing_blocks(browser, page, tmp_path / "profile")
+            assert not wide, f"{page.name}: blocks wider than the column at 1366 px: {wide}"

@@ -209,15 +209,23 @@ def load_model(name: str, task: str = "lm", vocab_size: int | None = None, seed:
                                 f"minilm-l6 or a tiny-* model") from e
 
 
+META_MODELS = {  # the paper's backbones by their shapes: 12-layer ones (Tables 1-3) and 24-layer ones (Table 9)
+    "gpt2-small": ("gpt2", dict()),
+    "gpt2-medium": ("gpt2", dict(n_embd=1024, n_layer=24, n_head=16)),
+    "bart-base": ("bart", dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                               decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072)),
+    "bart-large": ("bart", dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
+                                decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096)),
+}
+
+
 def meta_model(name: str):
-    """GPT-2 small or BART-base with the paper's shapes on the meta device (no weights, no memory): for the size
-    accounting of models whose weights are not offline."""
+    """One of the paper's backbones (``META_MODELS``) with its shapes on the meta device (no weights, no memory):
+    for the size accounting of models whose weights are not offline."""
+    if name not in META_MODELS:
+        raise ValueError(f"no meta model {name!r}; known: {', '.join(META_MODELS)}")
+    family, shape = META_MODELS[name]
     with torch.device("meta"):
-        if name == "gpt2-small":
-            return tf.GPT2LMHeadModel(tf.GPT2Config())
-        if name == "bart-base":
-            return tf.BartForConditionalGeneration(tf.BartConfig(
-                d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-                decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, vocab_size=50265,
-                max_position_embeddings=1024))
-    raise ValueError(f"no meta model {name!r}: 'gpt2-small' or 'bart-base'")
+        if family == "gpt2":
+            return tf.GPT2LMHeadModel(tf.GPT2Config(**shape))
+        return tf.BartForConditionalGeneration(tf.BartConfig(vocab_size=50265, max_position_embeddings=1024, **shape))

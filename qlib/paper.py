@@ -38,7 +38,10 @@ PAPER_XTC_MNLI = [  # XTC's headline numbers (BERT-base, MNLI-m/mm accuracy), fr
     {"model": "6L, 1-bit (XTC)", "MNLI-m/mm": "82.9 / 83.6"},
     {"model": "5L, 2-bit (XTC)", "MNLI-m/mm": "83.3 / 84.1"},
 ]
-PAPER_SIZES = {  # the Size column of Tables 1 and 3 (MB): GPT-2 small and BART-base at fp32 and W 8/4/2 bits
+PAPER_SIZES = {  # the Size columns (MB) of Tables 1-3 (GPT-2 small, BART-base) and of Table 9 (24-layer GPT-2 and
+    # BART-large; Table 9 gives no full-precision size), at fp32 and W 8/4/2 bits
     "gpt2-small": {"fp32": 474.9, 8: 121.4, 4: 62.4, 2: 33.0},
     "bart-base": {"fp32": 532.0, 8: 138.1, 4: 72.4, 2: 39.6},
+    "gpt2-medium": {"fp32": None, 8: 342.5, 4: 174.0, 2: 89.7},
+    "bart-large": {"fp32": None, 8: 394.8, 4: 202.2, 2: 106.0},
 }

@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--only", nargs="*", default=None, help="run only these runs: short names (teacher, control, mds-228: exact) or parts of run folder "
                         "names")
     g.add_argument("--list", action="store_true", help="list the configs, their state and commands; run nothing")
+    g.add_argument("--compile", action="store_true",
+                   help="train with the student compiled (torch.compile; the same results up to kernel rounding)")
     g.add_argument("--transfer", default=None, metavar="DATASET",
                    help="after each run, its zero-shot test PPL on DATASET (e.g. wikitext2), saved under transfer/")
     g.add_argument("--step0", action="store_true",
@@ -67,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--preset", default="gpu")
     s.add_argument("--gguf", default=None, help="SmolLM2-135M-Instruct's GGUF file, when its package is not installed")
-    s.add_argument("--bench-minutes", type=float, default=2.0)
+    s.add_argument("--bench-minutes", type=float, default=3.0)
     return p
 
 
@@ -89,6 +91,8 @@ def _grid(args) -> int:
     from .experiments import figure_data, grid, run_grid, status, step0_eval, text_samples, transfer_eval
 
     configs = grid(args["name"], args["preset"])
+    if args["compile"]:
+        configs = [dataclasses.replace(c, compile=True) for c in configs]
     if args["only"]:
         configs = [c for c in configs if any(_selects(o, c, configs) for o in args["only"])]
     if args["list"]:

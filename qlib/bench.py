@@ -70,9 +70,10 @@ def flops_per_token(model, seq_len: int, phase: str) -> float:
 
 
 def _phase(model: str, phase: str, dtype: str, w_bits: int, batch_size: int, seq_len: int, steps: int,
-           warmup: int, device: str, num_negatives: int) -> dict:
-    """Measure one phase in this process (``main`` runs each in a fresh one)."""
-    dev, step, student, extra = _make_step(model, phase, dtype, w_bits, batch_size, seq_len, device, num_negatives)
+           warmup: int, device: str, num_negatives: int, compiled: bool = False) -> dict:
+    """Measure one phase in this process (``main`` runs each in a fresh one); compilation happens in warm-up."""
+    dev, step, student, extra = _make_step(model, phase, dtype, w_bits, batch_size, seq_len, device, num_negatives,
+                                           compiled)
     for _ in range(warmup):
         step()
     _sync(dev)
@@ -122,8 +123,9 @@ def profile_phase(model: str, phase: str, dtype: str = "fp32", w_bits: int = 2, 
 
 
 def _make_step(model: str, phase: str, dtype: str, w_bits: int, batch_size: int, seq_len: int, device: str,
-               num_negatives: int):
-    """The device, one step of ``phase`` as a closure, the student and its size figures."""
+               num_negatives: int, compiled: bool = False):
+    """The device, one step of ``phase`` as a closure, the student and its size figures. ``compiled``: the student
+    is compiled as ``TrainConfig.compile`` does it."""
     dev = resolve_device(device)
     torch.manual_seed(0)
     method = "fp" if phase == "a_fp_finetune" else "mds"
@@ -142,6 +144,8 @@ def _make_step(model: str, phase: str, dtype: str, w_bits: int, batch_size: int,
         heads = ContrastiveHeads(student.config.hidden_size, cfg.proj_dim).to(dev)
         contrast = TokenContrastiveLoss(len(tokenizer), cfg.proj_dim, cfg.num_negatives).to(dev)
     extra = {"size_mb": size_mb(student)} if method != "fp" else {}
+    if compiled:
+        student.compile()
     if phase.startswith("d_"):
         student.eval()
         if phase == "d_eval_packed":
@@ -190,9 +194,15 @@ def _check_idle(out: dict, phase: str) -> None:
               f"are not the machine's (the JSON says busy: true)", file=sys.stderr)
 
 
+COMPILED_PHASES = ("c_qat_dist_cont",)  # what `--compile` also measures compiled: the step every student takes
+
+
 def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 4, seq_len: int = 128,
-                  steps: int = 5, warmup: int = 2, device: str = "auto", num_negatives: int = 64) -> dict:
-    """Every phase in every dtype, each in a fresh process; figures with MFU against the measured peak."""
+                  steps: int = 5, warmup: int = 2, device: str = "auto", num_negatives: int = 64,
+                  compare_compile: bool = False) -> dict:
+    """Every phase in every dtype, each in a fresh process; figures with MFU against the measured peak. With
+    ``compare_compile`` the phases of ``COMPILED_PHASES`` are measured a second time with the student compiled
+    (key suffix "+compile"), so that a run's ``compile`` setting can follow what wins."""
     dev = resolve_device(device)
     load = os.getloadavg()[0]
     out = {"model": model, "w_bits": w_bits, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
@@ -201,17 +211,20 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
            "peak_flops": {}, "phases": {}}
     for dtype in dtypes_for(dev):
         out["peak_flops"][dtype] = matmul_peak(dev, dtype)
-        for phase in PHASES:
-            _check_idle(out, f"{phase}/{dtype}")
-            args = [model, phase, dtype, w_bits, batch_size, seq_len, steps, warmup, device, num_negatives]
+        runs = [(phase, False) for phase in PHASES]
+        runs += [(phase, True) for phase in COMPILED_PHASES] if compare_compile else []
+        for phase, compiled in runs:
+            key = f"{phase}/{dtype}" + ("+compile" if compiled else "")
+            _check_idle(out, key)
+            args = [model, phase, dtype, w_bits, batch_size, seq_len, steps, warmup, device, num_negatives, compiled]
             code = f"import json, qlib.bench as b; print('RESULT' + json.dumps(b._phase(*{args!r})))"
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
             if proc.returncode != 0 or not line:
-                raise RuntimeError(f"benchmark phase {phase} ({dtype}) failed:\n{proc.stderr[-2000:]}")
+                raise RuntimeError(f"benchmark phase {key} failed:\n{proc.stderr[-2000:]}")
             res = json.loads(line[0][len("RESULT"):])
             res["mfu"] = res["flops_per_token"] * res["tokens_per_s"] / out["peak_flops"][dtype]
-            out["phases"][f"{phase}/{dtype}"] = res
+            out["phases"][key] = res
     first = dtypes_for(dev)[0]
     p = {k.split("/")[0]: v for k, v in out["phases"].items() if k.endswith("/" + first)}
     out["size_mb"] = p["d_eval_fake_quant"]["size_mb"]
@@ -222,6 +235,9 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
         "c/b memory": p["c_qat_dist_cont"]["peak_mem_mib"] / max(p["b_qat_dist"]["peak_mem_mib"], 1e-9),
         "packed/fake eval time": p["d_eval_packed"]["sec_per_iter"] / p["d_eval_fake_quant"]["sec_per_iter"],
     }
+    for phase in COMPILED_PHASES if compare_compile else ():
+        compiled = out["phases"][f"{phase}/{first}+compile"]["sec_per_iter"]
+        out["ratios"][f"{phase} compiled/eager time"] = compiled / p[phase]["sec_per_iter"]
     return out
 
 
@@ -254,12 +270,15 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default=None, choices=PHASES,
                    help="instead of the benchmark: profile this phase (operators and the library's functions)")
     p.add_argument("--dtype", default="fp32", choices=tuple(DTYPE), help="the dtype of --profile")
+    p.add_argument("--compile", action="store_true",
+                   help="also measure the QAT step (L_dist + L_cont) with the student compiled (torch.compile)")
     a = p.parse_args(argv)
     if a.profile:
         print(profile_phase(a.model, a.profile, a.dtype, a.w_bits, a.batch_size, a.seq_len, a.steps, a.device,
                             a.num_negatives))
         return 0
-    res = run_benchmark(a.model, a.w_bits, a.batch_size, a.seq_len, a.steps, a.warmup, a.device, a.num_negatives)
+    res = run_benchmark(a.model, a.w_bits, a.batch_size, a.seq_len, a.steps, a.warmup, a.device, a.num_negatives,
+                        a.compile)
     print(format_table(res))
     from .experiments import RESULTS
 

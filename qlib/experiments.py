@@ -30,8 +30,8 @@ LM_SETTINGS = ((8, 8, 8), (4, 4, 8), (2, 2, 8))
 LM_METHODS = ("pact", "lsq", "laq", "mds")
 # the gamma with the least reconstruction error on a SmolLM2 attention projection (chapter 1's table), per setting
 GAMMA_INIT = {(8, 8, 8): 8.0, (4, 4, 8): 3.5}
-# fields that do not change what a run computes
-VOLATILE = ("progress", "resume", "out_dir", "teacher", "eval_batch_size")
+# fields that do not change what a run computes (beyond kernel rounding: the evaluation batch, compiling)
+VOLATILE = ("progress", "resume", "out_dir", "teacher", "eval_batch_size", "compile")
 # fields that only say how long and how a run trains: a student before its first update does not depend on them
 BUDGET_FIELDS = ("max_steps", "epochs", "save_every", "curve_points", "eval_every", "lr", "quant_lr", "grad_accum")
 

@@ -1,13 +1,15 @@
 """One command for a short lent GPU slot: ``python -m qlib gpu-run --minutes 9 --out OUT``.
 
-Within the time it is given it runs the benchmark first (at most ``bench_minutes``), then a queue of runs in order
-(the teacher if missing, the control, the 2-2-8 students, ...), each in its own process and resumable (a run cut
-short by the limit keeps its checkpoint for the next slot), and packs every result file of the preset into one
+Within the time it is given it runs the benchmark first (at most ``bench_minutes``; it times the QAT step eager
+and compiled), then a queue of runs in order (the teacher if missing, the control, the 2-2-8 students, ...), each in
+its own process and resumable (a run cut short by the limit keeps its checkpoint for the next slot), compiled when
+the benchmark found that faster (``COMPILE_WINS``), and packs every result file of the preset into one
 archive ``OUT/results.tar.gz`` (a slot brings back a handful of files, so one archive is the unit). It needs nothing
 from the network: the model comes from the offline package or from a GGUF file given with ``--gguf``.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +18,8 @@ import time
 from pathlib import Path
 
 from . import experiments as X
+
+COMPILE_WINS = 0.95  # train compiled when a compiled QAT step (L_dist + L_cont) takes under this share of an eager one
 
 # what a slot runs, in order: (grid, run names); the teacher comes first through its students' dependency
 QUEUE = (("lm-table", ("teacher", "control", "mds-228", "lsq-228", "laq-228", "pact-228")),
@@ -53,9 +57,20 @@ def pack_results(preset: str, out: Path) -> Path:
     return archive
 
 
-def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float = 2.0, gguf: str | None = None,
+def compile_wins(bench: Path) -> tuple[bool, float | None]:
+    """Whether the benchmark in ``bench`` found the compiled QAT step faster (by ``COMPILE_WINS``), and the ratio;
+    (False, None) when it has no compiled figure (cut short, or failed)."""
+    if not bench.is_file():
+        return False, None
+    ratios = json.loads(bench.read_text()).get("ratios", {})
+    ratio = ratios.get("c_qat_dist_cont compiled/eager time")
+    return (ratio is not None and ratio < COMPILE_WINS), ratio
+
+
+def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float = 3.0, gguf: str | None = None,
             queue=QUEUE, margin_s: float = 30.0) -> dict:
-    """Run the slot (module docstring); returns {"bench": state, "grid/run name": state, "archive": path}."""
+    """Run the slot (module docstring); returns {"bench": state, "compile": [chosen, ratio], "grid/run name": state,
+    "archive": path}."""
     if gguf:
         os.environ["QLIB_SMOLLM2_GGUF"] = str(Path(gguf).resolve())
     deadline = time.time() + 60 * minutes - margin_s
@@ -63,15 +78,19 @@ def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float
     out.mkdir(parents=True, exist_ok=True)
     states = {}
     with open(out / "gpu-run.log", "a") as log:
-        bench = [sys.executable, "-m", "qlib.bench", "--model", X.lm_base(preset)["model"], "--out",
-                 str(X.RESULTS / "bench" / f"{preset}-slot.json")]
+        bench_json = X.RESULTS / "bench" / f"{preset}-slot.json"
+        bench = [sys.executable, "-m", "qlib.bench", "--model", X.lm_base(preset)["model"], "--compile", "--out",
+                 str(bench_json)]
         states["bench"] = _run(bench, min(60 * bench_minutes, deadline - time.time()), log)
+        use_compile, ratio = compile_wins(bench_json) if states["bench"] == "done" else (False, None)
+        states["compile"] = [use_compile, ratio]
         for grid, names in queue:
             for name in names:
                 if X.load_result(X.runs(grid, preset)[name]) is not None:
                     states[f"{grid}/{name}"] = "done before"
                     continue
                 cmd = [sys.executable, "-m", "qlib", "grid", grid, "--preset", preset, f"--only={name}"]
+                cmd += ["--compile"] if use_compile else []
                 states[f"{grid}/{name}"] = _run(cmd, deadline - time.time(), log)
     states["archive"] = str(pack_results(preset, out))
     return states

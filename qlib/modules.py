@@ -99,7 +99,7 @@ class _QuantizedWeight(nn.Module):
     def quantized_weight(self) -> torch.Tensor:
         if self.weight_quantizer is None:
             return self.weight
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # a compiled graph re-quantizes, fused
             self._eval_cache = None
             return self.weight_quantizer(self.weight)
         key = self._state_key()
@@ -157,6 +157,8 @@ class QuantEmbedding(_QuantizedWeight):
         second time per step costs as much as its first time, and one shared tensor gives the same gradient (the
         quantizer's backward is linear in the incoming gradient). Recomputed when the weight changed since."""
         shared, self._shared = self._shared, None
+        if torch.compiler.is_compiling():  # one traced forward: nothing changes the weight in between
+            return shared[2] if shared is not None else self.quantized_weight()
         if shared is not None and shared[0] == self.weight._version and shared[1] == torch.is_grad_enabled():
             return shared[2]
         return self.quantized_weight()

@@ -85,6 +85,8 @@ def setup(cfg: TrainConfig, data=None) -> Run:
     teacher, student = build_models(cfg, tokenizer)
     teacher = teacher.to(device) if teacher is not None else None
     student.to(device).train()
+    if cfg.compile:  # in place: the state dict keeps its names (checkpoints and packed export stay the same)
+        student.compile()
     heads = contrast = None
     if cfg.uses_contrastive:
         hidden = getattr(student.config, "hidden_size", None) or student.config.d_model

@@ -23,6 +23,14 @@ def test_benchmark_reports_every_phase_dtype_and_ratio(tmp_path, capsys):
     assert "ratios:" in capsys.readouterr().out
 
 
+def test_benchmark_compares_compiled_training_steps(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "dtypes_for", lambda device: ("fp32",))  # one dtype is enough to check the keys
+    res = bench.run_benchmark("tiny-gpt2", seq_len=16, batch_size=2, steps=1, warmup=1, device="cpu",
+                              num_negatives=4, compare_compile=True)
+    assert {f"{p}/fp32+compile" for p in bench.COMPILED_PHASES} <= set(res["phases"])
+    assert all(res["ratios"][f"{p} compiled/eager time"] > 0 for p in bench.COMPILED_PHASES)
+
+
 def test_cpu_busy_cores_sees_a_spinning_process():
     """The idle check measures other work now (not the 1-minute load average): a spinning child shows up."""
     import subprocess

@@ -1,4 +1,6 @@
 """The GPU-slot command, on the CPU with the tiny model: it stops within its limit and packs what it made."""
+import dataclasses
+import json
 import tarfile
 import time
 
@@ -22,6 +24,7 @@ def test_gpu_run_stops_in_time_and_packs_its_results(tmp_path, monkeypatch):
     states = gpu_slot.gpu_run(1.0, tmp_path / "out", preset="smoke", bench_minutes=0.3, margin_s=20.0)
     assert time.time() - start < 60, states
     assert states["lm-table/teacher"] == "done" and "cut" in states.values(), states
+    assert states["compile"][0] is False  # the bench was cut (or found no gain): the runs train eager
     with tarfile.open(states["archive"]) as tar:
         names = tar.getnames()
     assert "lm/ptb-tiny-llama-fp-smoke.json" in names
@@ -29,3 +32,21 @@ def test_gpu_run_stops_in_time_and_packs_its_results(tmp_path, monkeypatch):
     # a second slot skips what is done
     again = gpu_slot.gpu_run(0.2, tmp_path / "out2", preset="smoke", bench_minutes=0.05, margin_s=5.0)
     assert again["lm-table/teacher"] == "done before"
+
+
+def test_the_slot_trains_compiled_only_when_the_benchmark_found_it_faster(tmp_path):
+    bench = tmp_path / "bench.json"
+    assert gpu_slot.compile_wins(bench) == (False, None)  # no benchmark: eager
+    for ratio, wins in ((0.7, True), (0.97, False), (1.3, False)):
+        bench.write_text(json.dumps({"ratios": {"c_qat_dist_cont compiled/eager time": ratio}}))
+        assert gpu_slot.compile_wins(bench) == (wins, ratio)
+    bench.write_text(json.dumps({"ratios": {}}))  # measured without --compile
+    assert gpu_slot.compile_wins(bench) == (False, None)
+
+
+def test_grid_compile_flag_trains_compiled_and_finds_eager_results(monkeypatch):
+    from qlib.__main__ import _parser
+    args = vars(_parser().parse_args(["grid", "lm-table", "--preset", "smoke", "--compile", "--list"]))
+    assert args["compile"] is True
+    cfg = X.runs("lm-table", "smoke")["mds-228"]
+    assert X._same(dataclasses.asdict(cfg), dataclasses.asdict(dataclasses.replace(cfg, compile=True)))

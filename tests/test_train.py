@@ -59,6 +59,26 @@ def test_baselines_train_with_distillation_only(tmp_path, method, bits):
     assert torch.isfinite(torch.tensor(res["metrics"]["test_ppl"]))
 
 
+@pytest.mark.slow
+def test_a_compiled_student_trains_like_the_eager_one(tmp_path):
+    """torch.compile with the fake-quantizers, the tied head's shared table and the contrastive loss in the graph:
+    the same losses and test PPL as eager (up to kernel rounding), and a checkpoint with the same names."""
+    offline_data()
+    kw = dict(model="tiny-llama", max_steps=3, save_every=1, curve_points=1)
+    from torch._dynamo.utils import counters
+    eager = train(_cfg(tmp_path, "eager", **kw))
+    counters.clear()
+    compiled = train(_cfg(tmp_path, "compiled", compile=True, **kw))
+    assert counters["stats"]["unique_graphs"] >= 2  # compiled graphs ran (training and evaluation), not eager
+    losses = [[h["loss"] for h in r["history"] if "loss" in h] for r in (eager, compiled)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4) and losses[0]
+    curves = [[c["valid_ppl"] for c in r["curve"]] for r in (eager, compiled)]  # step 0, a point, the end
+    assert curves[0] == pytest.approx(curves[1], rel=1e-4) and len(curves[0]) >= 3
+    assert compiled["metrics"]["test_ppl"] == pytest.approx(eager["metrics"]["test_ppl"], rel=1e-4)
+    keys = [set(torch.load(tmp_path / n / "checkpoint.pt", weights_only=False)["model"]) for n in ("eager", "compiled")]
+    assert keys[0] == keys[1]
+
+
 def test_gamma_init_sets_where_every_dynamic_scaling_starts(tmp_path):
     offline_data()
     res = train(_cfg(tmp_path, loss="dist", gamma_init=3.0, max_steps=2))

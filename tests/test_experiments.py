@@ -176,6 +176,16 @@ def test_claims_take_their_verdicts_from_the_seed_band(dirs):
     assert claims()[ratio] == "reproduced"  # 100 / 99 = 1.010: below 1.10 by more than the band (7.8%)
 
 
+def test_key_results_read_the_committed_ratios(dirs):
+    t = X.runs("lm-table", "cpu")
+    assert "have not landed" in report.key_results("cpu")
+    _fake_result(t["teacher"], 25.0)
+    _fake_result(t["pact-228"], 90000.0)
+    _fake_result(t["lsq-228"], 125.0)
+    text = report.key_results("cpu")
+    assert "PACT 3,600x, LSQ 5.00x" in text and "not run yet: LAQ" in text and "QuantGPT 2-2-8 has not" in text
+
+
 def test_text_samples_are_saved_shown_and_not_regenerated(dirs, monkeypatch, capsys):
     offline_data()
     teacher = X.lm_teacher("smoke")

@@ -199,10 +199,11 @@ COMPILED_PHASES = ("c_qat_dist_cont",)  # what `--compile` also measures compile
 
 def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 4, seq_len: int = 128,
                   steps: int = 5, warmup: int = 2, device: str = "auto", num_negatives: int = 64,
-                  compare_compile: bool = False) -> dict:
+                  compare_compile: bool = False, save_to: Path | None = None) -> dict:
     """Every phase in every dtype, each in a fresh process; figures with MFU against the measured peak. With
     ``compare_compile`` the phases of ``COMPILED_PHASES`` are measured a second time with the student compiled
-    (key suffix "+compile"), so that a run's ``compile`` setting can follow what wins."""
+    (key suffix "+compile"), so that a run's ``compile`` setting can follow what wins. With ``save_to`` the JSON is
+    written after every phase ("complete": false until the end), so a benchmark cut short keeps what it measured."""
     dev = resolve_device(device)
     load = os.getloadavg()[0]
     out = {"model": model, "w_bits": w_bits, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
@@ -225,6 +226,8 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
             res = json.loads(line[0][len("RESULT"):])
             res["mfu"] = res["flops_per_token"] * res["tokens_per_s"] / out["peak_flops"][dtype]
             out["phases"][key] = res
+            if save_to is not None:
+                _write(save_to, {**out, "complete": False})
     first = dtypes_for(dev)[0]
     p = {k.split("/")[0]: v for k, v in out["phases"].items() if k.endswith("/" + first)}
     out["size_mb"] = p["d_eval_fake_quant"]["size_mb"]
@@ -238,7 +241,15 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
     for phase in COMPILED_PHASES if compare_compile else ():
         compiled = out["phases"][f"{phase}/{first}+compile"]["sec_per_iter"]
         out["ratios"][f"{phase} compiled/eager time"] = compiled / p[phase]["sec_per_iter"]
+    out["complete"] = True
+    if save_to is not None:
+        _write(save_to, out)
     return out
+
+
+def _write(path: Path, res: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1))
 
 
 def format_table(res: dict) -> str:
@@ -277,15 +288,13 @@ def main(argv=None) -> int:
         print(profile_phase(a.model, a.profile, a.dtype, a.w_bits, a.batch_size, a.seq_len, a.steps, a.device,
                             a.num_negatives))
         return 0
-    res = run_benchmark(a.model, a.w_bits, a.batch_size, a.seq_len, a.steps, a.warmup, a.device, a.num_negatives,
-                        a.compile)
-    print(format_table(res))
     from .experiments import RESULTS
 
-    dev = "cuda" if res["device"].startswith("cuda") else "cpu"
+    dev = resolve_device(a.device).type
     path = Path(a.out) if a.out else RESULTS / "bench" / f"{a.model}-w{a.w_bits}-b{a.batch_size}-s{a.seq_len}-{dev}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=1))
+    res = run_benchmark(a.model, a.w_bits, a.batch_size, a.seq_len, a.steps, a.warmup, a.device, a.num_negatives,
+                        a.compile, save_to=path)
+    print(format_table(res))
     print(f"wrote {path}")
     return 0
 

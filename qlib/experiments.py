@@ -144,6 +144,19 @@ def lm_xtc_grid(preset: str, dataset: str = "ptb") -> list[TrainConfig]:
                        init_from=reduced.out_dir)]
 
 
+DTYPE_STEPS = {"smoke": 2, "cpu": 25, "gpu": 60, "paper": 60}
+
+
+def lm_dtype_grid(preset: str) -> list[TrainConfig]:
+    """QuantGPT 2-2-8 for ``DTYPE_STEPS`` steps in bf16 autocast (seeds 0 and 1) and in fp32 (seed 0), distilled from
+    the pretrained model (no fine-tuned teacher needed, so the check fits the start of a GPU slot): bf16 is fine
+    where its curve lies as close to fp32's as a second seed's lies to the first."""
+    short = {"teacher": None, "max_steps": DTYPE_STEPS[preset], "curve_points": 4,
+             "test_tokens": 256 if preset == "smoke" else 16384, "save_every": DTYPE_STEPS[preset]}
+    return [lm_student(preset, "mds", tag=f"{dtype}{'-seed1' if seed else ''}", dtype=dtype, seed=seed, **short)
+            for dtype, seed in (("bf16", 0), ("bf16", 1), ("fp32", 0))]
+
+
 def grid(name: str, preset: str) -> list[TrainConfig]:
     """Named grids: ``lm-table`` (Table 1 PTB column: teacher + 4 methods x 3 settings), ``lm-ablations``
     (Tables 4/7, Fig. 7 at 2-2-8), ``lm-xtc`` (XTC's recipe on the generative model), ``lm-gamma-init`` (QuantGPT
@@ -180,6 +193,8 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
         return lm_xtc_grid(preset)
     if name == "lm-gamma-init":  # beyond the paper: QuantGPT with gamma started where the clipping error is least
         return [lm_student(preset, "mds", bits, tag=f"gamma{g:g}", gamma_init=g) for bits, g in GAMMA_INIT.items()]
+    if name == "lm-dtype":  # bf16 autocast against fp32 on a short real run, with a second bf16 seed for the noise
+        return lm_dtype_grid(preset)
     if name == "lm-seeds":  # how far one seed moves a result: QuantGPT and LAQ (the paper's best baseline) at 2-2-8
         return [lm_student(preset, m, tag=f"seed{s}" if s else "", seed=s) for m in ("mds", "laq") for s in (0, 1, 2)]
     if name.startswith("xtc"):  # xtc or xtc-<glue task>
@@ -187,7 +202,8 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
     from .task_grids import TASK_GRIDS, task_grid
     if name in TASK_GRIDS:  # next-utterance prediction and summarization
         return task_grid(name, preset)
-    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-lr, lm-ablations, lm-xtc, lm-gamma-init, lm-seeds, "
+    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-lr, lm-ablations, lm-xtc, lm-gamma-init, lm-dtype, "
+                     f"lm-seeds, "
                      f"xtc[-<glue task>], {', '.join(TASK_GRIDS)}")
 
 

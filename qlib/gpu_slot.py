@@ -22,7 +22,8 @@ from . import experiments as X
 COMPILE_WINS = 0.95  # train compiled when a compiled QAT step (L_dist + L_cont) takes under this share of an eager one
 
 # what a slot runs, in order: (grid, run names); the teacher comes first through its students' dependency
-QUEUE = (("lm-table", ("teacher", "control", "mds-228", "lsq-228", "laq-228", "pact-228")),
+QUEUE = (("lm-dtype", ("mds-228-bf16", "mds-228-bf16-seed1", "mds-228-fp32")),  # minutes; needs no teacher
+         ("lm-table", ("teacher", "control", "mds-228", "lsq-228", "laq-228", "pact-228")),
          ("lm-seeds", ("mds-228-seed1", "mds-228-seed2")),
          ("lm-table", ("mds-448", "lsq-448", "laq-448", "pact-448", "mds-888", "lsq-888", "laq-888", "pact-888")),
          *((g, ("teacher", "control", "mds-228", "lsq-228", "laq-228", "pact-228")) for g in ("xsum-table",
@@ -79,8 +80,9 @@ def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float
     states = {}
     with open(out / "gpu-run.log", "a") as log:
         bench_json = X.RESULTS / "bench" / f"{preset}-slot.json"
-        bench = [sys.executable, "-m", "qlib.bench", "--model", X.lm_base(preset)["model"], "--compile", "--out",
-                 str(bench_json)]
+        base = X.lm_base(preset)  # the benchmark at the preset's own batch and sequence length
+        bench = [sys.executable, "-m", "qlib.bench", "--model", base["model"], "--batch-size", str(base["batch_size"]),
+                 "--seq-len", str(base["seq_len"]), "--compile", "--out", str(bench_json)]
         states["bench"] = _run(bench, min(60 * bench_minutes, deadline - time.time()), log)
         use_compile, ratio = compile_wins(bench_json) if states["bench"] == "done" else (False, None)
         states["compile"] = [use_compile, ratio]

@@ -17,6 +17,35 @@ def _ppl(cfg, metric: str = "test_ppl") -> float | None:
 
 
 
+def dtype_table(preset: str) -> pd.DataFrame:
+    """The bf16-vs-fp32 check (grid ``lm-dtype``): each run's validation PPL along the way and its test PPL."""
+    rows = []
+    for key, cfg in X.runs("lm-dtype", preset).items():
+        res = X.load_result(cfg)
+        row = {"run": key, "dtype": cfg.dtype, "seed": cfg.seed, "steps": cfg.max_steps}
+        if res is None:
+            rows.append({**row, "test PPL": f"not run: python -m qlib grid lm-dtype --preset {preset} --only {key}"})
+            continue
+        row.update({f"valid @ {c['step']}": c["valid_ppl"] for c in res["curve"][1:]})
+        rows.append({**row, "test PPL": res["metrics"]["test_ppl"], "device": res.get("device_name", res["device"]),
+                     "wall s": round(res["wall_time_s"])})
+    return pd.DataFrame(rows)
+
+
+def dtype_reading(preset: str) -> str:
+    """One sentence: whether bf16 autocast moves the test PPL further from fp32 than a second seed moves it."""
+    ppl = {k: _ppl(cfg) for k, cfg in X.runs("lm-dtype", preset).items()}
+    if None in ppl.values():
+        return f"**bf16 against fp32:** not run (`python -m qlib grid lm-dtype --preset {preset}`)."
+    bf16, seed1, fp32 = ppl["mds-228-bf16"], ppl["mds-228-bf16-seed1"], ppl["mds-228-fp32"]
+    dtype_gap, seed_gap = abs(bf16 / fp32 - 1), abs(bf16 / seed1 - 1)
+    agree = "agree: the dtype moves the result less than a second seed does" if dtype_gap <= seed_gap else \
+        "differ: the dtype moves the result more than a second seed does"
+    return (f"**bf16 against fp32** ({preset} preset): test PPL {bf16:.1f} in bf16 autocast and {fp32:.1f} in fp32 "
+            f"({100 * dtype_gap:.1f}% apart); a second bf16 seed gives {seed1:.1f} ({100 * seed_gap:.1f}% from the "
+            f"first). bf16 and fp32 {agree}.")
+
+
 def bits_rows(preset: str) -> list[dict]:
     """Fig. 1's points: test PPL of every committed student by method and weight bits."""
     rows = []

@@ -11,9 +11,9 @@ import pandas as pd
 
 from . import experiments as X
 from .labels import method_name, run_name
-from .readings import (_ppl, bits_rows, dialogue_example, gamma_start_table, task_claims, gammas, homogeneity_table,  # noqa: F401 - re-exported
-                       key_results, markdown, packed_roundtrip, task_commands, size_table, teacher_test_ppl,
-                       why_hard_data)
+from .readings import (_ppl, bits_rows, dialogue_example, dtype_reading, dtype_table, gamma_start_table,  # noqa: F401
+                       task_claims, gammas, homogeneity_table, key_results, markdown, packed_roundtrip, task_commands,
+                       size_table, teacher_test_ppl, why_hard_data)
 
 from .paper import (PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE4_PTB, PAPER_TABLE5,  # noqa: F401 - re-exported
                     PAPER_TABLE3, PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
@@ -437,9 +437,11 @@ def bench_table() -> pd.DataFrame:
         # how idle the machine was: other work's cores measured before each phase (older files: the load average)
         idle = f"others used <= {max(others.values()):.2f} cores" if others and None not in others.values() else \
             f"load {b.get('load_avg', '?')}"
+        where = "CPU" if b["device"] == "cpu" else b.get("device_name", b["device"]).replace("NVIDIA ", "")
+        cut = "" if b.get("complete", True) else " (cut short before every phase ran)"
         for phase, v in b["phases"].items():
             rows.append({"setting": f"{b['model']} W{b['w_bits']}, {b['batch_size']} x {b['seq_len']}, "
-                                    f"{b['device']} {v.get('dtype', '')}, {idle}" + (" (BUSY)" if b["busy"] else ""),
+                                    f"{where} {v.get('dtype', '')}, {idle}" + (" (BUSY)" if b["busy"] else "") + cut,
                          "phase": phase, "s/iter": round(v["sec_per_iter"], 3),
                          "tokens/s": round(v["tokens_per_s"]), "MFU (%)": round(100 * v["mfu"], 1),
                          "peak MiB": round(v["peak_mem_mib"])})

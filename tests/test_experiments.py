@@ -147,6 +147,16 @@ def test_verdict_reads_a_gap_against_the_seed_band():
     assert report.verdict(None, 12.0, 0.05) == "not run"
 
 
+def test_the_dtype_check_compares_bf16_against_fp32_with_a_second_seed(dirs):
+    runs = X.runs("lm-dtype", "smoke")
+    assert {c.dtype for c in runs.values()} == {"bf16", "fp32"} and all(c.teacher is None for c in runs.values())
+    assert report.dtype_reading("smoke").startswith("**bf16 against fp32:** not run")
+    for ppls, word in (((100.0, 104.0, 101.0), "agree"), ((100.0, 101.0, 110.0), "differ")):
+        for cfg, ppl in zip((runs["mds-228-bf16"], runs["mds-228-bf16-seed1"], runs["mds-228-fp32"]), ppls):
+            _fake_result(cfg, ppl)
+        assert f"bf16 and fp32 {word}" in report.dtype_reading("smoke")
+
+
 def test_claims_take_their_verdicts_from_the_seed_band(dirs):
     t, seeds = X.runs("lm-table", "cpu"), X.runs("lm-seeds", "cpu")
     claims = (lambda: report.claims("cpu").set_index("claim (paper: GPT-2 small on PTB)")["verdict"])

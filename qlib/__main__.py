@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--preset", default="gpu")
     s.add_argument("--gguf", default=None, help="SmolLM2-135M-Instruct's GGUF file, when its package is not installed")
-    s.add_argument("--bench-minutes", type=float, default=3.0)
+    s.add_argument("--bench-minutes", type=float, default=4.0, help="0 skips the benchmark")
+    s.add_argument("--profile-minutes", type=float, default=1.5, help="0 skips the profile of the QAT step")
     return p
 
 
@@ -124,7 +125,8 @@ def main(argv=None) -> int:
         return _grid(args)
     if command == "gpu-run":
         from .gpu_slot import gpu_run
-        print(json.dumps(gpu_run(args["minutes"], args["out"], args["preset"], args["bench_minutes"], args["gguf"]),
+        print(json.dumps(gpu_run(args["minutes"], args["out"], args["preset"], args["bench_minutes"], args["gguf"],
+                                 profile_minutes=args["profile_minutes"]),
                          indent=1))
         return 0
     result = train(TrainConfig.from_dict(args))

@@ -17,6 +17,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import torch
+
 from . import experiments as X
 
 COMPILE_WINS = 0.95  # train compiled when a compiled QAT step (L_dist + L_cont) takes under this share of an eager one
@@ -52,7 +54,7 @@ def pack_results(preset: str, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     archive = out / "results.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted(X.RESULTS.rglob("*.json")):
+        for path in sorted([*X.RESULTS.rglob("*.json"), *(X.RESULTS / "bench").glob("*.txt")]):
             if path.stem.endswith(f"-{preset}") or f"-{preset}-" in path.stem or path.parent.name == "bench":
                 tar.add(path, arcname=str(path.relative_to(X.RESULTS)))
     return archive
@@ -60,18 +62,23 @@ def pack_results(preset: str, out: Path) -> Path:
 
 def compile_wins(bench: Path) -> tuple[bool, float | None]:
     """Whether the benchmark in ``bench`` found the compiled QAT step faster (by ``COMPILE_WINS``), and the ratio;
-    (False, None) when it has no compiled figure (cut short, or failed)."""
+    (False, None) when it has no compiled figure. A benchmark cut short after its compiled phase still counts."""
     if not bench.is_file():
         return False, None
-    ratios = json.loads(bench.read_text()).get("ratios", {})
-    ratio = ratios.get("c_qat_dist_cont compiled/eager time")
+    res = json.loads(bench.read_text())
+    ratio = res.get("ratios", {}).get("c_qat_dist_cont compiled/eager time")
+    if ratio is None:
+        eager = {k: v for k, v in res.get("phases", {}).items() if k.startswith("c_qat_dist_cont/")}
+        compiled = [k for k in eager if k.endswith("+compile")]
+        if compiled and compiled[0].removesuffix("+compile") in eager:
+            ratio = eager[compiled[0]]["sec_per_iter"] / eager[compiled[0].removesuffix("+compile")]["sec_per_iter"]
     return (ratio is not None and ratio < COMPILE_WINS), ratio
 
 
-def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float = 3.0, gguf: str | None = None,
-            queue=QUEUE, margin_s: float = 30.0) -> dict:
-    """Run the slot (module docstring); returns {"bench": state, "compile": [chosen, ratio], "grid/run name": state,
-    "archive": path}."""
+def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float = 4.0, gguf: str | None = None,
+            queue=QUEUE, margin_s: float = 30.0, profile_minutes: float = 1.5) -> dict:
+    """Run the slot (module docstring); returns {"bench": state, "compile": [chosen, ratio], "profile": state,
+    "grid/run name": state, "archive": path}. ``bench_minutes`` or ``profile_minutes`` 0 skips that step."""
     if gguf:
         os.environ["QLIB_SMOLLM2_GGUF"] = str(Path(gguf).resolve())
     deadline = time.time() + 60 * minutes - margin_s
@@ -81,11 +88,21 @@ def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float
     with open(out / "gpu-run.log", "a") as log:
         bench_json = X.RESULTS / "bench" / f"{preset}-slot.json"
         base = X.lm_base(preset)  # the benchmark at the preset's own batch and sequence length
-        bench = [sys.executable, "-m", "qlib.bench", "--model", base["model"], "--batch-size", str(base["batch_size"]),
-                 "--seq-len", str(base["seq_len"]), "--compile", "--out", str(bench_json)]
+        shape = ["--model", base["model"], "--batch-size", str(base["batch_size"]), "--seq-len", str(base["seq_len"]),
+                 "--num-negatives", str(base["num_negatives"])]
+        bench = [sys.executable, "-m", "qlib.bench", *shape, "--compile", "--out", str(bench_json)]
         states["bench"] = _run(bench, min(60 * bench_minutes, deadline - time.time()), log)
-        use_compile, ratio = compile_wins(bench_json) if states["bench"] == "done" else (False, None)
-        states["compile"] = [use_compile, ratio]
+        states["compile"] = list(compile_wins(bench_json))
+        use_compile = states["compile"][0]
+        # where the QAT step's time goes on this device (operators and the library's functions), for the next change
+        dtype = "bf16" if torch.cuda.is_available() else "fp32"
+        profile_txt = X.RESULTS / "bench" / f"profile-{base['model']}-c_qat_dist_cont-{dtype}-{preset}-slot.txt"
+        profile = [sys.executable, "-m", "qlib.bench", *shape, "--profile", "c_qat_dist_cont", "--dtype", dtype]
+        profile_txt.parent.mkdir(parents=True, exist_ok=True)
+        with open(profile_txt, "w") as txt:
+            states["profile"] = _run(profile, min(60 * profile_minutes, deadline - time.time()), txt)
+        if states["profile"] != "done":  # a cut profile has no table yet: nothing to bring back
+            profile_txt.unlink()
         for grid, names in queue:
             for name in names:
                 if X.load_result(X.runs(grid, preset)[name]) is not None:

@@ -20,18 +20,21 @@ def test_gpu_run_stops_in_time_and_packs_its_results(tmp_path, monkeypatch):
     monkeypatch.setattr(X, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(X, "RUNS", tmp_path / "runs")
     start = time.time()
-    # one minute, less a margin of 20 s: the benchmark and a few tiny runs fit, the whole queue does not
-    states = gpu_slot.gpu_run(1.0, tmp_path / "out", preset="smoke", bench_minutes=0.3, margin_s=20.0)
-    assert time.time() - start < 60, states
+    # 1.5 minutes, less a margin of 20 s: the benchmark, the profile and a few tiny runs fit, the whole queue does not
+    states = gpu_slot.gpu_run(1.5, tmp_path / "out", preset="smoke", bench_minutes=0.3, margin_s=20.0,
+                              profile_minutes=0.3)
+    assert time.time() - start < 90, states
     first = f"{gpu_slot.QUEUE[0][0]}/{gpu_slot.QUEUE[0][1][0]}"  # the queue runs in order: its head is done
     assert states[first] == "done" and "cut" in states.values(), states
     assert states["compile"][0] is False  # the bench was cut (or found no gain): the runs train eager
     with tarfile.open(states["archive"]) as tar:
         names = tar.getnames()
     assert "lm/ptb-tiny-llama-mds-228-bf16-smoke.json" in names
-    assert all(n.endswith(".json") for n in names)
+    assert all(n.endswith(".json") or n.startswith("bench/") for n in names)
+    assert states["profile"] in ("done", "cut")  # cut when the machine is busy; never "failed"
+    assert ("bench/profile-tiny-llama-c_qat_dist_cont-fp32-smoke-slot.txt" in names) == (states["profile"] == "done")
     # a second slot skips what is done
-    again = gpu_slot.gpu_run(0.2, tmp_path / "out2", preset="smoke", bench_minutes=0.05, margin_s=5.0)
+    again = gpu_slot.gpu_run(0.2, tmp_path / "out2", preset="smoke", bench_minutes=0, margin_s=5.0, profile_minutes=0)
     assert again[first] == "done before"
 
 
@@ -43,6 +46,9 @@ def test_the_slot_trains_compiled_only_when_the_benchmark_found_it_faster(tmp_pa
         assert gpu_slot.compile_wins(bench) == (wins, ratio)
     bench.write_text(json.dumps({"ratios": {}}))  # measured without --compile
     assert gpu_slot.compile_wins(bench) == (False, None)
+    step = {"c_qat_dist_cont/bf16": {"sec_per_iter": 0.4}, "c_qat_dist_cont/bf16+compile": {"sec_per_iter": 0.3}}
+    bench.write_text(json.dumps({"phases": step, "complete": False}))  # cut after its compiled phase
+    assert gpu_slot.compile_wins(bench) == (True, 0.3 / 0.4)
 
 
 def test_grid_compile_flag_trains_compiled_and_finds_eager_results(monkeypatch):

@@ -46,6 +46,31 @@ def dtype_reading(preset: str) -> str:
             f"first). bf16 and fp32 {agree}.")
 
 
+def teacher_budget_reading(preset: str) -> str:
+    """One sentence from the ``lm-teacher-budget`` run: where the teacher's validation PPL was lowest, where it ended,
+    and the epochs the preset's teacher trains for because of it."""
+    (key, cfg), = X.runs("lm-teacher-budget", preset).items()
+    res = X.load_result(cfg)
+    if res is None:
+        return (f"**Teacher budget:** not run (`python -m qlib grid lm-teacher-budget --preset {preset}`).")
+    curve = res["curve"]
+    best, end = min(curve, key=lambda c: c["valid_ppl"]), curve[-1]
+    per_epoch = end["tokens"] / cfg.epochs
+    chosen = X.lm_teacher(preset).epochs
+    return (f"**Teacher budget** ({preset} preset, {device_label(res)}): fine-tuned for {cfg.epochs:g} epochs, the "
+            f"teacher's validation PPL went from {curve[0]['valid_ppl']:.1f} (step 0) to its lowest, "
+            f"{best['valid_ppl']:.1f}, after {best['tokens'] / per_epoch:.1f} epochs and ended at "
+            f"{end['valid_ppl']:.1f} (test PPL {res['metrics']['test_ppl']:.2f}); the preset's teacher trains "
+            f"{chosen:g} epochs.")
+
+
+def device_label(res: dict) -> str:
+    """Where a result was made, short: "CPU" or the GPU's name."""
+    if res["device"] == "cpu":
+        return "CPU"
+    return res.get("device_name", res["device"]).replace("NVIDIA ", "").split(" ")[0]
+
+
 def bits_rows(preset: str) -> list[dict]:
     """Fig. 1's points: test PPL of every committed student by method and weight bits."""
     rows = []

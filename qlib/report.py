@@ -11,9 +11,10 @@ import pandas as pd
 
 from . import experiments as X
 from .labels import method_name, run_name
-from .readings import (_ppl, bits_rows, dialogue_example, dtype_reading, dtype_table, gamma_start_table,  # noqa: F401
-                       task_claims, gammas, homogeneity_table, key_results, markdown, packed_roundtrip, task_commands,
-                       size_table, teacher_test_ppl, why_hard_data)
+from .readings import (_ppl, bits_rows, device_label, dialogue_example, dtype_reading, dtype_table,  # noqa: F401
+                       gamma_start_table, task_claims, gammas, homogeneity_table, key_results, markdown,
+                       packed_roundtrip, task_commands, size_table, teacher_budget_reading, teacher_test_ppl,
+                       why_hard_data)
 
 from .paper import (PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE4_PTB, PAPER_TABLE5,  # noqa: F401 - re-exported
                     PAPER_TABLE3, PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
@@ -33,13 +34,6 @@ LM_METHODS = ("mds", "pact", "lsq", "laq")  # QuantGPT first: the claims compare
 def show(df: pd.DataFrame, caption: str = ""):
     """A table as the book shows it: no index column, a caption."""
     return df.style.hide(axis="index").set_caption(caption).format(precision=2, na_rep="-")
-
-
-def device_label(res: dict) -> str:
-    """Where a result was made, short: "CPU" or the GPU's name."""
-    if res["device"] == "cpu":
-        return "CPU"
-    return res.get("device_name", res["device"]).replace("NVIDIA ", "").split(" ")[0]
 
 
 def ppl_text(v: float) -> str:

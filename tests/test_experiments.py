@@ -38,7 +38,9 @@ def test_printed_command_parses_back_to_the_same_config(dirs):
 
 def test_gpu_preset_uses_the_papers_sequence_and_batch_for_every_lm_run(dirs):
     configs = X.grid("lm-table", "gpu") + X.grid("lm-ablations", "gpu") + X.grid("lm-xtc", "gpu")
-    assert {(c.seq_len, c.batch_size, c.grad_accum, c.epochs, c.max_steps) for c in configs} == {(512, 32, 1, 10, None)}
+    students = [c for c in configs if c.out_dir != X.lm_teacher("gpu").out_dir]  # the teacher: TEACHER_EPOCHS
+    assert {(c.seq_len, c.batch_size, c.grad_accum, c.epochs, c.max_steps) for c in students} == {(512, 32, 1, 10, None)}
+    assert X.lm_teacher("gpu").epochs == 3 and X.lm_teacher("gpu").seq_len == 512
     assert all(Path(c.out_dir).name.endswith("-gpu") for c in configs)
     for name in ("lm-table", "lm-ablations", "lm-xtc", "lm-seeds", "lm-step0", "lm-lr"):
         assert len(X.runs(name, "gpu")) == len(X.grid(name, "gpu"))  # names are unique inside a grid
@@ -155,6 +157,17 @@ def test_the_dtype_check_compares_bf16_against_fp32_with_a_second_seed(dirs):
         for cfg, ppl in zip((runs["mds-228-bf16"], runs["mds-228-bf16-seed1"], runs["mds-228-fp32"]), ppls):
             _fake_result(cfg, ppl)
         assert f"bf16 and fp32 {word}" in report.dtype_reading("smoke")
+
+
+def test_the_teacher_budget_reading_finds_the_lowest_validation_point(dirs):
+    (cfg,) = X.runs("lm-teacher-budget", "gpu").values()
+    assert cfg.epochs == X.lm_base("gpu")["epochs"] and X.lm_teacher("gpu").epochs == X.TEACHER_EPOCHS["gpu"]
+    assert "not run" in report.teacher_budget_reading("gpu")
+    curve = [{"step": s, "tokens": t, "valid_ppl": v} for s, t, v in ((0, 0, 50.0), (10, 300, 20.0), (100, 1000, 24.0))]
+    X.write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": 21.0}, "curve": curve,
+                                      "device": "cuda", "device_name": "NVIDIA H200"})
+    text = report.teacher_budget_reading("gpu")
+    assert "lowest, 20.0, after 3.0 epochs and ended at 24.0" in text and "H200" in text, text
 
 
 def test_claims_take_their_verdicts_from_the_seed_band(dirs):

@@ -27,6 +27,7 @@ import torch
 from .config import TrainConfig
 from .losses import ContrastiveHeads, TokenContrastiveLoss
 from .models import load_tokenizer
+from .modules import compile_layers
 from .packing import export_packed, load_packed, size_mb
 from .runtime import adamw, autocast, cpu_busy_cores, cpu_has_bf16_matrix_units, device_name, provenance, resolve_device
 from .students import build_student, load_teacher
@@ -145,7 +146,7 @@ def _make_step(model: str, phase: str, dtype: str, w_bits: int, batch_size: int,
         contrast = TokenContrastiveLoss(len(tokenizer), cfg.proj_dim, cfg.num_negatives).to(dev)
     extra = {"size_mb": size_mb(student)} if method != "fp" else {}
     if compiled:
-        student.compile()
+        compile_layers(student)
     if phase.startswith("d_"):
         student.eval()
         if phase == "d_eval_packed":
@@ -212,11 +213,10 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
            "peak_flops": {}, "phases": {}}
     for dtype in dtypes_for(dev):
         out["peak_flops"][dtype] = matmul_peak(dev, dtype)
-        # the compiled training step right after the eager ones (before the evaluations): a benchmark cut short by
-        # a GPU slot's limit still tells the slot whether to compile
-        runs = [(phase, False) for phase in PHASES if not phase.startswith("d_")]
-        runs += [(phase, True) for phase in COMPILED_PHASES] if compare_compile else []
-        runs += [(phase, False) for phase in PHASES if phase.startswith("d_")]
+        # with compare_compile the compiled step and its eager twin come first: a benchmark cut short by a GPU
+        # slot's limit still tells the slot whether to compile
+        leading = [(p, c) for p in COMPILED_PHASES for c in (False, True)] if compare_compile else []
+        runs = leading + [(phase, False) for phase in PHASES if (phase, False) not in leading]
         for phase, compiled in runs:
             key = f"{phase}/{dtype}" + ("+compile" if compiled else "")
             _check_idle(out, key)

@@ -183,7 +183,16 @@ def tiny_config(name: str, vocab_size: int):
 
 
 def load_model(name: str, task: str = "lm", vocab_size: int | None = None, seed: int = 0, **kwargs):
-    """Model ``name`` with the head of ``task`` ("lm", "mc", "summarization", "classification"), in fp32."""
+    """Model ``name`` with the head of ``task`` ("lm", "mc", "summarization", "classification"), in fp32, with
+    ``config.use_cache`` off: training and scoring need no KV cache, and a cache object per layer would make a
+    compiled layer recompile for every layer. ``generate`` keeps its own ``generation_config.use_cache``."""
+    model = _load_model(name, task, vocab_size, seed, **kwargs)
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False
+    return model
+
+
+def _load_model(name: str, task: str, vocab_size: int | None, seed: int, **kwargs):
     fam = family(name)
     classes = TASK_CLASSES.get(task)
     if classes is None:

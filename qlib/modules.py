@@ -31,6 +31,30 @@ SECOND_FFN = re.compile(r"(mlp\.c_proj|mlp\.down_proj|\.fc2|(?<!attention)\.outp
 IN_LAYER = re.compile(r"(^|\.)(h|layers|layer|block)\.(\d+)\.")
 
 
+def layer_list(model) -> tuple[nn.Module, str, nn.ModuleList]:
+    """(owner, attribute name, the ModuleList) of a model's Transformer layers (BERT, Llama, GPT-2 layouts)."""
+    for owner_path, attr in (("bert.encoder", "layer"), ("encoder", "layer"), ("model", "layers"),
+                             ("transformer", "h")):
+        try:
+            owner = model.get_submodule(owner_path)
+        except AttributeError:
+            continue
+        layers = getattr(owner, attr, None)
+        if isinstance(layers, nn.ModuleList):
+            return owner, attr, layers
+    raise TypeError(f"no Transformer layer list found in {type(model).__name__}")
+
+
+def compile_layers(model: nn.Module) -> nn.Module:
+    """``torch.compile`` every Transformer layer in place (regional compilation): the layers share their code, so
+    one layer's graph is compiled once and reused by all of them instead of tracing the whole model, and the
+    fake-quantizers inside a layer fuse with it. Embeddings, the tied head and the losses stay eager. The state
+    dict keeps its names, so checkpoints and the packed export are unchanged."""
+    for layer in layer_list(model)[2]:
+        layer.compile()
+    return model
+
+
 def layer_index(name: str) -> tuple[int, str] | None:
     """(layer index, the rest of the name) of a module or parameter inside a Transformer layer, else None."""
     m = IN_LAYER.search(name + "." if not name.endswith(".") else name)

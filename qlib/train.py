@@ -26,7 +26,7 @@ from . import distributed as dist
 from .config import DYNAMIC_SCALING, LAYERS, LOSSES, METHODS, TrainConfig  # noqa: F401 - re-exported
 from .losses import ContrastiveHeads, TokenContrastiveLoss, logit_distillation, teacher_entropy, total_loss
 from .models import load_tokenizer
-from .modules import quantizer_parameters
+from .modules import compile_layers, quantizer_parameters
 from .packing import size_mb
 from .quant import bind_laq_hessians
 from .runtime import (adamw, atomic_torch_save, autocast, load_checkpoint, provenance, resolve_device, rng_state,
@@ -85,8 +85,8 @@ def setup(cfg: TrainConfig, data=None) -> Run:
     teacher, student = build_models(cfg, tokenizer)
     teacher = teacher.to(device) if teacher is not None else None
     student.to(device).train()
-    if cfg.compile:  # in place: the state dict keeps its names (checkpoints and packed export stay the same)
-        student.compile()
+    if cfg.compile:
+        compile_layers(student)
     heads = contrast = None
     if cfg.uses_contrastive:
         hidden = getattr(student.config, "hidden_size", None) or student.config.d_model

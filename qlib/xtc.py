@@ -17,31 +17,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import logit_distillation, masked_mean
-from .modules import QuantConfig
-
-
-def _layer_list(model) -> tuple[nn.Module, str, nn.ModuleList]:
-    for owner_path, attr in (("bert.encoder", "layer"), ("encoder", "layer"), ("model", "layers"),
-                             ("transformer", "h")):
-        try:
-            owner = model.get_submodule(owner_path)
-        except AttributeError:
-            continue
-        layers = getattr(owner, attr, None)
-        if isinstance(layers, nn.ModuleList):
-            return owner, attr, layers
-    raise TypeError(f"reduce_layers does not know where the layers of {type(model).__name__} are")
+from .modules import QuantConfig, layer_list
 
 
 def reduce_layers(model: nn.Module, keep: list[int] | tuple[int, ...]) -> nn.Module:
     """A copy of ``model`` that keeps only the Transformer layers ``keep`` (0-based, in order); everything else
     (embeddings, pooler, classifier, final norm, head) is copied unchanged."""
-    owner, attr, layers = _layer_list(model)
+    owner, attr, layers = layer_list(model)
     keep = list(keep)
     if not keep or sorted(set(keep)) != keep or keep[0] < 0 or keep[-1] >= len(layers):
         raise ValueError(f"keep must be increasing distinct layer indices in [0, {len(layers) - 1}], got {keep}")
     student = copy.deepcopy(model)
-    s_owner, _, s_layers = _layer_list(student)
+    s_owner, _, s_layers = layer_list(student)
     setattr(s_owner, attr, nn.ModuleList([s_layers[i] for i in keep]))
     for new_idx, layer in enumerate(getattr(s_owner, attr)):  # decoders index their KV cache by layer
         for m in layer.modules():

@@ -79,6 +79,23 @@ def test_a_compiled_student_trains_like_the_eager_one(tmp_path):
     assert keys[0] == keys[1]
 
 
+@pytest.mark.slow
+def test_compiled_layers_share_one_graph():
+    """Regional compilation: every layer runs the same compiled graph (no recompilation per layer, e.g. for a KV
+    cache object per layer), so compiling a 30-layer model costs what one layer costs."""
+    from torch._dynamo.utils import counters
+
+    from qlib.models import load_model
+    from qlib.modules import compile_layers, layer_list
+    torch._dynamo.reset()
+    model = load_model("tiny-llama", vocab_size=100)
+    assert len(layer_list(model)[2]) >= 2
+    counters.clear()
+    compile_layers(model.train())
+    model(input_ids=torch.randint(0, 100, (2, 16))).logits.sum().backward()
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+
+
 def test_gamma_init_sets_where_every_dynamic_scaling_starts(tmp_path):
     offline_data()
     res = train(_cfg(tmp_path, loss="dist", gamma_init=3.0, max_steps=2))

@@ -200,23 +200,28 @@ COMPILED_PHASES = ("c_qat_dist_cont",)  # what `--compile` also measures compile
 
 def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 4, seq_len: int = 128,
                   steps: int = 5, warmup: int = 2, device: str = "auto", num_negatives: int = 64,
-                  compare_compile: bool = False, save_to: Path | None = None) -> dict:
+                  compare_compile: bool = False, save_to: Path | None = None, phases: tuple[str, ...] = PHASES,
+                  dtypes: tuple[str, ...] | None = None) -> dict:
     """Every phase in every dtype, each in a fresh process; figures with MFU against the measured peak. With
     ``compare_compile`` the phases of ``COMPILED_PHASES`` are measured a second time with the student compiled
     (key suffix "+compile"), so that a run's ``compile`` setting can follow what wins. With ``save_to`` the JSON is
-    written after every phase ("complete": false until the end), so a benchmark cut short keeps what it measured."""
+    written after every phase ("complete": false until the end), so a benchmark cut short keeps what it measured.
+    ``phases`` and ``dtypes`` measure a subset (the ratios of what was measured)."""
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        raise ValueError(f"unknown phases {sorted(unknown)}; known: {PHASES}")
     dev = resolve_device(device)
     load = os.getloadavg()[0]
     out = {"model": model, "w_bits": w_bits, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
            "warmup": warmup, **provenance(dev), "device_name": device_name(dev), "load_avg": round(load, 2),
            "busy": False, "others_busy_cores": {}, "cpu_bf16_matrix_units": cpu_has_bf16_matrix_units(),
            "peak_flops": {}, "phases": {}}
-    for dtype in dtypes_for(dev):
+    for dtype in dtypes or dtypes_for(dev):
         out["peak_flops"][dtype] = matmul_peak(dev, dtype)
         # with compare_compile the compiled step and its eager twin come first: a benchmark cut short by a GPU
         # slot's limit still tells the slot whether to compile
-        leading = [(p, c) for p in COMPILED_PHASES for c in (False, True)] if compare_compile else []
-        runs = leading + [(phase, False) for phase in PHASES if (phase, False) not in leading]
+        leading = [(p, c) for p in COMPILED_PHASES if p in phases for c in (False, True)] if compare_compile else []
+        runs = leading + [(phase, False) for phase in phases if (phase, False) not in leading]
         for phase, compiled in runs:
             key = f"{phase}/{dtype}" + ("+compile" if compiled else "")
             _check_idle(out, key)
@@ -231,19 +236,22 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
             out["phases"][key] = res
             if save_to is not None:
                 _write(save_to, {**out, "complete": False})
-    first = dtypes_for(dev)[0]
+    first = (dtypes or dtypes_for(dev))[0]
     p = {k.split("/")[0]: v for k, v in out["phases"].items() if k.endswith("/" + first)}
-    out["size_mb"] = p["d_eval_fake_quant"]["size_mb"]
-    out["packed_file_mib"] = p["d_eval_packed"]["packed_file_mib"]
-    out["ratios"] = {
-        "b/a time": p["b_qat_dist"]["sec_per_iter"] / p["a_fp_finetune"]["sec_per_iter"],
-        "c/b time": p["c_qat_dist_cont"]["sec_per_iter"] / p["b_qat_dist"]["sec_per_iter"],
-        "c/b memory": p["c_qat_dist_cont"]["peak_mem_mib"] / max(p["b_qat_dist"]["peak_mem_mib"], 1e-9),
-        "packed/fake eval time": p["d_eval_packed"]["sec_per_iter"] / p["d_eval_fake_quant"]["sec_per_iter"],
-    }
+    if "d_eval_fake_quant" in p:
+        out["size_mb"] = p["d_eval_fake_quant"]["size_mb"]
+    if "d_eval_packed" in p:
+        out["packed_file_mib"] = p["d_eval_packed"]["packed_file_mib"]
+    ratios = {"b/a time": ("b_qat_dist", "a_fp_finetune", "sec_per_iter"),
+              "c/b time": ("c_qat_dist_cont", "b_qat_dist", "sec_per_iter"),
+              "c/b memory": ("c_qat_dist_cont", "b_qat_dist", "peak_mem_mib"),
+              "packed/fake eval time": ("d_eval_packed", "d_eval_fake_quant", "sec_per_iter")}
+    out["ratios"] = {name: p[num][key] / max(p[den][key], 1e-9) for name, (num, den, key) in ratios.items()
+                     if num in p and den in p}
     for phase in COMPILED_PHASES if compare_compile else ():
-        compiled = out["phases"][f"{phase}/{first}+compile"]["sec_per_iter"]
-        out["ratios"][f"{phase} compiled/eager time"] = compiled / p[phase]["sec_per_iter"]
+        if phase in p:
+            compiled = out["phases"][f"{phase}/{first}+compile"]["sec_per_iter"]
+            out["ratios"][f"{phase} compiled/eager time"] = compiled / p[phase]["sec_per_iter"]
     out["complete"] = True
     if save_to is not None:
         _write(save_to, out)
@@ -265,7 +273,8 @@ def format_table(res: dict) -> str:
         lines.append(f"{k:<28}{v['sec_per_iter']:>10.3f}{v['tokens_per_s']:>12.0f}{100 * v['mfu']:>7.1f}%"
                      f"{v['peak_mem_mib']:>12.0f}")
     lines.append("ratios: " + ", ".join(f"{k} = {v:.3f}" for k, v in res["ratios"].items()))
-    lines.append(f"size_mb = {res['size_mb']:.1f} MiB, packed file = {res['packed_file_mib']:.1f} MiB")
+    if "size_mb" in res and "packed_file_mib" in res:
+        lines.append(f"size_mb = {res['size_mb']:.1f} MiB, packed file = {res['packed_file_mib']:.1f} MiB")
     return "\n".join(lines)
 
 
@@ -284,6 +293,9 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default=None, choices=PHASES,
                    help="instead of the benchmark: profile this phase (operators and the library's functions)")
     p.add_argument("--dtype", default="fp32", choices=tuple(DTYPE), help="the dtype of --profile")
+    p.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES, help="measure only these phases")
+    p.add_argument("--dtypes", nargs="+", default=None, choices=tuple(DTYPE),
+                   help="measure only these dtypes (default: fp32 and bf16 on CPU, bf16 on CUDA)")
     p.add_argument("--compile", action="store_true",
                    help="also measure the QAT step (L_dist + L_cont) with the student compiled (torch.compile)")
     a = p.parse_args(argv)
@@ -296,7 +308,7 @@ def main(argv=None) -> int:
     dev = resolve_device(a.device).type
     path = Path(a.out) if a.out else RESULTS / "bench" / f"{a.model}-w{a.w_bits}-b{a.batch_size}-s{a.seq_len}-{dev}.json"
     res = run_benchmark(a.model, a.w_bits, a.batch_size, a.seq_len, a.steps, a.warmup, a.device, a.num_negatives,
-                        a.compile, save_to=path)
+                        a.compile, save_to=path, phases=tuple(a.phases), dtypes=tuple(a.dtypes) if a.dtypes else None)
     print(format_table(res))
     print(f"wrote {path}")
     return 0

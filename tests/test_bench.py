@@ -35,6 +35,18 @@ def test_benchmark_compares_compiled_training_steps(tmp_path, monkeypatch):
     assert all(res["ratios"][f"{p} compiled/eager time"] > 0 for p in bench.COMPILED_PHASES)
 
 
+def test_benchmark_measures_a_subset_of_phases_and_dtypes(tmp_path):
+    out = tmp_path / "b.json"
+    assert bench.main(["--model", "tiny-gpt2", "--seq-len", "16", "--batch-size", "2", "--steps", "1", "--warmup", "0",
+                       "--num-negatives", "4", "--device", "cpu", "--phases", "b_qat_dist", "c_qat_dist_cont",
+                       "--dtypes", "fp32", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert list(res["phases"]) == ["b_qat_dist/fp32", "c_qat_dist_cont/fp32"] and set(res["peak_flops"]) == {"fp32"}
+    assert set(res["ratios"]) == {"c/b time", "c/b memory"} and res["complete"]
+    with pytest.raises(ValueError, match="unknown phases"):
+        bench.run_benchmark("tiny-gpt2", phases=("e_nothing",))
+
+
 def test_cpu_busy_cores_sees_a_spinning_process():
     """The idle check measures other work now (not the 1-minute load average): a spinning child shows up."""
     import subprocess

@@ -139,6 +139,21 @@ def test_every_variant_gives_a_finite_differentiable_loss(mode, use_bank):
     assert torch.isfinite(loss) and s.grad.abs().sum() > 0
 
 
+def test_sampled_similarity_equals_gathering_the_negatives_first():
+    """The [T, T]-product-then-gather form has the value and gradients of gathering [B, T, K, d] negatives."""
+    from qlib.losses import _sampled_similarity
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 9, 8, generator=g, requires_grad=True)
+    keys = torch.randn(3, 9, 8, generator=g, requires_grad=True)
+    idx = torch.randint(0, 9, (3, 9, 4), generator=g)
+    gathered = torch.einsum("btd,btkd->btk", a, keys[torch.arange(3)[:, None, None], idx])
+    fast = _sampled_similarity(a, keys, idx)
+    assert torch.allclose(fast, gathered, atol=1e-6)
+    for x, y in zip(torch.autograd.grad(gathered.square().sum(), (a, keys)),
+                    torch.autograd.grad(fast.square().sum(), (a, keys))):
+        assert torch.allclose(x, y, atol=1e-5)
+
+
 def test_sequence_level_variant_is_in_batch_infonce_on_mean_pooled_sequences():
     g = torch.Generator().manual_seed(3)
     s, t = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, 5, generator=g)

@@ -62,24 +62,24 @@ def all_reduce_grads(params) -> None:
             p.grad /= n
 
 
-def gather_rows(ids: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate (ids [N], rows [N, d]) of every rank in rank order; ranks may hold different N."""
+def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Concatenate tensors of every rank in rank order, each sharing its first dimension N (ids [N], rows [N, d],
+    weights [N]); ranks may hold different N."""
     _, n = world()
     if n == 1:
-        return ids, rows
-    count = torch.tensor([ids.numel()], device=ids.device)
+        return tensors
+    count = torch.tensor([tensors[0].shape[0]], device=tensors[0].device)
     counts = [torch.zeros_like(count) for _ in range(n)]
     dist.all_gather(counts, count)
-    top = int(max(c.item() for c in counts))
-    pad_ids = torch.zeros(top, dtype=ids.dtype, device=ids.device)
-    pad_rows = torch.zeros(top, rows.shape[-1], dtype=rows.dtype, device=rows.device)
-    pad_ids[: ids.numel()], pad_rows[: ids.numel()] = ids, rows
-    all_ids = [torch.zeros_like(pad_ids) for _ in range(n)]
-    all_rows = [torch.zeros_like(pad_rows) for _ in range(n)]
-    dist.all_gather(all_ids, pad_ids)
-    dist.all_gather(all_rows, pad_rows)
     k = [int(c.item()) for c in counts]
-    return (torch.cat([a[:c] for a, c in zip(all_ids, k)]), torch.cat([r[:c] for r, c in zip(all_rows, k)]))
+    out = []
+    for t in tensors:
+        pad = torch.zeros((max(k), *t.shape[1:]), dtype=t.dtype, device=t.device)
+        pad[: t.shape[0]] = t
+        parts = [torch.zeros_like(pad) for _ in range(n)]
+        dist.all_gather(parts, pad)
+        out.append(torch.cat([p[:c] for p, c in zip(parts, k)]))
+    return tuple(out)
 
 
 def gather_objects(obj) -> list:

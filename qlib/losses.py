@@ -108,16 +108,18 @@ class MemoryBank(nn.Module):
         return self.momentum * self.vectors[ids] + (1.0 - self.momentum) * student
 
     @torch.no_grad()
-    def update(self, ids: torch.Tensor, anchors: torch.Tensor) -> None:
-        """Set each token's row to the mean of its anchors in this batch (Eq. 3 with duplicates averaged)."""
+    def update(self, ids: torch.Tensor, anchors: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """Set each token's row to the mean of its anchors in this batch (Eq. 3 with duplicates averaged);
+        ``weights`` (1 or 0 per anchor) leaves out padding without a data-dependent shape."""
         ids, anchors = ids.reshape(-1), anchors.detach().reshape(-1, anchors.shape[-1]).to(self.vectors.dtype)
         if ids.numel() == 0:
             return
-        sums = torch.zeros_like(self.vectors).index_add_(0, ids, anchors)
-        counts = torch.zeros(self.vectors.shape[0], device=ids.device, dtype=anchors.dtype)
-        counts.index_add_(0, ids, torch.ones_like(ids, dtype=anchors.dtype))
+        w = torch.ones_like(ids, dtype=anchors.dtype) if weights is None else weights.reshape(-1).to(anchors.dtype)
+        sums = torch.zeros_like(self.vectors).index_add_(0, ids, anchors * w[:, None])
+        counts = torch.zeros(self.vectors.shape[0], device=ids.device, dtype=anchors.dtype).index_add_(0, ids, w)
         hit = counts > 0
-        self.vectors[hit] = sums[hit] / counts[hit, None]
+        # a select over the whole table, not boolean indexing: no host-device sync in the training step
+        self.vectors.copy_(torch.where(hit[:, None], sums / counts.clamp_min(1.0)[:, None], self.vectors))
         self.written |= hit
 
 
@@ -143,7 +145,7 @@ class TokenContrastiveLoss(nn.Module):
         self.num_negatives, self.temperature = num_negatives, temperature
         self.negatives, self.use_bank = negatives, use_bank
         self.memory = MemoryBank(vocab_size, dim, momentum)
-        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (ids, anchors) of the calls since the update
+        self.pending: list[tuple[torch.Tensor, ...]] = []  # (ids, anchors, weights) of the calls since the update
 
     def _sample_positions(self, allowed: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """K distinct random positions j per anchor i among those ``allowed[b, i, j]``: [B, T, K] indices and a
@@ -171,24 +173,29 @@ class TokenContrastiveLoss(nn.Module):
             loss = self._sequence_loss(anchors, teacher, valid)
         else:
             loss = self._token_loss(anchors, teacher, input_ids, valid, generator)
-        self.pending.append((input_ids[valid], anchors[valid].detach()))
+        d = anchors.shape[-1]  # every position, padding weighted 0: no data-dependent shape (no host sync)
+        self.pending.append((input_ids.reshape(-1), anchors.detach().reshape(-1, d), valid.reshape(-1).float()))
         return loss
 
-    def take_pending(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (ids, anchors) of every call since the last update (all micro-batches of a step), and forget them."""
+    def take_pending(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The (ids, anchors, weights) of every call since the last update (all micro-batches of a step), and
+        forget them."""
         dim = self.memory.vectors.shape[1]
-        ids = torch.cat([i for i, _ in self.pending]) if self.pending else torch.zeros(0, dtype=torch.long)
-        rows = torch.cat([a for _, a in self.pending]) if self.pending else torch.zeros(0, dim)
+        if not self.pending:
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, dim), torch.zeros(0)
+        ids, rows, weights = (torch.cat(parts) for parts in zip(*self.pending))
         self.pending = []
-        return ids, rows
+        return ids, rows, weights
 
-    def update_memory(self, ids: torch.Tensor | None = None, anchors: torch.Tensor | None = None) -> None:
+    def update_memory(self, ids: torch.Tensor | None = None, anchors: torch.Tensor | None = None,
+                      weights: torch.Tensor | None = None) -> None:
         """Apply Eq. 3 after the optimizer step: to the pending updates of this process, or to the given ones
         (the trainer passes the updates gathered from every rank, so that all banks stay identical)."""
         if ids is None:
-            ids, anchors = self.take_pending()
+            ids, anchors, weights = self.take_pending()
         if self.use_bank and ids.numel():
-            self.memory.update(ids.to(self.memory.vectors.device), anchors.to(self.memory.vectors.device))
+            dev = self.memory.vectors.device
+            self.memory.update(ids.to(dev), anchors.to(dev), None if weights is None else weights.to(dev))
 
     def _token_loss(self, anchors, teacher, input_ids, valid, generator):
         a = F.normalize(anchors.float(), dim=-1)

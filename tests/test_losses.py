@@ -86,6 +86,16 @@ def test_padding_is_never_an_anchor_or_negative():
     assert torch.allclose(loss_fn(s2, t2, ids, mask), expected, atol=1e-5)
 
 
+def test_padding_never_writes_the_bank():
+    loss_fn = TokenContrastiveLoss(10, 4, num_negatives=2)
+    ids = torch.tensor([[1, 2, 3, 9, 9]])  # 9 only at padded positions
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    loss_fn(torch.randn(1, 5, 4), torch.randn(1, 5, 4), ids, mask)
+    loss_fn.update_memory()
+    assert loss_fn.memory.written.tolist() == [i in (1, 2, 3) for i in range(10)]
+    assert loss_fn.memory.vectors[9].abs().sum() == 0 and loss_fn.memory.vectors[1].abs().sum() > 0
+
+
 def test_negative_sampling_draws_distinct_other_positions():
     loss_fn = TokenContrastiveLoss(10, 4, num_negatives=3)
     valid = torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0]], dtype=torch.bool)

@@ -79,8 +79,13 @@ def seed_band_note(preset: str) -> str:
     text = (f"**Seed band:** {100 * max(spreads.values()):.1f}%, the largest relative range of 2-2-8 test PPL over "
             f"three seeds ({', '.join(parts)}).")
     if missing:
-        text += (f" The seeds of {' and '.join(missing)} are not run yet (`python -m qlib grid lm-seeds --preset "
-                 f"{preset}`): the band may still widen, and verdicts near it may move.")
+        table, seeds = X.runs("lm-table", preset), X.runs("lm-seeds", preset)
+        have = {method_name(m): sum(_ppl(c) is not None for c in (table[f"{m}-228"], seeds[f"{m}-228-seed1"],
+                                                                  seeds[f"{m}-228-seed2"]))
+                for m in SEED_METHODS if m not in spreads}
+        text += (f" Not all seeds of {' and '.join(f'{k} ({v} of 3)' for k, v in have.items())} have run yet "
+                 f"(`python -m qlib grid lm-seeds --preset {preset}`): the band may still widen, and verdicts near it "
+                 f"may move.")
     return text
 
 

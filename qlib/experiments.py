@@ -52,7 +52,7 @@ def lm_base(preset: str, dataset: str = "ptb") -> dict:
                     train_tokens=2048, eval_tokens=256, test_tokens=256, save_every=1, curve_points=2,
                     lr=STUDENT_LR[preset], preset=preset)
     if preset == "cpu":  # 400 steps of 4 x 128 tokens (205k tokens, 4x the first cpu preset; ROW_STEPS for 8/4 bits)
-        # compiled: the QAT step takes 0.76x the eager one's time on the 2-core CPU
+        # compiled: the QAT step takes 0.83x the eager one's time on the 2-core CPU
         # (results/bench/smollm2-135m-w2-b4-s128-cpu-compile.json); `compile` is volatile, results do not depend on it
         return dict(model="smollm2-135m", dataset=dataset, seq_len=128, batch_size=4, max_steps=400,
                     eval_seq_len=EVAL_CONTEXT, eval_tokens=8192, num_negatives=64, save_every=25,

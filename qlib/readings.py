@@ -96,6 +96,15 @@ def why_hard_data(preset: str, top_tokens: int = 500, run_missing: bool = False)
     return out
 
 
+def grid_text(clip: dict | None) -> str:
+    """A grid's range, short: "±0.108" when symmetric, "-0.2 .. 0.3" otherwise, "-" without one."""
+    if not clip:
+        return "-"
+    if abs(clip["neg"] + clip["pos"]) < 5e-4:
+        return f"±{clip['pos']:.3f}"
+    return f"{clip['neg']:.3f} .. {clip['pos']:.3f}"
+
+
 def homogeneity_table(data: dict[str, dict]) -> pd.DataFrame:
     """Figs. 2-4 in numbers, one row per model: mean cosine similarity of the embeddings, mean and minimum
     token-token similarity of the last hidden states (off the diagonal), and the clipping range of each of Fig. 4's
@@ -107,10 +116,9 @@ def homogeneity_table(data: dict[str, dict]) -> pd.DataFrame:
         sim = np.asarray(d["token_similarity"])
         off = sim[~np.eye(len(sim), dtype=bool)]
         row = {"model": name, "embeddings: mean cos": d["embedding_mean_cos"],
-               "last hidden states: mean cos": float(off.mean()), "last hidden states: min cos": float(off.min())}
-        for module, m in d["modules"].items():
-            row[f"grid range of {module.removeprefix('model.')}"] = \
-                f"{m['clip']['neg']:.3f} .. {m['clip']['pos']:.3f}" if m["clip"] else "-"
+               "hidden: mean cos": float(off.mean()), "hidden: min cos": float(off.min())}
+        for module, m in d["modules"].items():  # "model.layers.3.self_attn.o_proj" -> "grid of o_proj"
+            row[f"grid of {module.rsplit('.', 1)[-1]}"] = grid_text(m["clip"])
         rows.append(row)
     return pd.DataFrame(rows or [{"model": "not run"}])
 

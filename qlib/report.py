@@ -12,7 +12,7 @@ import pandas as pd
 from . import experiments as X
 from .labels import method_name, run_name
 from .readings import (_ppl, bits_rows, device_label, dialogue_example, dtype_reading, dtype_table,  # noqa: F401
-                       gamma_start_table, task_claims, gammas, homogeneity_table, key_results, markdown,
+                       gamma_start_table, grid_text, task_claims, gammas, homogeneity_table, key_results, markdown,
                        packed_roundtrip, task_commands, size_table, teacher_budget_reading, teacher_test_ppl,
                        why_hard_data)
 

@@ -265,10 +265,12 @@ def test_figure_data_is_saved_and_draws_the_why_hard_figures(dirs, capsys):
     table = report.homogeneity_table(data).set_index("model")
     assert table.loc["teacher", "embeddings: mean cos"] == t["embedding_mean_cos"]
     off = sim[~torch.eye(n, dtype=torch.bool)]
-    assert table.loc["QuantGPT 2-2-8", "last hidden states: mean cos"] == pytest.approx(off.mean().item())
-    column = f"grid range of {first.removeprefix('model.')}"
+    assert table.loc["QuantGPT 2-2-8", "hidden: mean cos"] == pytest.approx(off.mean().item())
+    column = f"grid of {first.rsplit('.', 1)[-1]}"
     assert table.loc["teacher", column] == "-"
-    assert table.loc["QuantGPT 2-2-8", column] == f"{s_clip['neg']:.3f} .. {s_clip['pos']:.3f}"
+    assert table.loc["QuantGPT 2-2-8", column] == report.grid_text(s_clip)
+    assert report.grid_text({"neg": -0.5, "pos": 0.5}) == "±0.500" and report.grid_text(None) == "-"
+    assert report.grid_text({"neg": -0.2, "pos": 0.3}) == "-0.200 .. 0.300"
 
 
 def test_weight_histogram_reports_outliers():

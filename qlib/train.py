@@ -256,8 +256,10 @@ def train(cfg: TrainConfig, data=None) -> dict:
                 bar.close()
                 raise
         if run.step % 10 == 0 or run.step == run.total_steps:
-            tok_s = (run.step - step0) * run.tokens_per_step / (time.time() - t_loop)
-            bar.set_postfix(loss=f"{loss.item():.4g}", tok_s=f"{tok_s:.0f}")
+            rate = (run.step - step0) * run.tokens_per_step / (time.time() - t_loop)
+            # tokens_per_step counts examples outside language modeling: the bar says which
+            bar.set_postfix(loss=f"{loss.item():.4g}", **({"tok_s": f"{rate:.0f}"} if run.cfg.task == "lm" else
+                                                          {"examples_s": f"{rate:.2f}"}))
             log(run, {"step": run.step, "loss": dist.mean_scalar(loss).item(), "lr": run.scheduler.get_last_lr()[0],
                       **{k: dist.mean_scalar(v).item() for k, v in parts.items()}})
         if evaluate_now:

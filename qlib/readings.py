@@ -46,22 +46,30 @@ def dtype_reading(preset: str) -> str:
             f"first). bf16 and fp32 {agree}.")
 
 
-def teacher_budget_reading(preset: str) -> str:
-    """One sentence from the ``lm-teacher-budget`` run: where the teacher's validation PPL was lowest, where it ended,
-    and the epochs the preset's teacher trains for because of it."""
-    (key, cfg), = X.runs("lm-teacher-budget", preset).items()
+def teacher_budget_reading(preset: str, grid: str = "lm-teacher-budget") -> str:
+    """One sentence from a teacher-budget run (``lm-teacher-budget`` or ``xsum-teacher-budget``): where the
+    teacher's validation PPL was lowest, where it ended, and the epochs the preset's teacher trains for because of
+    it."""
+    from .task_grids import task_teacher, teacher_epochs
+
+    (key, cfg), = X.runs(grid, preset).items()
     res = X.load_result(cfg)
     if res is None:
-        return (f"**Teacher budget:** not run (`python -m qlib grid lm-teacher-budget --preset {preset}`).")
+        return f"**Teacher budget:** not run (`python -m qlib grid {grid} --preset {preset}`)."
+    if cfg.task == "lm":
+        epochs, chosen, what = cfg.epochs, X.lm_teacher(preset).epochs, "validation PPL"
+        test = f"test PPL {res['metrics']['test_ppl']:.2f}"
+    else:
+        epochs, chosen = teacher_epochs(cfg), teacher_epochs(task_teacher("xsum-table", preset))
+        what, test = "validation summary PPL", f"test ROUGE-L {res['metrics']['test_rougeL']:.1f}"
     curve = res["curve"]
     best, end = min(curve, key=lambda c: c["valid_ppl"]), curve[-1]
-    per_epoch = end["tokens"] / cfg.epochs
-    chosen = X.lm_teacher(preset).epochs
-    return (f"**Teacher budget** ({preset} preset, {device_label(res)}): fine-tuned for {cfg.epochs:g} epochs, the "
-            f"teacher's validation PPL went from {curve[0]['valid_ppl']:.1f} (step 0) to its lowest, "
+    per_epoch = end["tokens"] / epochs
+    return (f"**Teacher budget** ({preset} preset, {device_label(res)}): fine-tuned for {epochs:.0f} epochs, the "
+            f"teacher's {what} went from {curve[0]['valid_ppl']:.1f} (step 0) to its lowest, "
             f"{best['valid_ppl']:.1f}, after {best['tokens'] / per_epoch:.1f} epochs and ended at "
-            f"{end['valid_ppl']:.1f} (test PPL {res['metrics']['test_ppl']:.2f}); the preset's teacher trains "
-            f"{chosen:g} epochs.")
+            f"{end['valid_ppl']:.1f} ({test}); the preset's teacher trains {chosen:.0f} "
+            f"epoch{'s' if round(chosen) != 1 else ''}.")
 
 
 def device_label(res: dict) -> str:

@@ -170,6 +170,25 @@ def test_the_teacher_budget_reading_finds_the_lowest_validation_point(dirs):
     assert "lowest, 20.0, after 3.0 epochs and ended at 24.0" in text and "H200" in text, text
 
 
+def test_the_summarization_teacher_budget_is_read_in_epochs_of_the_training_articles(dirs):
+    from qlib.task_grids import teacher_epochs
+
+    (cfg,) = X.runs("xsum-teacher-budget", "cpu").values()
+    teacher = X.runs("xsum-table", "cpu")["teacher"]
+    assert cfg.max_steps == 3 * teacher.max_steps and cfg.out_dir != teacher.out_dir
+    assert teacher_epochs(teacher) == pytest.approx(1.0, abs=0.01) and teacher_epochs(cfg) == pytest.approx(3.0, 0.01)
+    with pytest.raises(ValueError, match="xsum-sample"):
+        teacher_epochs(X.lm_teacher("cpu"))
+    assert "not run" in report.teacher_budget_reading("cpu", "xsum-teacher-budget")
+    # the history counts examples outside LM: 660 examples are the three epochs
+    curve = [{"step": s, "tokens": t, "valid_ppl": v} for s, t, v in ((0, 0, 22.0), (77, 154, 15.0), (330, 660, 24.0))]
+    X.write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_rougeL": 20.8}, "curve": curve,
+                                      "device": "cpu"})
+    text = report.teacher_budget_reading("cpu", "xsum-teacher-budget")
+    assert "lowest, 15.0, after 0.7 epochs and ended at 24.0 (test ROUGE-L 20.8)" in text, text
+    assert text.endswith("trains 1 epoch."), text
+
+
 def test_claims_take_their_verdicts_from_the_seed_band(dirs):
     t, seeds = X.runs("lm-table", "cpu"), X.runs("lm-seeds", "cpu")
     claims = (lambda: report.claims("cpu").set_index("claim (paper: GPT-2 small on PTB)")["verdict"])

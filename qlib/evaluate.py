@@ -39,12 +39,15 @@ def perplexity(model, blocks: torch.Tensor, batch_size: int = 8, device="cpu", d
 def mc_hits(model, batches, device="cpu", progress: bool = True) -> list[int]:
     """Per example, 1 where the multiple-choice head's argmax is the gold candidate (hits@1), over batches from
     ``qlib.data.personachat_batch``."""
+    from .models import CausalLMDoubleHeads
+
     device = torch.device(device)
     model.eval()
     hits = []
+    skip_lm = {"lm_logits": False} if isinstance(model, CausalLMDoubleHeads) else {}  # GPT-2's head always has them
     for b in tqdm(batches, desc="hits@1", disable=not progress, leave=False):
         out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
-                    mc_token_ids=b["mc_token_ids"].to(device))
+                    mc_token_ids=b["mc_token_ids"].to(device), **skip_lm)
         hits += (out.mc_logits.argmax(-1).cpu() == b["mc_labels"]).long().tolist()
     return hits
 

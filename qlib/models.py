@@ -59,18 +59,23 @@ class CausalLMDoubleHeads(nn.Module):
     def get_output_embeddings(self):
         return self.lm.get_output_embeddings()
 
-    def forward(self, input_ids, attention_mask=None, mc_token_ids=None, output_hidden_states: bool = False):
+    def forward(self, input_ids, attention_mask=None, mc_token_ids=None, output_hidden_states: bool = False,
+                lm_logits: bool = True):
+        """``lm_logits=False`` (hits@1 evaluation) skips the LM head over the vocabulary: a fifth of the forward's
+        FLOPs and a [B*C, L, V] tensor the multiple-choice score does not read. ``logits`` is then None."""
         if input_ids.dim() != 3 or mc_token_ids is None or mc_token_ids.shape != input_ids.shape[:2]:
             raise ValueError(f"expected input_ids [B, C, L] and mc_token_ids [B, C], got {tuple(input_ids.shape)} "
                              f"and {None if mc_token_ids is None else tuple(mc_token_ids.shape)}")
         B, C, L = input_ids.shape
         flat_mask = attention_mask.reshape(B * C, L) if attention_mask is not None else None
-        out = self.lm(input_ids=input_ids.reshape(B * C, L), attention_mask=flat_mask, output_hidden_states=True)
+        out = self.lm(input_ids=input_ids.reshape(B * C, L), attention_mask=flat_mask, output_hidden_states=True,
+                      **({} if lm_logits else {"logits_to_keep": 1}))
         last = out.hidden_states[-1]
         picked = last[torch.arange(B * C, device=last.device), mc_token_ids.reshape(-1)]
         mc_logits = self.multiple_choice_head.summary(picked).view(B, C)
         states = tuple(h.view(B, C, L, -1) for h in out.hidden_states) if output_hidden_states else None
-        return DoubleHeadsOutput(logits=out.logits.view(B, C, L, -1), mc_logits=mc_logits, hidden_states=states)
+        return DoubleHeadsOutput(logits=out.logits.view(B, C, L, -1) if lm_logits else None, mc_logits=mc_logits,
+                                 hidden_states=states)
 
 
 TASK_CLASSES = {

@@ -123,6 +123,24 @@ def test_double_head_on_a_decoder_only_lm():
         model(input_ids=ids[0], mc_token_ids=mc)
 
 
+def test_hits_at_1_skips_the_lm_head_and_scores_the_same():
+    # quantized, as the students are evaluated: the multiple-choice scores do not read the vocabulary logits
+    model = quantize_model(_double_head(), QuantConfig("mds", 2, 2, 8, extra_modules=("multiple_choice_head.summary",)))
+    model.eval()
+    ids = torch.randint(3, 97, (2, 3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :, :2] = 0  # left padding in one example
+    mc = torch.tensor([[4, 8, 6], [8, 2, 5]])
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, mc_token_ids=mc)
+        lean = model(input_ids=ids, attention_mask=mask, mc_token_ids=mc, lm_logits=False)
+    assert lean.logits is None and torch.equal(full.mc_logits, lean.mc_logits)
+    batch = {"input_ids": ids, "attention_mask": mask, "mc_token_ids": mc, "mc_labels": full.mc_logits.argmax(-1)}
+    assert E.mc_hits(model, [batch], progress=False) == [1, 1]
+    batch["mc_labels"] = (full.mc_logits.argmax(-1) + 1) % 3
+    assert E.mc_hits(model, [batch], progress=False) == [0, 0]
+
+
 def test_quantized_double_head_quantizes_the_mc_head_too():
     model = quantize_model(_double_head(), QuantConfig("mds", 2, 2, 8, extra_modules=("multiple_choice_head.summary",)))
     assert isinstance(model.multiple_choice_head.summary, QuantLinear)

@@ -258,14 +258,16 @@ def generated_summaries(preset: str, articles: int = 2) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["article", "run", "summary"]).sort_values(["article"], kind="stable")
 
 
-def lr_sweep_table(preset: str) -> pd.DataFrame:
-    """The learning-rate sweep of the full-precision control (grid ``lm-lr``): its validation PPL at the end of a
-    quarter of the budget against the teacher's, per rate; the preset's students use the largest rate within 2%."""
-    teacher = teacher_valid_ppl(preset)
+def lr_sweep_table(preset: str, grid: str = "lm-lr") -> pd.DataFrame:
+    """A learning-rate sweep of the full-precision control (grid ``lm-lr`` or ``xsum-lr``): its validation PPL at
+    the end of a quarter of the budget against the teacher's, per rate; the students use the largest rate within 2%."""
+    from .task_grids import task_base
+
+    runs = X.runs(grid, preset)
+    teacher = _ppl(runs.pop("teacher"), "valid_ppl")
+    chosen = X.STUDENT_LR[preset] if grid == "lm-lr" else task_base(grid.replace("-lr", "-table"), preset)["lr"]
     rows = []
-    for key, cfg in X.runs("lm-lr", preset).items():
-        if key == "teacher":
-            continue
+    for key, cfg in runs.items():
         res = X.load_result(cfg)
         ppl = res["metrics"]["valid_ppl"] if res else None
         worst = max(p["valid_ppl"] for p in res["curve"]) if res else None
@@ -273,7 +275,7 @@ def lr_sweep_table(preset: str) -> pd.DataFrame:
                      "control: valid PPL at the end": round(ppl, 2) if ppl else "not run",
                      "/ teacher": ppl / teacher if ppl and teacher else None,
                      "worst point on the way / teacher": worst / teacher if worst and teacher else None,
-                     "chosen": "yes" if cfg.lr == X.STUDENT_LR[preset] else ""})
+                     "chosen": "yes" if cfg.lr == chosen else ""})
     return pd.DataFrame(rows)
 
 

@@ -92,6 +92,19 @@ def task_student(name: str, preset: str, method: str, bits: tuple[int, int, int]
                           "teacher": task_teacher(name, preset).out_dir, "out_dir": _name(base, run), **overrides})
 
 
+def task_lr_grid(name: str, preset: str) -> list[TrainConfig]:
+    """The teacher and the full-precision control of grid ``name`` at each rate of ``experiments.LR_SWEEP`` for a
+    quarter of the students' budget: the students' rate is the largest whose control ends within 2% of the teacher's
+    validation metric (the rule of the ``lm-lr`` sweep, chapter 4)."""
+    steps = max(task_base(name, preset)["max_steps"] // 4, 1)
+    control = (lambda tag, **kw: task_student(name, preset, "fp", (32, 32, 32), tag=tag, loss="dist", **kw))
+    # validation is what the sweep reads (test_examples=2: the test part is only touched)
+    sweep = [control(f"control-lr{lr:g}", lr=lr, max_steps=steps, test_examples=2) for lr in X.LR_SWEEP]
+    # the first attempt: the control for the whole budget at the rate the LM sweep chose, which this task's did not
+    first = control(f"control-lr{X.STUDENT_LR[preset]:g}-full", lr=X.STUDENT_LR[preset])
+    return [task_teacher(name, preset)] + sweep + [first]
+
+
 def task_grid(name: str, preset: str) -> list[TrainConfig]:
     """Teacher, control (``fp-323232-control``: no quantization, distillation loss) and the four methods at 2-2-8."""
     control = task_student(name, preset, "fp", (32, 32, 32), tag="control", loss="dist")

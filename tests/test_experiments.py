@@ -27,7 +27,8 @@ def dirs(tmp_path, monkeypatch):
 
 
 def test_printed_command_parses_back_to_the_same_config(dirs):
-    grids = ("lm-table", "lm-lr", "lm-ablations", "lm-xtc", "lm-gamma-init", "lm-seeds", "xtc")
+    grids = ("lm-table", "lm-lr", "lm-ablations", "lm-xtc", "lm-gamma-init", "lm-seeds", "xtc", "xsum-table",
+             "xsum-lr", "xsum-teacher-budget", "dialogue-table")
     for cfg in [c for name in grids for c in X.grid(name, "cpu")]:
         argv = shlex.split(X.command(cfg))[3:]  # drop "python -m qlib"
         args = vars(_parser().parse_args(argv))
@@ -187,6 +188,29 @@ def test_the_summarization_teacher_budget_is_read_in_epochs_of_the_training_arti
     text = report.teacher_budget_reading("cpu", "xsum-teacher-budget")
     assert "lowest, 15.0, after 0.7 epochs and ended at 24.0 (test ROUGE-L 20.8)" in text, text
     assert text.endswith("trains 1 epoch."), text
+
+
+def test_the_summarization_rate_sweep_reads_each_control_against_its_own_teacher(dirs):
+    runs = X.runs("xsum-lr", "cpu")
+    table = X.runs("xsum-table", "cpu")
+    assert runs["teacher"] == table["teacher"]
+    quarter = table["control"].max_steps // 4
+    sweep = [k for k in runs if k.startswith("control-lr") and not k.endswith("-full")]
+    assert [runs[k].lr for k in sweep] == list(X.LR_SWEEP) and all(runs[k].max_steps == quarter for k in sweep)
+    assert runs["control-lr0.0003-full"].max_steps == table["control"].max_steps
+    assert set(report.lr_sweep_table("cpu", "xsum-lr")["control: valid PPL at the end"]) == {"not run"}
+    for key, ppl in (("teacher", 14.0), ("control-lr3e-05", 14.1), ("control-lr0.0003", 17.5)):
+        curve = [{"step": 0, "valid_ppl": 14.0}, {"step": 5, "valid_ppl": ppl + 1.0}]
+        X.write_json(X.result_path(runs[key]), {"config": asdict(runs[key]), "metrics": {"valid_ppl": ppl},
+                                                "curve": curve, "steps": 55})
+    table_rows = report.lr_sweep_table("cpu", "xsum-lr")
+    assert list(table_rows["steps"]) == [55, 55, 55, table["control"].max_steps]  # the full-budget row last
+    rows = table_rows[table_rows["steps"] == 55].set_index("learning rate")
+    assert rows.loc["3e-05", "/ teacher"] == pytest.approx(14.1 / 14.0)
+    assert rows.loc["0.0003", "worst point on the way / teacher"] == pytest.approx(18.5 / 14.0)
+    assert rows.loc["0.0001", "control: valid PPL at the end"] == "not run"
+    chosen = rows.index[rows["chosen"] == "yes"].tolist()
+    assert chosen == [f"{table['control'].lr:g}"] or (chosen == [] and table["control"].lr not in X.LR_SWEEP)
 
 
 def test_claims_take_their_verdicts_from_the_seed_band(dirs):

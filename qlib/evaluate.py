@@ -35,6 +35,14 @@ def perplexity(model, blocks: torch.Tensor, batch_size: int = 8, device="cpu", d
     return math.exp(nll.item() / max(count, 1))
 
 
+def gold_reply_batch(batch: dict) -> dict:
+    """The gold candidate alone (stored last) of a ``qlib.data.personachat_batch``, with its reply as ``labels``:
+    what ``label_perplexity`` reads for the reply perplexity."""
+    gold = slice(-1, None)
+    return {"input_ids": batch["input_ids"][:, gold], "attention_mask": batch["attention_mask"][:, gold],
+            "mc_token_ids": batch["mc_token_ids"][:, gold], "labels": batch["lm_labels"][:, gold]}
+
+
 @torch.no_grad()
 def mc_hits(model, batches, device="cpu", progress: bool = True) -> list[int]:
     """Per example, 1 where the multiple-choice head's argmax is the gold candidate (hits@1), over batches from
@@ -100,15 +108,21 @@ def summarize_lm(model, tokenizer, prompts: list[list[int]], max_new_tokens: int
 def label_perplexity(model, batches, device="cpu", desc: str = "ppl", progress: bool = True,
                      dtype: str = "auto") -> float:
     """exp(mean NLL) of the labelled tokens (``labels`` != -100; position t predicts token t + 1) over batches
-    of ``input_ids``, ``attention_mask`` and ``labels``: a summary's perplexity given its article."""
+    of ``input_ids``, ``attention_mask`` and ``labels``: a summary's perplexity given its article. Batches with
+    ``mc_token_ids`` ([B, C, L] inputs) go through a double-head model and read its LM head: a reply's perplexity
+    given the conversation (``gold_reply_batch``)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
     nll, count = torch.zeros((), dtype=torch.float64, device=device), 0
     for b in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        mc = {"mc_token_ids": b["mc_token_ids"].to(device)} if "mc_token_ids" in b else {}
         with autocast(device, dtype):
-            logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
-        labels = b["labels"][:, 1:].to(device)
+            logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
+                           **mc).logits
+        if mc:  # [B, C, L, V] -> [B * C, L, V]
+            logits = logits.flatten(0, 1)
+        labels = b["labels"].flatten(0, -2)[:, 1:].to(device)
         nll += F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                ignore_index=-100, reduction="sum").double()
         count += int((labels != -100).sum())

@@ -206,9 +206,9 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
     if name == "lm-teacher-budget":  # how long the teacher fine-tunes before it overfits: the students' budget
         return [lm_teacher(preset, tag=f"{lm_base(preset, 'ptb').get('epochs', 1):g}ep",
                            epochs=lm_base(preset, "ptb").get("epochs", 1))]
-    if name == "xsum-lr":  # the control's rate sweep of the summarization grid (``task_grids.task_lr_grid``)
+    if name in ("xsum-lr", "dialogue-lr"):  # the control's rate sweep of a task grid (``task_grids.task_lr_grid``)
         from .task_grids import task_lr_grid
-        return task_lr_grid("xsum-table", preset)
+        return task_lr_grid(name.replace("-lr", "-table"), preset)
     if name == "xsum-teacher-budget":  # the summarization teacher for three epochs: why it trains one
         from .task_grids import xsum_teacher_budget
         return [xsum_teacher_budget(preset)]
@@ -222,7 +222,7 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
     if name in TASK_GRIDS:  # next-utterance prediction and summarization
         return task_grid(name, preset)
     raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-lr, lm-ablations, lm-xtc, lm-gamma-init, lm-dtype, "
-                     f"lm-teacher-budget, lm-seeds, xtc[-<glue task>], xsum-teacher-budget, xsum-lr, "
+                     f"lm-teacher-budget, lm-seeds, xtc[-<glue task>], xsum-teacher-budget, xsum-lr, dialogue-lr, "
                      f"{', '.join(TASK_GRIDS)}")
 
 

@@ -258,19 +258,24 @@ def generated_summaries(preset: str, articles: int = 2) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["article", "run", "summary"]).sort_values(["article"], kind="stable")
 
 
+SWEEP_METRIC = {"dialogue-lr": "valid_reply_ppl"}  # the validation PPL a rate sweep reads (else "valid_ppl")
+
+
 def lr_sweep_table(preset: str, grid: str = "lm-lr") -> pd.DataFrame:
-    """A learning-rate sweep of the full-precision control (grid ``lm-lr`` or ``xsum-lr``): its validation PPL at
-    the end of a quarter of the budget against the teacher's, per rate; the students use the largest rate within 2%."""
+    """A learning-rate sweep of the full-precision control (grid ``lm-lr``, ``xsum-lr`` or ``dialogue-lr``): its
+    validation PPL (of the gold reply for dialogue) at the end of a quarter of the budget against the teacher's, per
+    rate; the students use the largest rate within 2%."""
     from .task_grids import task_base
 
+    metric = SWEEP_METRIC.get(grid, "valid_ppl")
     runs = X.runs(grid, preset)
-    teacher = _ppl(runs.pop("teacher"), "valid_ppl")
+    teacher = _ppl(runs.pop("teacher"), metric)
     chosen = X.STUDENT_LR[preset] if grid == "lm-lr" else task_base(grid.replace("-lr", "-table"), preset)["lr"]
     rows = []
     for key, cfg in runs.items():
         res = X.load_result(cfg)
-        ppl = res["metrics"]["valid_ppl"] if res else None
-        worst = max(p["valid_ppl"] for p in res["curve"]) if res else None
+        ppl = res["metrics"][metric] if res else None
+        worst = max(p[metric] for p in res["curve"]) if res else None
         rows.append({"learning rate": f"{cfg.lr:g}", "steps": res["steps"] if res else cfg.max_steps,
                      "control: valid PPL at the end": round(ppl, 2) if ppl else "not run",
                      "/ teacher": ppl / teacher if ppl and teacher else None,

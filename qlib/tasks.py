@@ -178,7 +178,12 @@ class MCTask(_ExampleTask):
         return logit_distillation(student.out.mc_logits, teacher.out.mc_logits)
 
     def evaluate(self, model, device, final: bool):
-        out = {"valid_mc_acc": E.mc_accuracy(model, self.eval_batches(), device, self.cfg.progress)}
+        batches = self.eval_batches()
+        # hits@1 over 40-100 examples moves in steps of 1-2.5 points: the gold reply's perplexity is the finer
+        # signal a rate sweep reads (``dialogue-lr``)
+        out = {"valid_mc_acc": E.mc_accuracy(model, batches, device, self.cfg.progress),
+               "valid_reply_ppl": E.label_perplexity(model, [E.gold_reply_batch(b) for b in batches], device,
+                                                     "reply ppl", self.cfg.progress, self.cfg.dtype)}
         if final and self.test_ex is not None:  # per example too: comparisons read their bootstrap spread
             hits = E.mc_hits(model, self.eval_batches(self.test_ex), device, self.cfg.progress)
             out.update(test_mc_acc=100.0 * sum(hits) / max(len(hits), 1), test_mc_hits=hits)

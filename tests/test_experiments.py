@@ -211,6 +211,16 @@ def test_the_summarization_rate_sweep_reads_each_control_against_its_own_teacher
     assert rows.loc["0.0001", "control: valid PPL at the end"] == "not run"
     chosen = rows.index[rows["chosen"] == "yes"].tolist()
     assert chosen == [f"{table['control'].lr:g}"] or (chosen == [] and table["control"].lr not in X.LR_SWEEP)
+    # the dialogue sweep reads the gold reply's perplexity (hits@1 moves in whole examples), at step 0 and the end
+    dialogue = X.runs("dialogue-lr", "cpu")
+    assert list(dialogue) == ["teacher"] + [f"control-lr{lr:g}" for lr in X.LR_SWEEP]
+    assert all(c.curve_points == 0 and c.max_steps == X.runs("dialogue-table", "cpu")["control"].max_steps // 4
+               for k, c in dialogue.items() if k != "teacher")
+    for key, ppl in (("teacher", 20.0), ("control-lr0.0001", 20.2)):
+        X.write_json(X.result_path(dialogue[key]), {"config": asdict(dialogue[key]), "steps": 37, "curve": [
+            {"step": 0, "valid_reply_ppl": 20.0}], "metrics": {"valid_reply_ppl": ppl, "valid_mc_acc": 50.0}})
+    rows = report.lr_sweep_table("cpu", "dialogue-lr").set_index("learning rate")
+    assert rows.loc["0.0001", "/ teacher"] == pytest.approx(1.01)
 
 
 def test_claims_take_their_verdicts_from_the_seed_band(dirs):

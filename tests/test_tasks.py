@@ -141,6 +141,25 @@ def test_hits_at_1_skips_the_lm_head_and_scores_the_same():
     assert E.mc_hits(model, [batch], progress=False) == [0, 0]
 
 
+def test_reply_perplexity_reads_the_gold_candidate_through_the_lm_head():
+    model = _double_head()
+    ids = torch.randint(3, 97, (2, 3, 9))
+    mask = torch.ones_like(ids)
+    labels = torch.full_like(ids, -100)
+    labels[:, -1, 5:] = ids[:, -1, 5:]  # the gold reply: the last candidate's last four tokens
+    batch = {"input_ids": ids, "attention_mask": mask, "mc_token_ids": torch.full((2, 3), 8), "lm_labels": labels}
+    gold = E.gold_reply_batch(batch)
+    assert gold["input_ids"].shape == (2, 1, 9) and torch.equal(gold["labels"][:, 0], labels[:, -1])
+    reply = E.label_perplexity(model, [gold], progress=False)
+    # the same as the wrapped LM alone on the gold sequences, counted over the reply's tokens only
+    logits = model.lm(input_ids=ids[:, -1]).logits[:, :-1]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, 97), labels[:, -1, 1:].reshape(-1), ignore_index=-100)
+    assert reply == pytest.approx(torch.exp(nll).item(), rel=1e-5)
+    distractor = dict(gold, labels=torch.where(labels[:, :1] == -100, -100, ids[:, :1]))  # scoring another reply
+    distractor["input_ids"] = ids[:, :1]
+    assert E.label_perplexity(model, [distractor], progress=False) != pytest.approx(reply, rel=1e-3)
+
+
 def test_quantized_double_head_quantizes_the_mc_head_too():
     model = quantize_model(_double_head(), QuantConfig("mds", 2, 2, 8, extra_modules=("multiple_choice_head.summary",)))
     assert isinstance(model.multiple_choice_head.summary, QuantLinear)
@@ -194,6 +213,7 @@ def test_tiny_end_to_end_task_grid(grid, metric, tmp_path, monkeypatch):
     final = res["metrics"]
     if grid == "dialogue-table":
         assert 0 <= final["test_mc_acc"] <= 100 and final["valid_mc_acc"] == res["curve"][-1]["valid_mc_acc"]
+        assert all(1.0 < p["valid_reply_ppl"] < float("inf") for p in res["curve"])  # what dialogue-lr reads
     else:
         assert {"test_rouge1", "test_rouge2", "test_rougeL"} <= set(final) and len(final["examples"]) == 3
         assert all(isinstance(e["generated"], str) for e in final["examples"])

@@ -194,8 +194,10 @@ def curves(preset: str, bits: str = "228") -> dict[str, list[tuple[int, float]]]
 
 
 # the other two tasks: what each grid reports, and the paper's columns beside it
-TASK_METRICS = {"dialogue-table": (("valid_mc_acc", "valid hits@1 (%)"), ("test_mc_acc", "test hits@1 (%)")),
-                "xsum-table": (("test_rouge1", "R1"), ("test_rouge2", "R2"), ("test_rougeL", "RL"))}
+TASK_METRICS = {"dialogue-table": (("valid_reply_ppl", "valid reply PPL"), ("valid_mc_acc", "valid hits@1 (%)"),
+                                   ("test_mc_acc", "test hits@1 (%)")),
+                "xsum-table": (("valid_ppl", "valid summary PPL"), ("test_rouge1", "R1"), ("test_rouge2", "R2"),
+                               ("test_rougeL", "RL"))}
 TASK_CURVE = {"dialogue-table": ("valid_mc_acc", "validation hits@1 (%)", False),
               "xsum-table": ("valid_ppl", "validation summary PPL", True)}
 

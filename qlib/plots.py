@@ -6,6 +6,7 @@ leave the book without figures); headless scripts get Agg by matplotlib's own ch
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib import ticker
 import numpy as np
 import torch
 
@@ -48,6 +49,22 @@ def gamma_gradient(curves: dict):
     return fig
 
 
+class _PlainLogFormatter(ticker.LogFormatter):
+    """Log-axis labels as plain numbers (14, 1,000, 100,000) instead of 1.4 x 10^1."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:,.0f}" if x >= 1 else f"{x:g}"
+
+
+def _log_y(ax) -> None:
+    """A log y axis labelled in plain numbers, its minor ticks too where it spans less than a few decades (a PPL
+    curve between 14 and 22 gets labels at all)."""
+    ax.set_yscale("log")
+    fmt = _PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4))
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(fmt)
+
+
 def metric_vs_bits(rows: list[dict], metric: str = "test_ppl", log: bool = True, fp_value: float | None = None):
     """Fig. 1: a metric against weight bits, one line per method. ``rows``: dicts with method, w_bits, value."""
     if not rows:
@@ -62,7 +79,7 @@ def metric_vs_bits(rows: list[dict], metric: str = "test_ppl", log: bool = True,
     ax.set_xlabel("weight bits"), ax.set_ylabel(metric.replace("_", " "))
     ax.set_xticks(sorted({r["w_bits"] for r in rows}))
     if log:
-        ax.set_yscale("log")
+        _log_y(ax)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: never over a point
     fig.tight_layout()
     return fig
@@ -191,7 +208,7 @@ def learning_curves(curves: dict[str, list[tuple[int, float]]], teacher: float |
                        label=f"paper's QuantGPT 2-2-8 ratio ({paper_ratio:.3f} x teacher)")
     ax.set_xscale("log")
     if logy:
-        ax.set_yscale("log")
+        _log_y(ax)
     ax.set_xlabel(f"{xlabel} (step 0 at the left edge)"), ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: never over a point

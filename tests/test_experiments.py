@@ -355,3 +355,14 @@ def test_only_selects_short_names_exactly_and_folder_names_by_part(dirs):
     table = X.grid("lm-table", "cpu")
     assert [X.run_key(c) for c in table if _selects("228", c, table)] == ["pact-228", "lsq-228", "laq-228", "mds-228"]
     assert [X.run_key(c) for c in table if _selects("teacher", c, table)] == ["teacher"]
+
+
+def test_log_axes_are_labelled_in_plain_numbers():
+    fig = plots.learning_curves({"teacher": [(0, 22.0), (10, 16.0), (100, 14.3)]}, ylabel="PPL", logy=True)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels() if t.get_text()]
+    assert labels and all("times" not in s and "^" not in s for s in labels), labels
+    assert {"15", "20"} <= set(labels), labels
+    fmt = ax.yaxis.get_major_formatter()
+    assert fmt._num_to_string(1000.0, 1, 1e4) == "1,000" and fmt._num_to_string(0.5, 0.1, 1) == "0.5"

@@ -5,6 +5,8 @@ leave the book without figures); headless scripts get Agg by matplotlib's own ch
 """
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 from matplotlib import ticker
 import numpy as np
@@ -50,9 +52,13 @@ def gamma_gradient(curves: dict):
 
 
 class _PlainLogFormatter(ticker.LogFormatter):
-    """Log-axis labels as plain numbers (14, 1,000, 100,000) instead of 1.4 x 10^1."""
+    """Log-axis labels as plain numbers up to 10,000 (14, 1,000) instead of 1.4 x 10^1; powers of ten above it
+    (a collapsed student's PPL of 10^19 stays short)."""
 
     def _num_to_string(self, x, vmin, vmax):
+        if x > 10_000:
+            exponent = math.log10(x)
+            return f"$10^{{{round(exponent)}}}$" if abs(exponent - round(exponent)) < 1e-9 else f"{x:.0e}"
         return f"{x:,.0f}" if x >= 1 else f"{x:g}"
 
 

@@ -366,3 +366,4 @@ def test_log_axes_are_labelled_in_plain_numbers():
     assert {"15", "20"} <= set(labels), labels
     fmt = ax.yaxis.get_major_formatter()
     assert fmt._num_to_string(1000.0, 1, 1e4) == "1,000" and fmt._num_to_string(0.5, 0.1, 1) == "0.5"
+    assert fmt._num_to_string(1e19, 1, 1e20) == "$10^{19}$"  # a collapsed student's PPL stays short

@@ -211,7 +211,7 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
         return task_lr_grid(name.replace("-lr", "-table"), preset)
     if name == "xsum-teacher-budget":  # the summarization teacher for three epochs: why it trains one
         from .task_grids import xsum_teacher_budget
-        return [xsum_teacher_budget(preset)]
+        return xsum_teacher_budget(preset)
     if name == "lm-dtype":  # bf16 autocast against fp32 on a short real run, with a second bf16 seed for the noise
         return lm_dtype_grid(preset)
     if name == "lm-seeds":  # how far one seed moves a result: QuantGPT and LAQ (the paper's best baseline) at 2-2-8

@@ -52,7 +52,10 @@ def teacher_budget_reading(preset: str, grid: str = "lm-teacher-budget") -> str:
     it."""
     from .task_grids import task_teacher, teacher_epochs
 
-    (key, cfg), = X.runs(grid, preset).items()
+    runs = X.runs(grid, preset)
+    if not runs:
+        return f"**Teacher budget:** the {preset} preset trains the paper's budget; it has no budget run."
+    (key, cfg), = runs.items()
     res = X.load_result(cfg)
     if res is None:
         return f"**Teacher budget:** not run (`python -m qlib grid {grid} --preset {preset}`)."

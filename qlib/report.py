@@ -271,6 +271,8 @@ def lr_sweep_table(preset: str, grid: str = "lm-lr") -> pd.DataFrame:
 
     metric = SWEEP_METRIC.get(grid, "valid_ppl")
     runs = X.runs(grid, preset)
+    if not runs:
+        return pd.DataFrame([{"learning rate": f"no sweep in the {preset} preset (its rates are the paper's)"}])
     teacher = _ppl(runs.pop("teacher"), metric)
     chosen = X.STUDENT_LR[preset] if grid == "lm-lr" else task_base(grid.replace("-lr", "-table"), preset)["lr"]
     rows = []

@@ -20,7 +20,7 @@ TASK_GRIDS = ("dialogue-table", "xsum-table")
 # (``experiments.STUDENT_LR``). xsum, cpu: chosen by ``xsum-lr`` (the control after a quarter of the budget: 3e-5 ->
 # 1.0003x, 1e-4 -> 1.009x the teacher's validation summary PPL; 3e-4 failed); gpu: not swept, the cpu choice (4
 # articles a step against the cpu preset's 2: both train on far fewer tokens a step than the LM runs do)
-TASK_STUDENT_LR = {"xsum-table": {"cpu": 1e-4, "gpu": 1e-4}}
+TASK_STUDENT_LR = {"xsum-table": {"cpu": 1e-4, "gpu": 1e-4}, "dialogue-table": {}}
 
 
 def task_base(name: str, preset: str) -> dict:
@@ -38,7 +38,8 @@ def task_base(name: str, preset: str) -> dict:
                     seq_len=seq, batch_size=batch, max_steps=steps, train_candidates=cands, eval_examples=n_valid,
                     test_examples=n_test, max_examples=64 if preset == "smoke" else None, num_negatives=32 if
                     preset != "smoke" else 4, curve_points=2 if preset == "smoke" else 4, eval_batch_size=2,
-                    save_every=1 if preset == "smoke" else 25, lr=X.STUDENT_LR[preset], preset=preset)
+                    save_every=1 if preset == "smoke" else 25,
+                    lr=TASK_STUDENT_LR[name].get(preset, X.STUDENT_LR[preset]), preset=preset)
     if name == "xsum-table":
         if preset == "paper":  # App. B.3: source 512, batch 128, 8 epochs, rates 2e-4 / 1e-3, 32 negatives
             return dict(task="summarization", model="facebook/bart-base", dataset="xsum", seq_len=512, source_len=512,
@@ -85,10 +86,13 @@ def teacher_epochs(cfg: TrainConfig) -> float:
     return cfg.max_steps * cfg.batch_size * cfg.grad_accum / XSUM_SAMPLE_PARTS["train"]
 
 
-def xsum_teacher_budget(preset: str) -> TrainConfig:
-    """The summarization teacher trained for three epochs: the run whose validation curve chose one."""
+def xsum_teacher_budget(preset: str) -> list[TrainConfig]:
+    """The summarization teacher trained for three epochs: the run whose validation curve chose one (none in the
+    ``paper`` preset, which trains the paper's budget)."""
+    if preset == "paper":
+        return []
     steps = 3 * TEACHER_STEPS["xsum-table"][preset]
-    return task_teacher("xsum-table", preset, tag="3ep", max_steps=steps)
+    return [task_teacher("xsum-table", preset, tag="3ep", max_steps=steps)]
 
 
 def task_student(name: str, preset: str, method: str, bits: tuple[int, int, int] = (2, 2, 8), tag: str = "",
@@ -103,6 +107,8 @@ def task_lr_grid(name: str, preset: str) -> list[TrainConfig]:
     """The teacher and the full-precision control of grid ``name`` at each rate of ``experiments.LR_SWEEP`` for a
     quarter of the students' budget: the students' rate is the largest whose control ends within 2% of the teacher's
     validation metric (the rule of the ``lm-lr`` sweep, chapter 4)."""
+    if preset == "paper":  # the paper's own rates; no sweep
+        return []
     steps = max(task_base(name, preset)["max_steps"] // 4, 1)
     control = (lambda tag, **kw: task_student(name, preset, "fp", (32, 32, 32), tag=tag, loss="dist", **kw))
     # validation is what the sweep reads (test_examples=2: the test part is only touched); hits@1 over 20

@@ -188,6 +188,10 @@ def test_the_summarization_teacher_budget_is_read_in_epochs_of_the_training_arti
     text = report.teacher_budget_reading("cpu", "xsum-teacher-budget")
     assert "lowest, 15.0, after 0.7 epochs and ended at 24.0 (test ROUGE-L 20.8)" in text, text
     assert text.endswith("trains 1 epoch."), text
+    # the paper preset trains the paper's budget and rates: no budget run, no sweep, and the chapter still reads
+    assert X.grid("xsum-teacher-budget", "paper") == [] and X.grid("xsum-lr", "paper") == []
+    assert "no budget run" in report.teacher_budget_reading("paper", "xsum-teacher-budget")
+    assert "no sweep" in report.lr_sweep_table("paper", "xsum-lr").iloc[0, 0]
 
 
 def test_the_summarization_rate_sweep_reads_each_control_against_its_own_teacher(dirs):

@@ -44,20 +44,27 @@ def gold_reply_batch(batch: dict) -> dict:
 
 
 @torch.no_grad()
-def mc_hits(model, batches, device="cpu", progress: bool = True) -> list[int]:
-    """Per example, 1 where the multiple-choice head's argmax is the gold candidate (hits@1), over batches from
+def mc_picks(model, batches, device="cpu", progress: bool = True) -> tuple[list[int], list[int]]:
+    """Per example, the candidate the multiple-choice head ranks first and the gold candidate, over batches from
     ``qlib.data.personachat_batch``."""
     from .models import CausalLMDoubleHeads
 
     device = torch.device(device)
     model.eval()
-    hits = []
+    picks, gold = [], []
     skip_lm = {"lm_logits": False} if isinstance(model, CausalLMDoubleHeads) else {}  # GPT-2's head always has them
     for b in tqdm(batches, desc="hits@1", disable=not progress, leave=False):
         out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
                     mc_token_ids=b["mc_token_ids"].to(device), **skip_lm)
-        hits += (out.mc_logits.argmax(-1).cpu() == b["mc_labels"]).long().tolist()
-    return hits
+        picks += out.mc_logits.argmax(-1).cpu().tolist()
+        gold += b["mc_labels"].tolist()
+    return picks, gold
+
+
+def mc_hits(model, batches, device="cpu", progress: bool = True) -> list[int]:
+    """Per example, 1 where the multiple-choice head's first choice is the gold candidate (hits@1)."""
+    picks, gold = mc_picks(model, batches, device, progress)
+    return [int(p == g) for p, g in zip(picks, gold)]
 
 
 def mc_accuracy(model, batches, device="cpu", progress: bool = True) -> float:

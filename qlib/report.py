@@ -260,6 +260,27 @@ def generated_summaries(preset: str, articles: int = 2) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["article", "run", "summary"]).sort_values(["article"], kind="stable")
 
 
+def chosen_replies(preset: str, examples: int = 2) -> pd.DataFrame:
+    """Chapter 5's samples: for the first test examples of ``dialogue-table``, the last turn of the history, the
+    gold reply, and the reply each run's multiple-choice head ranked first among the 20 candidates."""
+    from .data import chitchat_dialogs
+
+    cfgs = X.runs("dialogue-table", preset)
+    runs = {run_name(cfg): X.load_result(cfg) for cfg in cfgs.values()}
+    picked = {name: res["metrics"]["test_mc_picks"] for name, res in runs.items()
+              if res and "test_mc_picks" in res["metrics"]}
+    if not picked:
+        return pd.DataFrame([{"example": "-", "who": "no dialogue run with its picks committed", "reply": "-"}])
+    rows = []
+    for i, d in enumerate(chitchat_dialogs("test", limit=examples)):
+        cands = d["candidates"][-cfgs["teacher"].num_candidates:]  # as ``personachat_batch`` cuts them
+        rows += [{"example": i + 1, "who": "last turn of the history", "reply": d["history"][-1]},
+                 {"example": i + 1, "who": "gold reply", "reply": cands[-1]}]
+        rows += [{"example": i + 1, "who": name + (" (right)" if picks[i] == len(cands) - 1 else " (wrong)"),
+                  "reply": cands[picks[i]]} for name, picks in picked.items() if i < len(picks)]
+    return pd.DataFrame(rows, columns=["example", "who", "reply"])
+
+
 SWEEP_METRIC = {"dialogue-lr": "valid_reply_ppl"}  # the validation PPL a rate sweep reads (else "valid_ppl")
 
 

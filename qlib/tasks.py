@@ -185,8 +185,10 @@ class MCTask(_ExampleTask):
                "valid_reply_ppl": E.label_perplexity(model, [E.gold_reply_batch(b) for b in batches], device,
                                                      "reply ppl", self.cfg.progress, self.cfg.dtype)}
         if final and self.test_ex is not None:  # per example too: comparisons read their bootstrap spread
-            hits = E.mc_hits(model, self.eval_batches(self.test_ex), device, self.cfg.progress)
-            out.update(test_mc_acc=100.0 * sum(hits) / max(len(hits), 1), test_mc_hits=hits)
+            picks, gold = E.mc_picks(model, self.eval_batches(self.test_ex), device, self.cfg.progress)
+            hits = [int(p == g) for p, g in zip(picks, gold)]
+            # the picks: which reply each run chose for the same examples (chapter 5's samples)
+            out.update(test_mc_acc=100.0 * sum(hits) / max(len(hits), 1), test_mc_hits=hits, test_mc_picks=picks)
         return out
 
 

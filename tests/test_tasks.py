@@ -213,6 +213,8 @@ def test_tiny_end_to_end_task_grid(grid, metric, tmp_path, monkeypatch):
     final = res["metrics"]
     if grid == "dialogue-table":
         assert 0 <= final["test_mc_acc"] <= 100 and final["valid_mc_acc"] == res["curve"][-1]["valid_mc_acc"]
+        picks, hits = final["test_mc_picks"], final["test_mc_hits"]  # chapter 5's samples read the picks
+        assert len(picks) == len(hits) and hits == [int(p == runs["teacher"].num_candidates - 1) for p in picks]
         assert all(1.0 < p["valid_reply_ppl"] < float("inf") for p in res["curve"])  # what dialogue-lr reads
     else:
         assert {"test_rouge1", "test_rouge2", "test_rougeL"} <= set(final) and len(final["examples"]) == 3
@@ -237,3 +239,25 @@ def test_task_claims_read_the_bootstrap_spread_of_each_comparison(monkeypatch):
     assert rows["At 2-2-8, QuantGPT scores higher than PACT."] == "not run"
     assert report.verdict(5.0, 1.0, 2.0, absolute=True) == "contradicted"
     assert report.verdict(1.0, 5.0, 2.0, absolute=True) == "reproduced"
+
+
+def test_chosen_replies_show_the_reply_each_run_picked(monkeypatch):
+    from qlib import report
+
+    # picks as MCTask.evaluate stores them: indexes into the example's 20 candidates, the gold one last
+    picks = {"teacher": [19, 3], "mds-228": [2, 19]}
+    names = {Path(c.out_dir).name: k for k, c in X.runs("dialogue-table", "cpu").items()}
+
+    def fake(cfg):
+        p = picks.get(names[Path(cfg.out_dir).name])
+        return None if p is None else {"metrics": {"test_mc_picks": p}}
+    monkeypatch.setattr(X, "load_result", fake)
+    table = report.chosen_replies("cpu", examples=2)
+    d = D.chitchat_dialogs("test", limit=2)
+    rows = {(r["example"], r["who"]): r["reply"] for r in table.to_dict("records")}
+    assert rows[(1, "gold reply")] == d[0]["candidates"][-1] == rows[(1, "teacher (right)")]
+    assert rows[(1, "QuantGPT 2-2-8 (wrong)")] == d[0]["candidates"][2]
+    assert rows[(2, "teacher (wrong)")] == d[1]["candidates"][3]
+    assert rows[(2, "last turn of the history")] == d[1]["history"][-1]
+    monkeypatch.setattr(X, "load_result", lambda cfg: None)
+    assert "no dialogue run" in report.chosen_replies("cpu").iloc[0]["who"]

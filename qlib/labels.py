@@ -19,3 +19,8 @@ def run_name(cfg) -> str:
     if cfg.method == "fp":
         return "teacher" if cfg.resolved_loss == "lm" and not cfg.keep_layers else "full-precision control"
     return f"{method_name(cfg.method)} {cfg.label}"
+
+
+def ratio_text(v: float) -> str:
+    """A ratio as a reader takes it in: 1.09x, 76.42x, 1,090x."""
+    return f"{v:,.0f}x" if v >= 100 else f"{v:.2f}x"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import experiments as X
-from .labels import method_name, run_name
+from .labels import method_name, ratio_text, run_name
 from .paper import PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE3
 
 
@@ -187,10 +187,9 @@ def key_results(preset: str) -> str:
     done = {m: r["metrics"]["test_ppl"] / teacher["metrics"]["test_ppl"] for m, r in base.items() if r is not None}
     if done:
         paper = {m: PAPER_TABLE1[(m, "2-2-8")][2] / PAPER_PTB_TEACHER for m in done}
-        times = (lambda v: f"{v:,.0f}x" if v >= 100 else f"{v:.2f}x")  # a ratio as a reader takes it in
         lines.append("With the same budget the baselines at 2-2-8 end at " + ", ".join(
-            f"{method_name(m)} {times(v)}" for m, v in done.items()) + " (paper: " + ", ".join(
-            f"{method_name(m)} {times(paper[m])}" for m in done) + ")" + (
+            f"{method_name(m)} {ratio_text(v)}" for m, v in done.items()) + " (paper: " + ", ".join(
+            f"{method_name(m)} {ratio_text(paper[m])}" for m in done) + ")" + (
             "; not run yet: " + ", ".join(method_name(m) for m in base if m not in done) if len(done) < 3 else "")
             + ". Chapter 9 says which differences lie outside the measured seed spread.")
     return "**Key results (`%s` preset):** " % preset + " ".join(lines)

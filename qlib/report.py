@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import experiments as X
-from .labels import method_name, run_name
+from .labels import method_name, ratio_text, run_name
 from .readings import (_ppl, bits_rows, device_label, dialogue_example, dtype_reading, dtype_table,  # noqa: F401
                        gamma_start_table, grid_text, task_claims, gammas, homogeneity_table, key_results, markdown,
                        packed_roundtrip, task_commands, size_table, teacher_budget_reading, teacher_test_ppl,
@@ -244,6 +244,58 @@ def task_curve_plot(grid: str, preset: str, title: str = ""):
     _, ylabel, logy = TASK_CURVE[grid]
     return learning_curves(task_curves(grid, preset), title=title, ylabel=ylabel, xlabel="training examples",
                            logy=logy)
+
+
+# per grid: the validation perplexity a reading compares with the teacher's, the end metric (key, name, format) and
+# the paper's training budget of a student in examples, with its description
+TASK_READING = {
+    "xsum-table": ("valid_ppl", "validation summary PPL", ("test_rougeL", "test ROUGE-L", ".1f"),
+                   8 * 204_045, "8 epochs of the 204,045 XSum training articles"),
+    "dialogue-table": ("valid_reply_ppl", "validation gold-reply PPL", ("test_mc_acc", "test hits@1", ".0f"),
+                       None, "2 epochs of Persona-Chat's 8,939 training dialogues"),
+}
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if v >= 1000 else f"{v:.1f}" if v >= 100 else f"{v:.2f}"
+
+
+def task_reading(grid: str, preset: str) -> str:
+    """Where each run of ``grid`` ended and where its curve was heading, as sentences read from the committed
+    results of ``preset`` (Markdown): ratios to the teacher's validation PPL, the end metric, the curve's first,
+    last-but-one and last points, and the students' budget against the paper's."""
+    metric, name, (end, end_name, fmt), paper_examples, paper_budget = TASK_READING[grid]
+    runs = {k: (cfg, X.load_result(cfg)) for k, cfg in X.runs(grid, preset).items()}
+    teacher = runs["teacher"][1]
+    if teacher is None:
+        return f"**Reading (`{preset}` preset):** the teacher has not run yet; nothing to read."
+    t = teacher["metrics"][metric]
+    lines = [f"The teacher's {name} is {t:.2f} and its {end_name} {teacher['metrics'][end]:{fmt}}."]
+    missing = []
+    for key, (cfg, res) in runs.items():
+        if key == "teacher":
+            continue
+        if res is None:
+            missing.append(run_name(cfg))
+            continue
+        c, examples = res["curve"], res["steps"] * res["effective_batch"]
+        v = res["metrics"][metric]
+        text = (f"{'The ' if key == 'control' else ''}{run_name(cfg)} ends at {ratio_text(v / t)} the teacher's {name} "
+                f"({_num(v)}; {end_name} {res['metrics'][end]:{fmt}}) after {examples:,} training examples")
+        if len(c) >= 3:
+            (s0, v0), (s1, v1), (s2, v2) = ((p["step"], p[metric]) for p in (c[0], c[-2], c[-1]))
+            text += f"; its curve: {_num(v0)} at step {s0}, {_num(v1)} at step {s1}, {_num(v2)} at step {s2}"
+            if v2 < v1 and s1 > 0:  # where it is heading: the last segment's fall against its growth in examples
+                text += f" (still falling: {v1 / v2:.2f}x lower over {s2 / s1:.1f}x the examples)"
+        lines.append(text + ".")
+    done = [r for k, (_, r) in runs.items() if k not in ("teacher", "control") and r is not None]
+    if done:
+        examples = done[0]["steps"] * done[0]["effective_batch"]
+        share = f" ({100 * examples / paper_examples:.2g}% of it)" if paper_examples else ""
+        lines.append(f"A student here sees {examples:,} examples; the paper trains for {paper_budget}{share}.")
+    if missing:
+        lines.append("Not run yet: " + ", ".join(missing) + ".")
+    return f"**Reading (`{preset}` preset, from the committed results):** " + " ".join(lines)
 
 
 def generated_summaries(preset: str, articles: int = 2) -> pd.DataFrame:

@@ -261,3 +261,27 @@ def test_chosen_replies_show_the_reply_each_run_picked(monkeypatch):
     assert rows[(2, "last turn of the history")] == d[1]["history"][-1]
     monkeypatch.setattr(X, "load_result", lambda cfg: None)
     assert "no dialogue run" in report.chosen_replies("cpu").iloc[0]["who"]
+
+
+def test_task_reading_says_where_each_run_ended_and_where_it_is_heading(monkeypatch):
+    from qlib import report
+
+    names = {Path(c.out_dir).name: k for k, c in X.runs("xsum-table", "cpu").items()}
+    curve = {"teacher": [20.0, 14.0], "control": [14.0, 14.5, 15.0], "mds-228": [1e6, 2000.0, 1000.0]}
+
+    def fake(cfg):
+        c = curve.get(names[Path(cfg.out_dir).name])
+        if c is None:
+            return None
+        points = [{"step": s, "valid_ppl": v} for s, v in zip((0, 50, 200), c)]
+        return {"curve": points, "steps": 200, "effective_batch": 2,
+                "metrics": {"valid_ppl": c[-1], "test_rougeL": 21.0 if len(c) < 3 or c[-1] < 100 else 4.0}}
+    monkeypatch.setattr(X, "load_result", fake)
+    text = report.task_reading("xsum-table", "cpu")
+    assert "The teacher's validation summary PPL is 14.00" in text
+    assert "The full-precision control ends at 1.07x" in text and "(still falling" not in text.split("QuantGPT")[0]
+    assert "QuantGPT 2-2-8 ends at 71.43x" in text and "1,000,000 at step 0, 2,000 at step 50, 1,000 at step 200" in text
+    assert "still falling: 2.00x lower over 4.0x the examples" in text and "(0.025% of it)" in text
+    assert text.endswith("Not run yet: PACT 2-2-8, LSQ 2-2-8, LAQ 2-2-8.")
+    monkeypatch.setattr(X, "load_result", lambda cfg: None)
+    assert "the teacher has not run yet" in report.task_reading("dialogue-table", "cpu")

@@ -171,7 +171,8 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
     (Tables 4/7, Fig. 7 at 2-2-8), ``lm-xtc`` (XTC's recipe on the generative model), ``lm-gamma-init`` (QuantGPT
     at 8 and 4 bits with gamma started at ``GAMMA_INIT``), ``lm-seeds`` (QuantGPT 2-2-8 with seeds 1 and 2),
     ``xtc[-task]`` (XTC on GLUE), ``dialogue-table`` and ``xsum-table`` (the other two tasks: ``task_grids``),
-    ``xsum-teacher-budget`` (the summarization teacher for three epochs)."""
+    ``xsum-teacher-budget`` (the summarization teacher for three epochs), ``xsum-distill-all`` (beyond the paper:
+    summarization students distilled on the article's positions too)."""
     if name == "lm-table":
         return [lm_teacher(preset), lm_control(preset)] + [lm_student(preset, m, b) for b in reversed(LM_SETTINGS)
                                                            for m in LM_METHODS]
@@ -212,6 +213,9 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
     if name == "xsum-teacher-budget":  # the summarization teacher for three epochs: why it trains one
         from .task_grids import xsum_teacher_budget
         return xsum_teacher_budget(preset)
+    if name == "xsum-distill-all":  # beyond the paper: the article's positions distilled too
+        from .task_grids import xsum_distill_all
+        return xsum_distill_all(preset)
     if name == "lm-dtype":  # bf16 autocast against fp32 on a short real run, with a second bf16 seed for the noise
         return lm_dtype_grid(preset)
     if name == "lm-seeds":  # how far one seed moves a result: QuantGPT and LAQ (the paper's best baseline) at 2-2-8
@@ -222,7 +226,8 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
     if name in TASK_GRIDS:  # next-utterance prediction and summarization
         return task_grid(name, preset)
     raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-lr, lm-ablations, lm-xtc, lm-gamma-init, lm-dtype, "
-                     f"lm-teacher-budget, lm-seeds, xtc[-<glue task>], xsum-teacher-budget, xsum-lr, dialogue-lr, "
+                     f"lm-teacher-budget, lm-seeds, xtc[-<glue task>], xsum-teacher-budget, xsum-lr, xsum-distill-all, "
+                     f"dialogue-lr, "
                      f"{', '.join(TASK_GRIDS)}")
 
 

@@ -225,6 +225,26 @@ def task_table(grid: str, preset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def distill_span_table(preset: str) -> pd.DataFrame:
+    """Beyond the paper (``xsum-distill-all``): each 2-bit summarizer distilled on the summary's positions only (the
+    paper's reading, ``xsum-table``) and on every position of article and summary, same budget and rate."""
+    table, extra = X.runs("xsum-table", preset), X.runs("xsum-distill-all", preset)
+    teacher = X.load_result(table["teacher"]) if table else None
+    rows = []
+    for key, cfg in extra.items():
+        for span, run in (("summary positions (the paper's reading)", table[key.removesuffix("-distill-all")]),
+                          ("every position (article too)", cfg)):
+            res = X.load_result(run)
+            m = res["metrics"] if res else None
+            rows.append({"run": run_name(run), "distilled on": span,
+                         "valid summary PPL": round(m["valid_ppl"], 2) if m else "not run",
+                         "/ teacher": round(m["valid_ppl"] / teacher["metrics"]["valid_ppl"], 2) if m and teacher
+                         else "-", "RL": round(m["test_rougeL"], 2) if m else "-"})
+    if not rows:
+        return pd.DataFrame([{"run": f"no such runs in the {preset} preset (BART is distilled as the paper does)"}])
+    return pd.DataFrame(rows)
+
+
 def task_curves(grid: str, preset: str) -> dict[str, list[tuple[int, float]]]:
     """The learning curves (training examples, the grid's validation metric) of the teacher, the control and the
     four methods, by display name, for the runs that exist."""

@@ -95,6 +95,14 @@ def xsum_teacher_budget(preset: str) -> list[TrainConfig]:
     return [task_teacher("xsum-table", preset, tag="3ep", max_steps=steps)]
 
 
+def xsum_distill_all(preset: str) -> list[TrainConfig]:
+    """Beyond the paper: QuantGPT and LSQ at 2-2-8 distilled on every position of article and summary
+    (``distill_span="all"``), read against the grid's summary-only runs; none in the ``paper`` preset (BART)."""
+    if preset == "paper":
+        return []
+    return [task_student("xsum-table", preset, m, tag="distill-all", distill_span="all") for m in ("mds", "lsq")]
+
+
 def task_student(name: str, preset: str, method: str, bits: tuple[int, int, int] = (2, 2, 8), tag: str = "",
                  **overrides) -> TrainConfig:
     base, (w, e, a) = task_base(name, preset), bits

@@ -238,7 +238,7 @@ def _rouge_and_samples(preds: list[str], examples: list[dict], split: str, sampl
 class SummarizationLMTask(_ExampleTask):
     """Summarization by a decoder-only LM (the offline stand-in for BART): the article, a prompt, then the summary.
     The task loss, the distillation and the contrastive loss read the summary's positions only (as BART's
-    decoder); the learning curve is the summary's perplexity given the article on the validation part; the end
+    decoder; ``distill_span="all"``: the distillation losses read every position); the learning curve is the summary's perplexity given the article on the validation part; the end
     adds beam search (beam 6, length penalty 1, the paper's) and ROUGE on the test part."""
 
     splits = ("train", "valid", "test")
@@ -253,8 +253,8 @@ class SummarizationLMTask(_ExampleTask):
     def forward(cfg, model, batch, hidden):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     output_hidden_states=hidden)
-        return Outputs(out, out.logits, batch["summary_mask"], out.hidden_states if hidden else None,
-                       batch["input_ids"])
+        mask = batch["summary_mask"] if cfg.distill_span == "target" else batch["attention_mask"]
+        return Outputs(out, out.logits, mask, out.hidden_states if hidden else None, batch["input_ids"])
 
     @staticmethod
     def task_loss(outputs, batch):

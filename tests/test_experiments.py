@@ -28,7 +28,7 @@ def dirs(tmp_path, monkeypatch):
 
 def test_printed_command_parses_back_to_the_same_config(dirs):
     grids = ("lm-table", "lm-lr", "lm-ablations", "lm-xtc", "lm-gamma-init", "lm-seeds", "xtc", "xsum-table",
-             "xsum-lr", "xsum-teacher-budget", "dialogue-table")
+             "xsum-lr", "xsum-teacher-budget", "xsum-distill-all", "dialogue-table")
     for cfg in [c for name in grids for c in X.grid(name, "cpu")]:
         argv = shlex.split(X.command(cfg))[3:]  # drop "python -m qlib"
         args = vars(_parser().parse_args(argv))

@@ -96,6 +96,25 @@ def test_decoder_only_summary_batch_labels_the_summary_only():
         assert b["summary_mask"][i].nonzero().flatten().tolist() == (labelled - 1).tolist()
 
 
+def test_distill_span_all_distils_the_articles_positions_too():
+    from qlib.tasks import SummarizationLMTask
+
+    offline_data()
+    tok = M.load_tokenizer("tiny-llama")
+    ex = [{"document": "one two three four five six seven", "summary": "a short one"}]
+    batch = D.summarization_lm_batch(ex, tok, source_len=5, target_len=16)
+    model = tf.LlamaForCausalLM(M.tiny_config("tiny-llama", len(tok))).eval()
+    masks = {span: SummarizationLMTask.forward(TrainConfig(task="summarization-lm", model="tiny-llama",
+                                                           dataset="xsum-sample", distill_span=span),
+                                               model, batch, False).mask for span in ("target", "all")}
+    assert torch.equal(masks["target"], batch["summary_mask"]) and torch.equal(masks["all"], batch["attention_mask"])
+    assert masks["all"].sum() > 2 * masks["target"].sum()  # the article's positions add most of the signal
+    with pytest.raises(ValueError, match="distill_span='all' is for task='summarization-lm'"):
+        TrainConfig(task="lm", distill_span="all")
+    with pytest.raises(ValueError, match="distill_span must be"):
+        TrainConfig(task="summarization-lm", dataset="xsum-sample", model="tiny-llama", distill_span="article")
+
+
 def _double_head(vocab=97):
     torch.manual_seed(0)
     return M.CausalLMDoubleHeads.from_config(M.tiny_config("tiny-llama", vocab)).eval()
@@ -285,3 +304,18 @@ def test_task_reading_says_where_each_run_ended_and_where_it_is_heading(monkeypa
     assert text.endswith("Not run yet: PACT 2-2-8, LSQ 2-2-8, LAQ 2-2-8.")
     monkeypatch.setattr(X, "load_result", lambda cfg: None)
     assert "the teacher has not run yet" in report.task_reading("dialogue-table", "cpu")
+
+
+def test_distill_span_table_pairs_each_variant_with_the_grids_run(monkeypatch):
+    from qlib import report
+
+    ppl = {"xsum-sample-smollm2-135m-fp-cpu": 14.0, "xsum-sample-smollm2-135m-mds-228-cpu": 1400.0,
+           "xsum-sample-smollm2-135m-mds-228-distill-all-cpu": 140.0}
+    monkeypatch.setattr(X, "load_result", lambda cfg: {"metrics": {"valid_ppl": ppl[Path(cfg.out_dir).name],
+                                                                    "test_rougeL": 5.0}}
+                        if Path(cfg.out_dir).name in ppl else None)
+    rows = report.distill_span_table("cpu").to_dict("records")
+    assert [(r["run"], r["/ teacher"]) for r in rows] == [("QuantGPT 2-2-8", 100.0), ("QuantGPT 2-2-8", 10.0),
+                                                          ("LSQ 2-2-8", "-"), ("LSQ 2-2-8", "-")]
+    assert rows[1]["distilled on"].startswith("every position") and rows[3]["valid summary PPL"] == "not run"
+    assert X.grid("xsum-distill-all", "paper") == [] and "no such runs" in report.distill_span_table("paper").iloc[0, 0]

@@ -16,16 +16,21 @@ class ActQuantizer(nn.Module):
     (used where activations are mostly non-negative). ``granularity``: ``"token"`` (default: one range per position,
     over the last dimension, so a position's output never depends on later tokens or on other sequences of the
     batch) or ``"tensor"`` (one range over the whole batch: not causal, kept as an ablation). Statistics are taken
-    from the current input, so no state is stored.
+    from the current input, so no state is stored. ``nonnegative=True`` (attention probabilities): 2^b levels
+    between 0 and max(x). A softmax row holds exact zeros at masked keys wherever a later key or padding exists, so
+    a min-max range would start at 0 there and at the row's smallest probability elsewhere: fixing 0 makes a
+    position's range independent of how long the batch is padded (and of other sequences in it).
     """
 
-    def __init__(self, bits: int, symmetric: bool = True, granularity: str = "token"):
+    def __init__(self, bits: int, symmetric: bool = True, granularity: str = "token", nonnegative: bool = False):
         super().__init__()
         if bits not in (2, 4, 8):
             raise ValueError(f"activation bits must be one of [2, 4, 8] (or 32/None for none), got {bits!r}")
         if granularity not in ("tensor", "token"):
             raise ValueError(f"activation granularity must be 'tensor' or 'token', got {granularity!r}")
-        self.bits, self.symmetric, self.granularity = bits, symmetric, granularity
+        if nonnegative and symmetric:
+            raise ValueError("nonnegative=True is an asymmetric range [0, max]; pass symmetric=False")
+        self.bits, self.symmetric, self.granularity, self.nonnegative = bits, symmetric, granularity, nonnegative
 
     def _reduce(self, x, fn):
         if self.granularity == "tensor":
@@ -39,7 +44,8 @@ class ActQuantizer(nn.Module):
             step = (self._reduce(x.abs(), torch.amax) / n).clamp_min(1e-8)
             return torch.clamp(torch.round(x / step), -n, n) * step
         top = 2 ** self.bits - 1
-        lo, hi = self._reduce(x, torch.amin), self._reduce(x, torch.amax)
+        hi = self._reduce(x, torch.amax)
+        lo = torch.zeros_like(hi) if self.nonnegative else self._reduce(x, torch.amin)
         step = ((hi - lo) / top).clamp_min(1e-8)
         zero = torch.round(-lo / step)
         return (torch.clamp(torch.round(x / step) + zero, 0, top) - zero) * step
@@ -48,4 +54,5 @@ class ActQuantizer(nn.Module):
         return _StraightThrough.apply(x, self.fake_quant(x.detach()))
 
     def extra_repr(self):
-        return f"bits={self.bits}, symmetric={self.symmetric}, granularity={self.granularity}"
+        return (f"bits={self.bits}, symmetric={self.symmetric}, granularity={self.granularity}"
+                + (", nonnegative=True" if self.nonnegative else ""))

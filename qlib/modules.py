@@ -269,10 +269,11 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
-def _act(config: QuantConfig, symmetric: bool) -> ActQuantizer | None:
+def _act(config: QuantConfig, symmetric: bool, nonnegative: bool = False) -> ActQuantizer | None:
     if config.a_bits in FULL_PRECISION:
         return None
-    return ActQuantizer(config.a_bits, symmetric=symmetric, granularity=config.act_granularity)
+    return ActQuantizer(config.a_bits, symmetric=symmetric, granularity=config.act_granularity,
+                        nonnegative=nonnegative)
 
 
 def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
@@ -322,7 +323,7 @@ def quantize_model(model: nn.Module, config: QuantConfig) -> nn.Module:
     # 4. attention probabilities
     if config.quantize_attention_probs and config.a_bits not in FULL_PRECISION:
         for _, m in _attention_modules(model):
-            m.attn_probs_quantizer = _act(config, symmetric=False)
+            m.attn_probs_quantizer = _act(config, symmetric=False, nonnegative=True)
     _set_attention_implementation(model, ATTN_IMPL)
     model.qlib_config = config
     return model

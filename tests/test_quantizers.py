@@ -206,3 +206,17 @@ def test_activation_quantizers():
     assert torch.equal(ActQuantizer(8, granularity="token")(y2)[1], per_token[1])
     with pytest.raises(ValueError):
         ActQuantizer(3)
+
+
+def test_attention_probabilities_range_ignores_padding():
+    # a query's softmax row, alone and with two padded (masked, exactly 0) keys after it, as a longer sequence in
+    # the same batch would add: with the range fixed at 0 the row's real entries quantize alike
+    torch.manual_seed(0)
+    row = torch.softmax(torch.randn(1, 6) * 3, -1)
+    padded = torch.cat([row, torch.zeros(1, 2)], -1)
+    probs = ActQuantizer(4, symmetric=False, nonnegative=True)
+    assert torch.equal(probs(row), probs(padded)[:, :6])
+    minmax = ActQuantizer(4, symmetric=False)
+    assert not torch.equal(minmax(row), minmax(padded)[:, :6])  # why: the min moves from the row's least to 0
+    with pytest.raises(ValueError, match="symmetric=False"):
+        ActQuantizer(8, symmetric=True, nonnegative=True)

@@ -89,13 +89,17 @@ def seed_band_note(preset: str) -> str:
     return text
 
 
-def verdict(lower: float | None, higher: float | None, band: float | None, absolute: bool = False) -> str:
+def verdict(lower: float | None, higher: float | None, band: float | None, absolute: bool = False,
+            both_collapsed: bool = False) -> str:
     """The paper claims ``lower < higher`` (both PPL, or ratios to a teacher). "reproduced" when ours is lower by
     more than the band, "contradicted" when it is higher by more than the band, else "inconclusive". The band is
     relative (the seed band of the LM runs) or, with ``absolute``, in the values' own units (the bootstrap spread
-    of a comparison on the other tasks' test examples)."""
+    of a comparison on the other tasks' test examples). ``both_collapsed``: the claim compares two runs that both
+    failed the task (``readings.collapsed``); which failure scores higher says nothing about the methods."""
     if lower is None or higher is None:
         return "not run"
+    if both_collapsed:
+        return "inconclusive (both collapsed)"
     if band is None:
         return "inconclusive (seed band not measured yet)"
     if (lower + band if absolute else lower * (1 + band)) < higher:

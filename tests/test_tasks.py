@@ -319,3 +319,22 @@ def test_distill_span_table_pairs_each_variant_with_the_grids_run(monkeypatch):
                                                           ("LSQ 2-2-8", "-"), ("LSQ 2-2-8", "-")]
     assert rows[1]["distilled on"].startswith("every position") and rows[3]["valid summary PPL"] == "not run"
     assert X.grid("xsum-distill-all", "paper") == [] and "no such runs" in report.distill_span_table("paper").iloc[0, 0]
+
+
+def test_a_claim_between_two_collapsed_runs_is_inconclusive(monkeypatch):
+    from qlib import report
+    from qlib.readings import collapsed
+
+    # per-article ROUGE-L: the teacher ~21, two students that both failed (the higher one far outside the spread)
+    rl = {"teacher": [21.0, 22.0] * 25, "mds-228": [4.6, 4.7] * 25, "laq-228": [3.3, 3.4] * 25,
+          "lsq-228": [20.0, 21.0] * 25}
+    names = {Path(c.out_dir).name: k for k, c in X.runs("xsum-table", "cpu").items()}
+    monkeypatch.setattr(X, "load_result", lambda cfg: {"metrics": {"test_rougeL_per_article": rl[
+        names[Path(cfg.out_dir).name]]}} if names[Path(cfg.out_dir).name] in rl else None)
+    rows = {r["claim"]: r["verdict"] for r in report.task_claims("xsum-table", "cpu").to_dict("records")}
+    assert rows["At 2-2-8, QuantBART scores higher than LAQ."] == "inconclusive (both collapsed)"
+    assert rows["At 2-2-8, QuantBART scores higher than LSQ."] == "contradicted"  # one of them works: judged
+    assert rows["At 2-2-8, QuantBART stays within 1.5 of the full-precision teacher (the teacher minus 1.5 is "
+                "below QuantBART)."] == "contradicted"
+    # the paper's own runs: PACT 2-2-8 collapsed on XSum, PACT 4-4-8 on Persona-Chat did not (chance 5%)
+    assert collapsed(6.96, 33.05, 0.0) and not collapsed(25.13, 77.01, 5.0) and collapsed(5.52, 77.01, 5.0)

@@ -284,6 +284,9 @@ def _num(v: float) -> str:
     return f"{v:,.0f}" if v >= 1000 else f"{v:.1f}" if v >= 100 else f"{v:.2f}"
 
 
+TASK_TITLE = {"xsum-table": "Summarization", "dialogue-table": "Next-utterance prediction"}
+
+
 def task_reading(grid: str, preset: str) -> str:
     """Where each run of ``grid`` ended and where its curve was heading, as sentences read from the committed
     results of ``preset`` (Markdown): ratios to the teacher's validation PPL, the end metric, the curve's first,
@@ -292,7 +295,7 @@ def task_reading(grid: str, preset: str) -> str:
     runs = {k: (cfg, X.load_result(cfg)) for k, cfg in X.runs(grid, preset).items()}
     teacher = runs["teacher"][1]
     if teacher is None:
-        return f"**Reading (`{preset}` preset):** the teacher has not run yet; nothing to read."
+        return f"**{TASK_TITLE[grid]} (`{preset}` preset):** the teacher has not run yet; nothing to read."
     t = teacher["metrics"][metric]
     lines = [f"The teacher's {name} is {t:.2f} and its {end_name} {teacher['metrics'][end]:{fmt}}."]
     missing = []
@@ -319,7 +322,7 @@ def task_reading(grid: str, preset: str) -> str:
         lines.append(f"A student here sees {examples:,} examples; the paper trains for {paper_budget}{share}.")
     if missing:
         lines.append("Not run yet: " + ", ".join(missing) + ".")
-    return f"**Reading (`{preset}` preset, from the committed results):** " + " ".join(lines)
+    return f"**{TASK_TITLE[grid]} (`{preset}` preset, from the committed results):** " + " ".join(lines)
 
 
 def generated_summaries(preset: str, articles: int = 2) -> pd.DataFrame:

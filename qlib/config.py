@@ -74,7 +74,7 @@ class TrainConfig:
     source_len: int = 512
     target_len: int = 64
     # summarization-lm: distil on the positions that predict the summary ("target", as BART's decoder) or on every
-    # position, the article's too ("all": beyond the paper, ~9x the distillation signal per step at the same cost)
+    # position, the article's too ("all": beyond the paper, ~12x the distillation signal per step at the same cost)
     distill_span: str = "target"
     keep_layers: tuple[int, ...] = ()  # layer reduction (XTC): the teacher layers the student keeps
     init_from: str | None = None  # folder of a finished run whose final weights initialise the student

@@ -21,6 +21,15 @@ def run_name(cfg) -> str:
     return f"{method_name(cfg.method)} {cfg.label}"
 
 
+def number_text(v: float) -> str:
+    """A PPL or similar positive value as a reader takes it in: 14.26, 113.2, 1,090, 5.3e9 (a collapsed run's
+    20-digit PPL says no more than its order of magnitude)."""
+    if v >= 1e7:
+        mantissa, exponent = f"{v:.1e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{v:,.0f}" if v >= 1000 else f"{v:.1f}" if v >= 100 else f"{v:.2f}"
+
+
 def ratio_text(v: float) -> str:
-    """A ratio as a reader takes it in: 1.09x, 76.42x, 1,090x."""
-    return f"{v:,.0f}x" if v >= 100 else f"{v:.2f}x"
+    """A ratio as a reader takes it in: 1.09x, 76.42x, 1,090x, 3.7e8x."""
+    return f"{number_text(v)}x" if v >= 1000 else f"{v:,.0f}x" if v >= 100 else f"{v:.2f}x"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import experiments as X
-from .labels import method_name, ratio_text, run_name
+from .labels import method_name, number_text, ratio_text, run_name
 from .readings import (_ppl, bits_rows, device_label, dialogue_example, dtype_reading, dtype_table,  # noqa: F401
                        gamma_start_table, grid_text, task_claims, gammas, homogeneity_table, key_results, markdown,
                        packed_roundtrip, task_commands, size_table, teacher_budget_reading, teacher_test_ppl,
@@ -280,10 +280,6 @@ TASK_READING = {
 }
 
 
-def _num(v: float) -> str:
-    return f"{v:,.0f}" if v >= 1000 else f"{v:.1f}" if v >= 100 else f"{v:.2f}"
-
-
 TASK_TITLE = {"xsum-table": "Summarization", "dialogue-table": "Next-utterance prediction"}
 
 
@@ -308,10 +304,10 @@ def task_reading(grid: str, preset: str) -> str:
         c, examples = res["curve"], res["steps"] * res["effective_batch"]
         v = res["metrics"][metric]
         text = (f"{'The ' if key == 'control' else ''}{run_name(cfg)} ends at {ratio_text(v / t)} the teacher's {name} "
-                f"({_num(v)}; {end_name} {res['metrics'][end]:{fmt}}) after {examples:,} training examples")
+                f"({number_text(v)}; {end_name} {res['metrics'][end]:{fmt}}) after {examples:,} training examples")
         if len(c) >= 3:
             (s0, v0), (s1, v1), (s2, v2) = ((p["step"], p[metric]) for p in (c[0], c[-2], c[-1]))
-            text += f"; its curve: {_num(v0)} at step {s0}, {_num(v1)} at step {s1}, {_num(v2)} at step {s2}"
+            text += "; its curve: " + ", ".join(f"{number_text(v)} at step {s}" for s, v in ((s0, v0), (s1, v1), (s2, v2)))
             if v2 < v1 and s1 > 0:  # where it is heading: the last segment's fall against its growth in examples
                 text += f" (still falling: {v1 / v2:.2f}x lower over {s2 / s1:.1f}x the examples)"
         lines.append(text + ".")

@@ -306,6 +306,15 @@ def test_task_reading_says_where_each_run_ended_and_where_it_is_heading(monkeypa
     assert "the teacher has not run yet" in report.task_reading("dialogue-table", "cpu")
 
 
+def test_number_text_keeps_a_collapsed_runs_ppl_readable():
+    from qlib.labels import number_text, ratio_text
+
+    assert [number_text(v) for v in (14.256, 113.21, 1090.4, 1_822_916.0, 5_269_219_545.0, 7.4997e19)] == [
+        "14.26", "113.2", "1,090", "1,822,916", "5.3e9", "7.5e19"]
+    assert [ratio_text(v) for v in (1.064, 76.42, 124.3, 1090.0, 3.695e8)] == [
+        "1.06x", "76.42x", "124x", "1,090x", "3.7e8x"]
+
+
 def test_distill_span_table_pairs_each_variant_with_the_grids_run(monkeypatch):
     from qlib import report
 

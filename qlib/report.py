@@ -359,6 +359,24 @@ def chosen_replies(preset: str, examples: int = 2) -> pd.DataFrame:
 SWEEP_METRIC = {"dialogue-lr": "valid_reply_ppl"}  # the validation PPL a rate sweep reads (else "valid_ppl")
 
 
+RATE_RULE = 1.02  # a swept rate qualifies when its control ends within 2% of the teacher's validation PPL
+
+
+def swept_rate(preset: str, grid: str = "lm-lr") -> float | None:
+    """The rate the sweep ``grid`` picks by its rule from the committed results: the largest whose full-precision
+    control ends within 2% of the teacher after a quarter of the budget (None until the teacher and every swept
+    control have landed). The students' rate of the grid's table must be this one (tested)."""
+    metric, runs = SWEEP_METRIC.get(grid, "valid_ppl"), X.runs(grid, preset)
+    if not runs:
+        return None
+    teacher = _ppl(runs.pop("teacher"), metric)
+    ends = {cfg.lr: _ppl(cfg, metric) for key, cfg in runs.items() if not key.endswith("-full")}
+    if teacher is None or None in ends.values():
+        return None
+    within = [lr for lr, ppl in ends.items() if ppl <= RATE_RULE * teacher]
+    return max(within) if within else None
+
+
 def lr_sweep_table(preset: str, grid: str = "lm-lr") -> pd.DataFrame:
     """A learning-rate sweep of the full-precision control (grid ``lm-lr``, ``xsum-lr`` or ``dialogue-lr``): its
     validation PPL (of the gold reply for dialogue) at the end of a quarter of the budget against the teacher's, per

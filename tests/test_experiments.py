@@ -227,6 +227,32 @@ def test_the_summarization_rate_sweep_reads_each_control_against_its_own_teacher
     assert rows.loc["0.0001", "/ teacher"] == pytest.approx(1.01)
 
 
+def test_the_sweep_rule_picks_the_largest_rate_within_two_percent(dirs):
+    runs = X.runs("xsum-lr", "cpu")
+    ends = {"teacher": 14.0, "control-lr3e-05": 14.1, "control-lr0.0001": 14.27, "control-lr0.0003": 14.5}
+    for key, ppl in list(ends.items())[:-1]:
+        X.write_json(X.result_path(runs[key]), {"config": asdict(runs[key]), "metrics": {"valid_ppl": ppl}})
+    assert report.swept_rate("cpu", "xsum-lr") is None  # a swept control has not landed
+    last = runs["control-lr0.0003"]
+    X.write_json(X.result_path(last), {"config": asdict(last), "metrics": {"valid_ppl": ends["control-lr0.0003"]}})
+    assert report.swept_rate("cpu", "xsum-lr") == 1e-4  # 14.27 / 14.0 = 1.019; 14.5 / 14.0 = 1.036
+    assert report.swept_rate("paper", "xsum-lr") is None
+
+
+def test_every_committed_sweep_chose_the_rate_its_table_uses():
+    """The students' rates are written in the code; the committed sweeps must pick the same ones by the rule."""
+    from qlib.task_grids import task_base
+
+    checked = 0
+    for grid, table_rate in (("lm-lr", X.STUDENT_LR["cpu"]), ("xsum-lr", task_base("xsum-table", "cpu")["lr"]),
+                             ("dialogue-lr", task_base("dialogue-table", "cpu")["lr"])):
+        picked = report.swept_rate("cpu", grid)
+        if picked is not None:
+            checked += 1
+            assert picked == table_rate, (grid, picked, table_rate)
+    assert checked >= 2  # the lm-lr and xsum-lr sweeps are committed
+
+
 def test_claims_take_their_verdicts_from_the_seed_band(dirs):
     t, seeds = X.runs("lm-table", "cpu"), X.runs("lm-seeds", "cpu")
     claims = (lambda: report.claims("cpu").set_index("claim (paper: GPT-2 small on PTB)")["verdict"])

@@ -202,10 +202,6 @@ TASK_METRICS = {"dialogue-table": (("valid_reply_ppl", "valid reply PPL"), ("val
                                    ("test_mc_acc", "test hits@1 (%)")),
                 "xsum-table": (("valid_ppl", "valid summary PPL"), ("test_rouge1", "R1"), ("test_rouge2", "R2"),
                                ("test_rougeL", "RL"))}
-TASK_CURVE = {"dialogue-table": ("valid_mc_acc", "validation hits@1 (%)", False),
-              "xsum-table": ("valid_ppl", "validation summary PPL", True)}
-
-
 def _paper_task_row(grid: str, key: str, cfg) -> dict:
     table = PAPER_TABLE1 if grid == "dialogue-table" else PAPER_TABLE3
     paper = None if key == "control" else table.get((cfg.method, cfg.label))  # the paper has no control
@@ -250,9 +246,10 @@ def distill_span_table(preset: str) -> pd.DataFrame:
 
 
 def task_curves(grid: str, preset: str) -> dict[str, list[tuple[int, float]]]:
-    """The learning curves (training examples, the grid's validation metric) of the teacher, the control and the
-    four methods, by display name, for the runs that exist."""
-    metric = TASK_CURVE[grid][0]
+    """The learning curves (training examples, the grid's validation PPL: of the summary, of the gold reply) of the
+    teacher, the control and the four methods, by display name, for the runs that exist. Perplexity, not hits@1 or
+    ROUGE: a collapsed student's hits@1 stays at chance while its perplexity shows where it is heading."""
+    metric = TASK_READING[grid][0]
     out = {}
     for cfg in X.runs(grid, preset).values():
         res = X.load_result(cfg)
@@ -262,12 +259,11 @@ def task_curves(grid: str, preset: str) -> dict[str, list[tuple[int, float]]]:
 
 
 def task_curve_plot(grid: str, preset: str, title: str = ""):
-    """``plots.learning_curves`` of ``task_curves`` with the grid's metric on the y axis."""
+    """``plots.learning_curves`` of ``task_curves`` with the grid's validation PPL on a log y axis."""
     from .plots import learning_curves
 
-    _, ylabel, logy = TASK_CURVE[grid]
-    return learning_curves(task_curves(grid, preset), title=title, ylabel=ylabel, xlabel="training examples",
-                           logy=logy)
+    return learning_curves(task_curves(grid, preset), title=title, ylabel=TASK_READING[grid][1],
+                           xlabel="training examples", logy=True)
 
 
 # per grid: the validation perplexity a reading compares with the teacher's, the end metric (key, name, format) and
@@ -308,7 +304,9 @@ def task_reading(grid: str, preset: str) -> str:
         if len(c) >= 3:
             (s0, v0), (s1, v1), (s2, v2) = ((p["step"], p[metric]) for p in (c[0], c[-2], c[-1]))
             text += "; its curve: " + ", ".join(f"{number_text(v)} at step {s}" for s, v in ((s0, v0), (s1, v1), (s2, v2)))
-            if v2 < v1 and s1 > 0:  # where it is heading: the last segment's fall against its growth in examples
+            if s1 > 0 and abs(v1 / v2 - 1) < 0.02:  # where it is heading: the last segment against its growth
+                text += f" (flat: within 2% over the last {s2 / s1:.1f}x the examples)"
+            elif s1 > 0 and v2 < v1:
                 text += f" (still falling: {v1 / v2:.2f}x lower over {s2 / s1:.1f}x the examples)"
         lines.append(text + ".")
     done = [r for k, (_, r) in runs.items() if k not in ("teacher", "control") and r is not None]

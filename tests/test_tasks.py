@@ -286,7 +286,8 @@ def test_task_reading_says_where_each_run_ended_and_where_it_is_heading(monkeypa
     from qlib import report
 
     names = {Path(c.out_dir).name: k for k, c in X.runs("xsum-table", "cpu").items()}
-    curve = {"teacher": [20.0, 14.0], "control": [14.0, 14.5, 15.0], "mds-228": [1e6, 2000.0, 1000.0]}
+    curve = {"teacher": [20.0, 14.0], "control": [14.0, 14.5, 15.0], "mds-228": [1e6, 2000.0, 1000.0],
+             "lsq-228": [1e7, 1990.0, 1960.0]}
 
     def fake(cfg):
         c = curve.get(names[Path(cfg.out_dir).name])
@@ -301,9 +302,24 @@ def test_task_reading_says_where_each_run_ended_and_where_it_is_heading(monkeypa
     assert "The full-precision control ends at 1.07x" in text and "(still falling" not in text.split("QuantGPT")[0]
     assert "QuantGPT 2-2-8 ends at 71.43x" in text and "1,000,000 at step 0, 2,000 at step 50, 1,000 at step 200" in text
     assert "still falling: 2.00x lower over 4.0x the examples" in text and "(0.025% of it)" in text
-    assert text.endswith("Not run yet: PACT 2-2-8, LSQ 2-2-8, LAQ 2-2-8.")
+    assert "LSQ 2-2-8 ends at 140x" in text and "(flat: within 2% over the last 4.0x the examples)" in text
+    assert text.endswith("Not run yet: PACT 2-2-8, LAQ 2-2-8.")
     monkeypatch.setattr(X, "load_result", lambda cfg: None)
     assert "the teacher has not run yet" in report.task_reading("dialogue-table", "cpu")
+
+
+def test_task_curves_draw_the_validation_ppl_of_each_run_that_exists(monkeypatch):
+    from qlib import report
+
+    runs = X.runs("dialogue-table", "cpu")
+    by_name = {Path(c.out_dir).name: k for k, c in runs.items()}
+    curve = [{"step": 0, "valid_reply_ppl": 7e5, "valid_mc_acc": 5.0},
+             {"step": 150, "valid_reply_ppl": 1e3, "valid_mc_acc": 5.0}]
+    monkeypatch.setattr(X, "load_result", lambda cfg: {"curve": curve, "effective_batch": 2}
+                        if by_name[Path(cfg.out_dir).name] == "mds-228" else None)
+    assert report.task_curves("dialogue-table", "cpu") == {"QuantGPT 2-2-8": [(0, 7e5), (300, 1e3)]}
+    ax = report.task_curve_plot("dialogue-table", "cpu").axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "validation gold-reply PPL"
 
 
 def test_number_text_keeps_a_collapsed_runs_ppl_readable():

@@ -202,6 +202,8 @@ TASK_METRICS = {"dialogue-table": (("valid_reply_ppl", "valid reply PPL"), ("val
                                    ("test_mc_acc", "test hits@1 (%)")),
                 "xsum-table": (("valid_ppl", "valid summary PPL"), ("test_rouge1", "R1"), ("test_rouge2", "R2"),
                                ("test_rougeL", "RL"))}
+
+
 def _paper_task_row(grid: str, key: str, cfg) -> dict:
     table = PAPER_TABLE1 if grid == "dialogue-table" else PAPER_TABLE3
     paper = None if key == "control" else table.get((cfg.method, cfg.label))  # the paper has no control
@@ -303,7 +305,8 @@ def task_reading(grid: str, preset: str) -> str:
                 f"({number_text(v)}; {end_name} {res['metrics'][end]:{fmt}}) after {examples:,} training examples")
         if len(c) >= 3:
             (s0, v0), (s1, v1), (s2, v2) = ((p["step"], p[metric]) for p in (c[0], c[-2], c[-1]))
-            text += "; its curve: " + ", ".join(f"{number_text(v)} at step {s}" for s, v in ((s0, v0), (s1, v1), (s2, v2)))
+            text += "; its curve: " + ", ".join(f"{number_text(val)} at step {step}"
+                                                for step, val in ((s0, v0), (s1, v1), (s2, v2)))
             if s1 > 0 and abs(v1 / v2 - 1) < 0.02:  # where it is heading: the last segment against its growth
                 text += f" (flat: within 2% over the last {s2 / s1:.1f}x the examples)"
             elif s1 > 0 and v2 < v1:

@@ -58,6 +58,13 @@ class Run:
     step: int = 0
     history: list = field(default_factory=list)
     first_bad: torch.Tensor | None = None  # the first step with a NaN/inf loss since the last check (on the device)
+    started: float = field(default_factory=time.time)  # this process's start
+    wall_before: float = 0.0  # seconds the earlier processes of a resumed run took up to its checkpoint
+
+    @property
+    def wall_time_s(self) -> float:
+        """The run's wall time as if never interrupted: every process up to its last checkpoint, plus this one."""
+        return self.wall_before + time.time() - self.started
 
     @property
     def out_dir(self) -> Path:
@@ -136,6 +143,7 @@ def resume(run: Run) -> None:
     run.optimizer.load_state_dict(ck["optimizer"])
     run.scheduler.load_state_dict(ck["scheduler"])
     run.step, run.history = ck["step"], ck["history"]
+    run.wall_before = ck.get("wall_time_s", 0.0)
     set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
     if rank == 0 and metrics_path.exists():  # keep the metrics lines up to the checkpoint (later ones are redone)
         lines = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
@@ -146,7 +154,8 @@ def save_checkpoint(run: Run) -> None:
     rng = dist.gather_objects(rng_state())  # every rank's stream, so a resumed run draws the same numbers
     if dist.is_main():
         atomic_torch_save({"config": asdict(run.cfg), "step": run.step, "history": run.history, "rng": rng,
-                           "world_size": dist.world()[1], "model": run.student.state_dict(),
+                           "world_size": dist.world()[1], "wall_time_s": run.wall_time_s,
+                           "model": run.student.state_dict(),
                            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                            "heads": run.heads.state_dict() if run.heads is not None else None,
                            "contrast": run.contrast.state_dict() if run.contrast is not None else None},
@@ -233,6 +242,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
     """Run ``cfg`` and return its result dict (also written to ``out_dir/result.json``)."""
     t_start = time.time()
     run = setup(cfg, data)
+    run.started = t_start  # model loading counts too
     main = dist.is_main()
     run.out_dir.mkdir(parents=True, exist_ok=True)
     resume(run)
@@ -277,7 +287,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
         "config": asdict(cfg), "preset": cfg.preset, "setting": cfg.label, "loss": cfg.resolved_loss,
         "metrics": final, "steps": run.step, "tokens_per_step": run.tokens_per_step if cfg.task == "lm" else None,
         "curve": learning_curve(run.history), "size_mb": size_mb(run.student), **provenance(run.device, cfg.dtype),
-        "wall_time_s": time.time() - t_start, "history": run.history, "world_size": dist.world()[1],
+        "wall_time_s": run.wall_time_s, "history": run.history, "world_size": dist.world()[1],
         "effective_batch": cfg.batch_size * dist.world()[1] * cfg.grad_accum, "bank_checksums": bank_checksums,
     }
     if cfg.method in DYNAMIC_SCALING:

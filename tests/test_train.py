@@ -163,6 +163,18 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert [h for h in resumed["history"] if "loss" in h] == [h for h in full["history"] if "loss" in h]
 
 
+def test_a_resumed_run_counts_the_wall_time_of_its_earlier_processes(tmp_path):
+    offline_data()
+    first = train(_cfg(tmp_path, max_steps=2))
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ck = T.load_checkpoint(ckpt)
+    assert 0 < ck["wall_time_s"] <= first["wall_time_s"]
+    ck["wall_time_s"] = 1000.0  # as if the first process had run for 1000 s before it was killed
+    T.atomic_torch_save(ck, ckpt)
+    again = train(_cfg(tmp_path, max_steps=2, resume=True))
+    assert 1000.0 < again["wall_time_s"] < 1000.0 + first["wall_time_s"] + 300
+
+
 def test_a_kill_during_the_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     T.atomic_torch_save({"step": 1}, path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import experiments as X
-from .labels import method_name, ratio_text, run_name
+from .labels import method_name, number_text, ratio_text, run_name
 from .paper import PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE3
 
 
@@ -178,8 +178,9 @@ def key_results(preset: str) -> str:
         c = q["curve"]
         lines.append(f"QuantGPT 2-2-8 reaches {q['metrics']['test_ppl'] / teacher['metrics']['test_ppl']:.2f}x the "
                      f"teacher's PPL after {tokens:,} training tokens (paper: {16.12 / 14.72:.3f}x after 120 "
-                     f"epochs); its validation PPL went from {c[0]['valid_ppl']:.0f} at step 0 to "
-                     f"{c[-1]['valid_ppl']:.1f}, and from {c[-2]['valid_ppl']:.1f} to {c[-1]['valid_ppl']:.1f} "
+                     f"epochs); its validation PPL went from {number_text(c[0]['valid_ppl'])} at step 0 to "
+                     f"{number_text(c[-1]['valid_ppl'])}, and from {number_text(c[-2]['valid_ppl'])} to "
+                     f"{number_text(c[-1]['valid_ppl'])} "
                      f"over the last {c[-1]['step'] - c[-2]['step']} steps.")
     else:
         lines.append("QuantGPT 2-2-8 has not been re-run yet.")

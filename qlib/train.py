@@ -5,7 +5,8 @@ initialised from the teacher, with the method's losses.
 ``train(TrainConfig(...))`` is the one entry point; ``python -m qlib train`` and the notebooks call it.
 Checkpoints (model, optimizer, scheduler, memory bank, RNG states, step) are written atomically every
 ``save_every`` steps; ``resume=True`` continues a killed run so that it ends exactly where an uninterrupted run ends
-(the data order is a pure function of seed and epoch). A NaN/inf loss stops the run with ``NonFiniteLossError`` and
+(the data order is a pure function of seed and epoch); a finished run's checkpoint keeps only what evaluating it
+needs. A NaN/inf loss stops the run with ``NonFiniteLossError`` and
 leaves the last good checkpoint in place (the loss is checked on the device, read every 10 steps and before every
 checkpoint and evaluation: no host sync per step). Validation is evaluated at step 0 (before any update), at log-spaced
 steps of the budget and at the end: the learning curve of the result file.
@@ -140,11 +141,12 @@ def resume(run: Run) -> None:
     if run.heads is not None:
         run.heads.load_state_dict(ck["heads"])
         run.contrast.load_state_dict(ck["contrast"])
-    run.optimizer.load_state_dict(ck["optimizer"])
-    run.scheduler.load_state_dict(ck["scheduler"])
     run.step, run.history = ck["step"], ck["history"]
     run.wall_before = ck.get("wall_time_s", 0.0)
-    set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
+    if not ck.get("finished"):  # a finished run keeps no optimizer state: no step is left to take
+        run.optimizer.load_state_dict(ck["optimizer"])
+        run.scheduler.load_state_dict(ck["scheduler"])
+        set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
     if rank == 0 and metrics_path.exists():  # keep the metrics lines up to the checkpoint (later ones are redone)
         lines = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
         metrics_path.write_text("".join(json.dumps(x) + "\n" for x in lines if x["step"] <= run.step))
@@ -161,6 +163,16 @@ def save_checkpoint(run: Run) -> None:
                            "contrast": run.contrast.state_dict() if run.contrast is not None else None},
                           run.out_dir / "checkpoint.pt")
     dist.barrier()
+
+
+def finish_checkpoint(path: Path) -> None:
+    """Drop what only further steps need (the optimizer's moments, twice the model; the scheduler; the RNG streams)
+    from a finished run's last checkpoint: what is left loads as the trained student, and a resume of it only redoes
+    the final evaluation."""
+    ck = load_checkpoint(path)
+    for key in ("optimizer", "scheduler", "rng"):
+        ck.pop(key, None)
+    atomic_torch_save({**ck, "finished": True}, path)
 
 
 def log(run: Run, entry: dict) -> None:
@@ -295,6 +307,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
                            for n, p in run.student.named_parameters() if n.endswith("weight_quantizer.gamma")}
     if main:
         write_json(run.out_dir / "result.json", result)
+        finish_checkpoint(run.out_dir / "checkpoint.pt")  # after the result: a crash before it resumes into it
     dist.barrier()
     return result
 

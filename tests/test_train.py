@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,26 @@ def test_a_resumed_run_counts_the_wall_time_of_its_earlier_processes(tmp_path):
     T.atomic_torch_save(ck, ckpt)
     again = train(_cfg(tmp_path, max_steps=2, resume=True))
     assert 1000.0 < again["wall_time_s"] < 1000.0 + first["wall_time_s"] + 300
+
+
+def test_a_finished_run_keeps_only_its_weights_and_they_give_its_result(tmp_path):
+    """A grid of finished runs must not keep every optimizer's moments on disk (twice the model each): the final
+    checkpoint drops them, still loads as the trained student, and resuming it only redoes the final evaluation."""
+    offline_data()
+    from qlib.students import load_trained_student
+    from qlib.models import load_tokenizer
+    from qlib.tasks import make_task
+    cfg = _cfg(tmp_path, max_steps=4, save_every=2, curve_points=2)
+    first = train(cfg)
+    ck = T.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ck["finished"] and ck["step"] == 4 and not {"optimizer", "scheduler", "rng"} & set(ck)
+    assert ck["history"] == first["history"][:-1]  # the final evaluation is not in it: a resume redoes it once
+    tokenizer = load_tokenizer(cfg.model)
+    student = load_trained_student(cfg, tokenizer, tmp_path / "run" / "checkpoint.pt")
+    again = make_task(cfg, tokenizer).evaluate(student, torch.device("cpu"), final=True)
+    assert again["test_ppl"] == pytest.approx(first["metrics"]["test_ppl"], rel=1e-5)
+    resumed = train(replace(cfg, resume=True))
+    assert resumed["metrics"] == first["metrics"] and resumed["history"] == first["history"]
 
 
 def test_a_kill_during_the_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):

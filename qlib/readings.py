@@ -193,7 +193,25 @@ def key_results(preset: str) -> str:
             f"{method_name(m)} {ratio_text(paper[m])}" for m in done) + ")" + (
             "; not run yet: " + ", ".join(method_name(m) for m in base if m not in done) if len(done) < 3 else "")
             + ". Chapter 9 says which differences lie outside the measured seed spread.")
+    lines += _four_bit_start(preset, teacher["metrics"]["test_ppl"])
     return "**Key results (`%s` preset):** " % preset + " ".join(lines)
+
+
+def _four_bit_start(preset: str, teacher_ppl: float) -> list[str]:
+    """The 4-4-8 sentence of the key results: QuantGPT from the paper's gamma = 1 and from the least-error start
+    (chapter 7), beside LSQ; nothing until the paper-start run and LSQ have both landed."""
+    t, g = X.runs("lm-table", preset), X.runs("lm-gamma-init", preset)
+    paper, lsq, fitted = (X.load_result(c) for c in (t["mds-448"], t["lsq-448"], g["mds-448-gamma3.5"]))
+    if paper is None or lsq is None:
+        return []
+    ratio = lambda r: ratio_text(r["metrics"]["test_ppl"] / teacher_ppl)  # noqa: E731
+    text = (f"At 4-4-8, QuantGPT started at the paper's gamma = 1 ends at {ratio(paper)} the teacher's PPL, "
+            f"LSQ at {ratio(lsq)}")
+    if fitted is not None:
+        text += (f"; started at gamma = {fitted['config']['gamma_init']:g}, where a SmolLM2 matrix's 4-bit error is "
+                 f"least (chapter 7), QuantGPT ends at {ratio(fitted)}")
+    paper_ratio = lambda m: ratio_text(PAPER_TABLE1[(m, "4-4-8")][2] / PAPER_PTB_TEACHER)  # noqa: E731
+    return [text + f" (paper: QuantGPT {paper_ratio('mds')}, LSQ {paper_ratio('lsq')})."]
 
 
 def dialogue_example(split: str = "test", index: int = 0) -> pd.DataFrame:

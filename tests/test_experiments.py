@@ -290,6 +290,14 @@ def test_key_results_read_the_committed_ratios(dirs):
     _fake_result(t["lsq-228"], 125.0)
     text = report.key_results("cpu")
     assert "PACT 3,600x, LSQ 5.00x" in text and "not run yet: LAQ" in text and "QuantGPT 2-2-8 has not" in text
+    assert "4-4-8" not in text
+    _fake_result(t["mds-448"], 150.0)
+    _fake_result(t["lsq-448"], 30.0)
+    assert "gamma = 1 ends at 6.00x the teacher's PPL, LSQ at 1.20x (paper: QuantGPT 1.02x, LSQ 5.42x)." \
+        in report.key_results("cpu")
+    _fake_result(X.runs("lm-gamma-init", "cpu")["mds-448-gamma3.5"], 32.5)
+    assert "started at gamma = 3.5, where a SmolLM2 matrix's 4-bit error is least (chapter 7), QuantGPT ends at " \
+           "1.30x (paper:" in report.key_results("cpu")
 
 
 def test_text_samples_are_saved_shown_and_not_regenerated(dirs, monkeypatch, capsys):

@@ -15,10 +15,12 @@ def method_name(method: str) -> str:
 
 
 def run_name(cfg) -> str:
-    """How a table names a run: the teacher, the full-precision control, or method and W-E-A bits."""
+    """How a table names a run: the teacher, the full-precision control, or method and W-E-A bits (and where gamma
+    started, when not at the paper's 1)."""
     if cfg.method == "fp":
         return "teacher" if cfg.resolved_loss == "lm" and not cfg.keep_layers else "full-precision control"
-    return f"{method_name(cfg.method)} {cfg.label}"
+    start = f", gamma started at {cfg.gamma_init:g}" if cfg.gamma_init != 1.0 else ""
+    return f"{method_name(cfg.method)} {cfg.label}{start}"
 
 
 def number_text(v: float) -> str:

@@ -405,3 +405,8 @@ def test_log_axes_are_labelled_in_plain_numbers():
     fmt = ax.yaxis.get_major_formatter()
     assert fmt._num_to_string(1000.0, 1, 1e4) == "1,000" and fmt._num_to_string(0.5, 0.1, 1) == "0.5"
     assert fmt._num_to_string(1e19, 1, 1e20) == "$10^{19}$"  # a collapsed student's PPL stays short
+
+
+def test_table_rows_say_where_gamma_started(dirs):
+    rows = report.ablation_table("cpu", ("mds-448", "mds-448-gamma3.5", "lsq-448"))["variant"].tolist()
+    assert rows == ["QuantGPT 4-4-8", "QuantGPT 4-4-8, gamma started at 3.5", "LSQ 4-4-8"]

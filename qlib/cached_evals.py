@@ -76,7 +76,7 @@ def _cached_eval(cfg: TrainConfig, path: Path, key: dict, compute, run_missing: 
     files are committed like result files. ``run_missing=False``: None when absent (nothing is computed)."""
     if path.is_file():
         res = json.loads(path.read_text())
-        if X._same(res["config"], asdict(cfg), ignore) and all(res.get(k) == v for k, v in key.items()):
+        if X._same(X.recorded_config(res), asdict(cfg), ignore) and all(res.get(k) == v for k, v in key.items()):
             return res
     if not run_missing:
         return None

@@ -43,6 +43,14 @@ BUDGET_FIELDS = ("max_steps", "epochs", "save_every", "curve_points", "eval_ever
 STUDENT_LR = {"smoke": 5e-4, "cpu": 3e-4, "gpu": 5e-4, "paper": 5e-4}
 LR_SWEEP = (3e-5, 1e-4, 3e-4)
 EVAL_CONTEXT = 512  # every preset evaluates with the paper's context, so presets compare
+# the compute dtype of each preset's runs where it is pinned (else "auto": bf16 autocast on CUDA and on CPUs with AMX).
+# cpu: fp32, the dtype its committed tables were made in (on a CPU without AMX); pinned so that a table stays one
+# dtype on any machine. bf16 against fp32 on a short real run: grid ``lm-dtype``.
+PRESET_DTYPE = {"cpu": "fp32"}
+
+
+def preset_dtype(preset: str) -> str:
+    return PRESET_DTYPE.get(preset, "auto")
 
 
 def lm_base(preset: str, dataset: str = "ptb") -> dict:
@@ -52,11 +60,11 @@ def lm_base(preset: str, dataset: str = "ptb") -> dict:
                     train_tokens=2048, eval_tokens=256, test_tokens=256, save_every=1, curve_points=2,
                     lr=STUDENT_LR[preset], preset=preset)
     if preset == "cpu":  # 400 steps of 4 x 128 tokens (205k tokens, 4x the first cpu preset; ROW_STEPS for 8/4 bits)
-        # compiled: the QAT step takes 0.83x the eager one's time on the 2-core CPU
+        # compiled: the QAT step takes 0.75-0.83x the eager one's time on the 2-core CPU
         # (results/bench/smollm2-135m-w2-b4-s128-cpu-compile.json); `compile` is volatile, results do not depend on it
         return dict(model="smollm2-135m", dataset=dataset, seq_len=128, batch_size=4, max_steps=400,
                     eval_seq_len=EVAL_CONTEXT, eval_tokens=8192, num_negatives=64, save_every=25,
-                    lr=STUDENT_LR[preset], preset=preset, compile=True)
+                    lr=STUDENT_LR[preset], preset=preset, compile=True, dtype=preset_dtype(preset))
     if preset == "gpu":  # the paper's sequence length and batch on one lent GPU, 10 epochs instead of 120
         return dict(model="smollm2-135m", dataset=dataset, seq_len=512, batch_size=32, epochs=10,
                     eval_tokens=32768, num_negatives=64, save_every=100, lr=STUDENT_LR[preset], preset=preset)
@@ -115,7 +123,8 @@ def xtc_teacher(preset: str, task: str = "sst2") -> TrainConfig:
     return TrainConfig(task="classification", model=model, dataset=task, method="fp", lr=5e-5 if preset != "smoke"
                        else 1e-3, seq_len=128 if preset == "paper" else 64, batch_size=32 if preset != "smoke" else 8,
                        max_steps=steps, epochs=3, max_examples=64 if preset == "smoke" else None, eval_batch_size=64,
-                       save_every=100, preset=preset, out_dir=str(RUNS / f"xtc-{task}-{model}-fp-{preset}"))
+                       save_every=100, preset=preset, dtype=preset_dtype(preset),
+                       out_dir=str(RUNS / f"xtc-{task}-{model}-fp-{preset}"))
 
 
 def xtc_grid(preset: str, task: str = "sst2") -> list[TrainConfig]:
@@ -256,11 +265,22 @@ def result_path(cfg: TrainConfig) -> Path:
 
 def _same(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> bool:
     """Equal configs, up to fields that do not change the computation (and ``ignore``); a field missing from an
-    older file counts as its default (so adding a field does not orphan earlier results)."""
+    older file counts as its default (so adding a field does not orphan earlier results). ``a`` is a stored config
+    (see ``recorded_config``), ``b`` the one asked for: asking for dtype "auto" accepts the dtype a run was made in."""
     d = asdict(TrainConfig())
     norm = (lambda x: list(x) if isinstance(x, tuple) else x)
-    skip = set(VOLATILE) | set(ignore)
+    skip = set(VOLATILE) | set(ignore) | ({"dtype"} if b.get("dtype", "auto") == "auto" else set())
     return all(norm(a.get(k, d.get(k))) == norm(b.get(k, d.get(k))) for k in set(a) | set(b) if k not in skip)
+
+
+def recorded_config(res: dict) -> dict:
+    """A result file's config with dtype "auto" replaced by the dtype the run resolved it to (recorded beside it; a
+    CPU run from before the dtype field computed in fp32)."""
+    cfg = dict(res["config"])
+    if cfg.get("dtype", "auto") == "auto":
+        predates = "dtype" not in cfg and res.get("device") == "cpu"
+        cfg["dtype"] = res.get("dtype") or ("fp32" if predates else "auto")
+    return cfg
 
 
 def load_result(cfg: TrainConfig) -> dict | None:
@@ -269,7 +289,7 @@ def load_result(cfg: TrainConfig) -> dict | None:
     if not path.is_file():
         return None
     res = json.loads(path.read_text())
-    return res if _same(res["config"], asdict(cfg)) else None
+    return res if _same(recorded_config(res), asdict(cfg)) else None
 
 
 def run(cfg: TrainConfig, progress: bool = True) -> dict:

@@ -41,7 +41,8 @@ def task_base(name: str, preset: str) -> dict:
                     test_examples=n_test, max_examples=64 if preset == "smoke" else None, num_negatives=32 if
                     preset != "smoke" else 4, curve_points=2 if preset == "smoke" else 4, eval_batch_size=2,
                     save_every=1 if preset == "smoke" else 25,
-                    lr=TASK_STUDENT_LR[name].get(preset, X.STUDENT_LR[preset]), preset=preset)
+                    lr=TASK_STUDENT_LR[name].get(preset, X.STUDENT_LR[preset]), preset=preset,
+                    dtype=X.preset_dtype(preset))
     if name == "xsum-table":
         if preset == "paper":  # App. B.3: source 512, batch 128, 8 epochs, rates 2e-4 / 1e-3, 32 negatives
             return dict(task="summarization", model="facebook/bart-base", dataset="xsum", seq_len=512, source_len=512,
@@ -54,7 +55,8 @@ def task_base(name: str, preset: str) -> dict:
                     batch_size=batch, max_steps=steps, max_examples=4 if preset == "smoke" else None,
                     num_negatives=32 if preset != "smoke" else 4, curve_points=2 if preset == "smoke" else 5,
                     eval_batch_size=2, save_every=1 if preset == "smoke" else 25,
-                    lr=TASK_STUDENT_LR[name].get(preset, X.STUDENT_LR[preset]), preset=preset)
+                    lr=TASK_STUDENT_LR[name].get(preset, X.STUDENT_LR[preset]), preset=preset,
+                    dtype=X.preset_dtype(preset))
     raise ValueError(f"unknown task grid {name!r}; known: {TASK_GRIDS}")
 
 

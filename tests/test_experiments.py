@@ -410,3 +410,23 @@ def test_log_axes_are_labelled_in_plain_numbers():
 def test_table_rows_say_where_gamma_started(dirs):
     rows = report.ablation_table("cpu", ("mds-448", "mds-448-gamma3.5", "lsq-448"))["variant"].tolist()
     assert rows == ["QuantGPT 4-4-8", "QuantGPT 4-4-8, gamma started at 3.5", "LSQ 4-4-8"]
+
+
+def test_the_cpu_preset_is_pinned_to_fp32_and_its_earlier_auto_results_still_match():
+    """A table stays one dtype on any machine: the cpu preset asks for fp32, and a result stored with dtype "auto"
+    counts as the dtype it resolved to (recorded beside the config), so an AMX machine (auto -> bf16) cannot mix its
+    runs into the fp32 table, and the fp32 results made as "auto" on a CPU without AMX still load."""
+    from qlib.task_grids import task_student
+
+    cfgs = X.grid("lm-table", "cpu") + X.grid("lm-ablations", "cpu") + [task_student("dialogue-table", "cpu", "mds"),
+                                                                         X.xtc_teacher("cpu")]
+    assert {c.dtype for c in cfgs} == {"fp32"}
+    assert X.lm_base("gpu").get("dtype", "auto") == "auto"  # CUDA keeps bf16 autocast
+    cfg = asdict(X.grid("lm-table", "cpu")[0])
+    stored = {"config": {**cfg, "dtype": "auto"}}
+    assert X._same(X.recorded_config({**stored, "dtype": "fp32"}), cfg)
+    assert not X._same(X.recorded_config({**stored, "dtype": "bf16"}), cfg)
+    assert X._same(X.recorded_config({**stored, "dtype": "bf16"}), {**cfg, "dtype": "auto"})
+    assert not X._same(X.recorded_config({"config": {**cfg, "dtype": "bf16"}}), cfg)
+    older = {k: v for k, v in cfg.items() if k != "dtype"}  # a CPU result from before the dtype field: fp32
+    assert X._same(X.recorded_config({"config": older, "device": "cpu"}), cfg)

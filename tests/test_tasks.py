@@ -169,7 +169,7 @@ def test_reply_perplexity_reads_the_gold_candidate_through_the_lm_head():
     batch = {"input_ids": ids, "attention_mask": mask, "mc_token_ids": torch.full((2, 3), 8), "lm_labels": labels}
     gold = E.gold_reply_batch(batch)
     assert gold["input_ids"].shape == (2, 1, 9) and torch.equal(gold["labels"][:, 0], labels[:, -1])
-    reply = E.label_perplexity(model, [gold], progress=False)
+    reply = E.label_perplexity(model, [gold], progress=False, dtype="fp32")  # fp32: compared to 1e-5 below
     # the same as the wrapped LM alone on the gold sequences, counted over the reply's tokens only
     logits = model.lm(input_ids=ids[:, -1]).logits[:, :-1]
     nll = torch.nn.functional.cross_entropy(logits.reshape(-1, 97), labels[:, -1, 1:].reshape(-1), ignore_index=-100)

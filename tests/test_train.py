@@ -65,7 +65,8 @@ def test_a_compiled_student_trains_like_the_eager_one(tmp_path):
     """torch.compile with the fake-quantizers, the tied head's shared table and the contrastive loss in the graph:
     the same losses and test PPL as eager (up to kernel rounding), and a checkpoint with the same names."""
     offline_data()
-    kw = dict(model="tiny-llama", max_steps=3, save_every=1, curve_points=1)
+    # fp32: on a CPU with AMX "auto" is bf16 autocast, whose rounding differs between kernels by more than 1e-4
+    kw = dict(model="tiny-llama", max_steps=3, save_every=1, curve_points=1, dtype="fp32")
     from torch._dynamo.utils import counters
     eager = train(_cfg(tmp_path, "eager", **kw))
     counters.clear()

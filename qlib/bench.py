@@ -8,7 +8,10 @@ compute dtype the device offers (fp32 and bf16 autocast side by side on CPU; bf1
 tokens/s, MFU (model FLOPs per token x tokens/s / the device's own measured matmul peak in that dtype) and true peak
 memory (CUDA: max allocated; CPU: the peak resident set of the phase's fresh process). It records the load average
 and the cores, and warns loudly (and marks the JSON ``"busy": true``) when other work shares the machine: figures
-taken then are not the machine's. The paper's Table 5 compares c with b: 0.61 -> 0.67 s/iter, 14700 -> 14839 MB.
+taken then are not the machine's. A phase's s/iter is its median step; ``--repeats N`` measures every phase N times
+(in turns) and gives the spread between repeats, and each phase records the share of its cores the hypervisor gave
+to other guests ("steal"), which no load average inside a virtual machine shows. The paper's Table 5 compares c with
+b: 0.61 -> 0.67 s/iter, 14700 -> 14839 MB.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +33,8 @@ from .losses import ContrastiveHeads, TokenContrastiveLoss
 from .models import load_tokenizer
 from .modules import compile_layers
 from .packing import export_packed, load_packed, size_mb
-from .runtime import adamw, autocast, cpu_busy_cores, cpu_has_bf16_matrix_units, device_name, provenance, resolve_device
+from .runtime import (adamw, autocast, cpu_busy_cores, cpu_has_bf16_matrix_units, cpu_steal_seconds, device_name,
+                      provenance, resolve_device)
 from .students import build_student, load_teacher
 from .train import compute_loss
 
@@ -80,16 +85,22 @@ def _phase(model: str, phase: str, dtype: str, w_bits: int, batch_size: int, seq
     _sync(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
+    step_sec, steal0, t_all = [], cpu_steal_seconds(), time.perf_counter()
     for _ in range(steps):
+        t = time.perf_counter()
         step()
-    _sync(dev)
-    sec = (time.perf_counter() - t) / steps
+        _sync(dev)  # per step, so that each step's time is its own (a few microseconds on CUDA)
+        step_sec.append(time.perf_counter() - t)
+    wall, steal1 = time.perf_counter() - t_all, cpu_steal_seconds()
+    # the median step: one slow step (a page fault, a neighbour on the host) does not move it, as it moves the mean
+    sec = statistics.median(step_sec)
     peak = torch.cuda.max_memory_allocated() / 2 ** 20 if dev.type == "cuda" else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     tokens = batch_size * seq_len
+    steal = None if None in (steal0, steal1) else (steal1 - steal0) / ((os.cpu_count() or 1) * wall)
     return {"sec_per_iter": sec, "tokens_per_s": tokens / sec, "peak_mem_mib": peak, "dtype": dtype,
-            "flops_per_token": flops_per_token(student, seq_len, phase), **extra}
+            "flops_per_token": flops_per_token(student, seq_len, phase), "step_sec": [round(x, 4) for x in step_sec],
+            "mean_sec_per_iter": sum(step_sec) / steps, "steal_frac": steal, **extra}
 
 
 def profile_phase(model: str, phase: str, dtype: str = "fp32", w_bits: int = 2, batch_size: int = 4,
@@ -201,41 +212,51 @@ COMPILED_PHASES = ("c_qat_dist_cont",)  # what `--compile` also measures compile
 def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 4, seq_len: int = 128,
                   steps: int = 5, warmup: int = 2, device: str = "auto", num_negatives: int = 64,
                   compare_compile: bool = False, save_to: Path | None = None, phases: tuple[str, ...] = PHASES,
-                  dtypes: tuple[str, ...] | None = None) -> dict:
+                  dtypes: tuple[str, ...] | None = None, repeats: int = 1) -> dict:
     """Every phase in every dtype, each in a fresh process; figures with MFU against the measured peak. With
     ``compare_compile`` the phases of ``COMPILED_PHASES`` are measured a second time with the student compiled
     (key suffix "+compile"), so that a run's ``compile`` setting can follow what wins. With ``save_to`` the JSON is
     written after every phase ("complete": false until the end), so a benchmark cut short keeps what it measured.
-    ``phases`` and ``dtypes`` measure a subset (the ratios of what was measured)."""
+    ``phases`` and ``dtypes`` measure a subset (the ratios of what was measured). With ``repeats`` > 1 every phase
+    runs that many times (fresh processes, in turns); a phase's figure is its median repeat, with every repeat's
+    s/iter and their spread (max / min - 1) beside it, and each ratio is also given per round."""
     unknown = set(phases) - set(PHASES)
     if unknown:
         raise ValueError(f"unknown phases {sorted(unknown)}; known: {PHASES}")
     dev = resolve_device(device)
     load = os.getloadavg()[0]
+    if repeats < 1 or steps < 1:
+        raise ValueError(f"steps ({steps}) and repeats ({repeats}) must be at least 1")
     out = {"model": model, "w_bits": w_bits, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
-           "warmup": warmup, **provenance(dev), "device_name": device_name(dev), "load_avg": round(load, 2),
+           "warmup": warmup, "repeats": repeats, **provenance(dev), "device_name": device_name(dev),
+           "load_avg": round(load, 2),
            "busy": False, "others_busy_cores": {}, "cpu_bf16_matrix_units": cpu_has_bf16_matrix_units(),
            "peak_flops": {}, "phases": {}}
+    done: dict[str, list[dict]] = {}  # every repeat of every phase
     for dtype in dtypes or dtypes_for(dev):
         out["peak_flops"][dtype] = matmul_peak(dev, dtype)
         # with compare_compile the compiled step and its eager twin come first: a benchmark cut short by a GPU
         # slot's limit still tells the slot whether to compile
         leading = [(p, c) for p in COMPILED_PHASES if p in phases for c in (False, True)] if compare_compile else []
         runs = leading + [(phase, False) for phase in phases if (phase, False) not in leading]
-        for phase, compiled in runs:
-            key = f"{phase}/{dtype}" + ("+compile" if compiled else "")
-            _check_idle(out, key)
-            args = [model, phase, dtype, w_bits, batch_size, seq_len, steps, warmup, device, num_negatives, compiled]
-            code = f"import json, qlib.bench as b; print('RESULT' + json.dumps(b._phase(*{args!r})))"
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
-            if proc.returncode != 0 or not line:
-                raise RuntimeError(f"benchmark phase {key} failed:\n{proc.stderr[-2000:]}")
-            res = json.loads(line[0][len("RESULT"):])
-            res["mfu"] = res["flops_per_token"] * res["tokens_per_s"] / out["peak_flops"][dtype]
-            out["phases"][key] = res
-            if save_to is not None:
-                _write(save_to, {**out, "complete": False})
+        # repeats go round the phases in turn, so that a slow spell of the machine falls on every phase alike
+        for rnd in range(repeats):
+            for phase, compiled in runs:
+                key = f"{phase}/{dtype}" + ("+compile" if compiled else "")
+                _check_idle(out, key if repeats == 1 else f"{key}#{rnd}")
+                args = [model, phase, dtype, w_bits, batch_size, seq_len, steps, warmup, device, num_negatives,
+                        compiled]
+                code = f"import json, qlib.bench as b; print('RESULT' + json.dumps(b._phase(*{args!r})))"
+                proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+                line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
+                if proc.returncode != 0 or not line:
+                    raise RuntimeError(f"benchmark phase {key} failed:\n{proc.stderr[-2000:]}")
+                res = json.loads(line[0][len("RESULT"):])
+                res["mfu"] = res["flops_per_token"] * res["tokens_per_s"] / out["peak_flops"][dtype]
+                done.setdefault(key, []).append(res)
+                out["phases"][key] = _median_repeat(done[key])
+                if save_to is not None:
+                    _write(save_to, {**out, "complete": False})
     first = (dtypes or dtypes_for(dev))[0]
     p = {k.split("/")[0]: v for k, v in out["phases"].items() if k.endswith("/" + first)}
     if "d_eval_fake_quant" in p:
@@ -248,6 +269,10 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
               "packed/fake eval time": ("d_eval_packed", "d_eval_fake_quant", "sec_per_iter")}
     out["ratios"] = {name: p[num][key] / max(p[den][key], 1e-9) for name, (num, den, key) in ratios.items()
                      if num in p and den in p}
+    if repeats > 1:  # each ratio within each round: how far the machine's drift moves it
+        r = {k.split("/")[0]: v for k, v in done.items() if k.endswith("/" + first)}
+        out["ratios_by_repeat"] = {name: [a[key] / max(b[key], 1e-9) for a, b in zip(r[num], r[den])]
+                                   for name, (num, den, key) in ratios.items() if num in r and den in r}
     for phase in COMPILED_PHASES if compare_compile else ():
         if phase in p:
             compiled = out["phases"][f"{phase}/{first}+compile"]["sec_per_iter"]
@@ -256,6 +281,15 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
     if save_to is not None:
         _write(save_to, out)
     return out
+
+
+def _median_repeat(reps: list[dict]) -> dict:
+    """A phase's figure over its repeats: the repeat with the median s/iter (the lower one of an even count), its
+    peak memory the largest seen, and every repeat's s/iter with their spread."""
+    ranked = sorted(reps, key=lambda r: r["sec_per_iter"])
+    secs = [r["sec_per_iter"] for r in reps]
+    return {**ranked[(len(ranked) - 1) // 2], "peak_mem_mib": max(r["peak_mem_mib"] for r in reps),
+            "repeat_sec_per_iter": secs, "spread": max(secs) / min(secs) - 1}
 
 
 def _write(path: Path, res: dict) -> None:
@@ -268,11 +302,15 @@ def format_table(res: dict) -> str:
              f"{res['device']} ({res['device_name']}), load average {res['load_avg']}"
              + ("  ** BUSY: not the machine's figures **" if res["busy"] else ""),
              "peak matmul: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in res["peak_flops"].items()),
-             f"{'phase':<28}{'s/iter':>10}{'tokens/s':>12}{'MFU':>8}{'peak MiB':>12}"]
+             f"{'phase':<28}{'s/iter':>10}{'tokens/s':>12}{'MFU':>8}{'peak MiB':>12}{'spread':>9}{'steal':>8}"]
     for k, v in res["phases"].items():
+        spread = f"{100 * v['spread']:>8.1f}%" if "spread" in v else f"{'-':>9}"
+        steal = f"{100 * v['steal_frac']:>7.1f}%" if v.get("steal_frac") is not None else f"{'-':>8}"
         lines.append(f"{k:<28}{v['sec_per_iter']:>10.3f}{v['tokens_per_s']:>12.0f}{100 * v['mfu']:>7.1f}%"
-                     f"{v['peak_mem_mib']:>12.0f}")
+                     f"{v['peak_mem_mib']:>12.0f}{spread}{steal}")
     lines.append("ratios: " + ", ".join(f"{k} = {v:.3f}" for k, v in res["ratios"].items()))
+    for k, v in res.get("ratios_by_repeat", {}).items():
+        lines.append(f"  {k} per round: " + ", ".join(f"{x:.3f}" for x in v))
     if "size_mb" in res and "packed_file_mib" in res:
         lines.append(f"size_mb = {res['size_mb']:.1f} MiB, packed file = {res['packed_file_mib']:.1f} MiB")
     return "\n".join(lines)
@@ -287,6 +325,8 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="measure every phase this many times (fresh processes, in turns): median and spread")
     p.add_argument("--num-negatives", type=int, default=64)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="JSON file to write (default: results/bench/<setting>.json)")
@@ -308,7 +348,8 @@ def main(argv=None) -> int:
     dev = resolve_device(a.device).type
     path = Path(a.out) if a.out else RESULTS / "bench" / f"{a.model}-w{a.w_bits}-b{a.batch_size}-s{a.seq_len}-{dev}.json"
     res = run_benchmark(a.model, a.w_bits, a.batch_size, a.seq_len, a.steps, a.warmup, a.device, a.num_negatives,
-                        a.compile, save_to=path, phases=tuple(a.phases), dtypes=tuple(a.dtypes) if a.dtypes else None)
+                        a.compile, save_to=path, phases=tuple(a.phases), dtypes=tuple(a.dtypes) if a.dtypes else None,
+                        repeats=a.repeats)
     print(format_table(res))
     print(f"wrote {path}")
     return 0

@@ -15,8 +15,6 @@ def _ppl(cfg, metric: str = "test_ppl") -> float | None:
     return res["metrics"][metric] if res else None
 
 
-
-
 def dtype_table(preset: str) -> pd.DataFrame:
     """The bf16-vs-fp32 check (grid ``lm-dtype``): each run's validation PPL along the way and its test PPL."""
     rows = []

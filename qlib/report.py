@@ -569,7 +569,9 @@ def bench_table() -> pd.DataFrame:
                                     f"{where} {v.get('dtype', '')}, {idle}" + (" (BUSY)" if b["busy"] else "") + cut,
                          "phase": phase, "s/iter": round(v["sec_per_iter"], 3),
                          "tokens/s": round(v["tokens_per_s"]), "MFU (%)": round(100 * v["mfu"], 1),
-                         "peak MiB": round(v["peak_mem_mib"])})
+                         "peak MiB": round(v["peak_mem_mib"]),
+                         # older files measured each phase once: no spread to show
+                         "spread over repeats (%)": round(100 * v["spread"], 1) if "spread" in v else "one run"})
     rows.append({"setting": "paper (GPT-2 small, V100)", "phase": "L_dist -> L_dist + L_cont",
                  "s/iter": "0.61 -> 0.67", "peak MiB": "14700 -> 14839"})
     if len(rows) == 1:

@@ -198,6 +198,18 @@ def cpu_busy_cores(seconds: float = 1.0) -> float | None:
     return (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
 
 
+def cpu_steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to other guests so far (all cores, /proc/stat's steal column, in seconds); None
+    where the kernel does not report it. A rising figure during a timing means the virtual machine's cores were not
+    all ours: the timing varies for reasons no load average inside the machine shows."""
+    try:
+        with open("/proc/stat") as f:
+            vals = f.readline().split()[1:]
+        return int(vals[7]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def provenance(device: torch.device, dtype: str | None = None) -> dict:
     """What every result file records about where and with what it was made."""
     out = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,

@@ -47,6 +47,32 @@ def test_benchmark_measures_a_subset_of_phases_and_dtypes(tmp_path):
         bench.run_benchmark("tiny-gpt2", phases=("e_nothing",))
 
 
+def test_repeats_give_each_phase_its_median_repeat_the_spread_and_per_round_ratios(tmp_path):
+    out = tmp_path / "b.json"
+    assert bench.main(["--model", "tiny-gpt2", "--seq-len", "16", "--batch-size", "2", "--steps", "3", "--warmup", "0",
+                       "--num-negatives", "4", "--device", "cpu", "--phases", "b_qat_dist", "c_qat_dist_cont",
+                       "--dtypes", "fp32", "--repeats", "3", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for v in res["phases"].values():
+        reps = v["repeat_sec_per_iter"]
+        assert len(reps) == 3 and v["sec_per_iter"] == sorted(reps)[1] and len(v["step_sec"]) == 3
+        assert v["spread"] == pytest.approx(max(reps) / min(reps) - 1)
+        assert v["steal_frac"] is None or 0 <= v["steal_frac"] <= 1
+    rounds = res["ratios_by_repeat"]["c/b time"]
+    c, b = (res["phases"][k]["repeat_sec_per_iter"] for k in ("c_qat_dist_cont/fp32", "b_qat_dist/fp32"))
+    assert rounds == pytest.approx([x / y for x, y in zip(c, b)])
+    with pytest.raises(ValueError, match="repeats"):
+        bench.run_benchmark("tiny-gpt2", repeats=0)
+
+
+def test_a_phase_figure_is_its_median_step_and_median_repeat():
+    """One slow step or one slow repeat (a neighbour on the host) does not move the figure, as it moves a mean."""
+    reps = [{"sec_per_iter": s, "peak_mem_mib": m} for s, m in ((1.0, 10), (5.0, 12), (1.2, 11))]
+    med = bench._median_repeat(reps)
+    assert med["sec_per_iter"] == 1.2 and med["peak_mem_mib"] == 12 and med["spread"] == pytest.approx(4.0)
+    assert bench._median_repeat(reps[:2])["sec_per_iter"] == 1.0  # even count: the lower median
+
+
 def test_cpu_busy_cores_sees_a_spinning_process():
     """The idle check measures other work now (not the 1-minute load average): a spinning child shows up."""
     import subprocess

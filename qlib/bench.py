@@ -10,7 +10,8 @@ memory (CUDA: max allocated; CPU: the peak resident set of the phase's fresh pro
 and the cores, and warns loudly (and marks the JSON ``"busy": true``) when other work shares the machine: figures
 taken then are not the machine's. A phase's s/iter is its median step; ``--repeats N`` measures every phase N times
 (in turns) and gives the spread between repeats, and each phase records the share of its cores the hypervisor gave
-to other guests ("steal"), which no load average inside a virtual machine shows. The paper's Table 5 compares c with
+to other guests ("steal"), which no load average inside a virtual machine shows. ``target_checks`` reads the speed
+targets (``TARGETS``) from a result round by round, and the printed table ends with them. The paper's Table 5 compares c with
 b: 0.61 -> 0.67 s/iter, 14700 -> 14839 MB.
 """
 from __future__ import annotations
@@ -283,6 +284,56 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
     return out
 
 
+# The speed issue's targets (read from a benchmark's JSON, never asserted by a timed test): tokens/s of the QAT step
+# with the contrastive loss in the target's own setting, that step's time over the fp fine-tuning step's, and what the
+# contrastive loss adds in time and memory over L_dist alone.
+TARGETS = {"cpu": {"setting": (4, 128), "tokens_per_s": 200, "qat_over_fp_time": 1.5},
+           "cuda": {"setting": (32, 512), "tokens_per_s": 150_000},
+           "any": {"cont_over_dist_time": 1.05, "cont_over_dist_memory": 1.02}}
+
+
+def target_checks(res: dict) -> list[dict]:
+    """Each target of ``TARGETS`` checked in a benchmark result, per dtype and for the eager and compiled QAT +
+    L_cont step: the median figure, the figure of every round (repeats run in turns, so round i of two phases ran
+    minutes apart on the same machine) and whether the target was met in every round, in some, or in none."""
+    device = "cpu" if res["device"] == "cpu" else "cuda"
+    t, rows = {**TARGETS[device], **TARGETS["any"]}, []
+
+    def rounds(v):
+        return v.get("repeat_sec_per_iter") or [v["sec_per_iter"]]
+
+    def check(dtype, what, target, median, per_round, at_most=True):
+        met = [x <= target if at_most else x >= target for x in per_round]
+        verdict = ("met" if all(met) else "missed" if not any(met) else f"met in {sum(met)} of {len(met)} rounds") \
+            + (" in every round" if len(met) > 1 and (all(met) or not any(met)) else "")
+        rows.append({"dtype": dtype, "check": what, "target": ("<= " if at_most else ">= ") + f"{target:g}",
+                     "median": median, "per round": per_round, "verdict": verdict})
+
+    for dtype in res["peak_flops"]:
+        ph = {k.split("/")[0] + ("+compile" if k.endswith("+compile") else ""): v
+              for k, v in res["phases"].items() if k.split("/")[1].split("+")[0] == dtype}
+        a, b = ph.get("a_fp_finetune"), ph.get("b_qat_dist")
+        for c_key in ("c_qat_dist_cont", "c_qat_dist_cont+compile"):
+            c = ph.get(c_key)
+            if c is None:
+                continue
+            step = "QAT + L_cont step" + (", compiled" if c_key.endswith("+compile") else "")
+            if (res["batch_size"], res["seq_len"]) == t["setting"]:
+                tokens = c["tokens_per_s"] * c["sec_per_iter"]
+                check(dtype, f"{step}: tokens/s", t["tokens_per_s"], c["tokens_per_s"],
+                      [tokens / x for x in rounds(c)], at_most=False)
+            if a is not None and "qat_over_fp_time" in t:
+                check(dtype, f"{step}: time / eager fp fine-tuning step", t["qat_over_fp_time"],
+                      c["sec_per_iter"] / a["sec_per_iter"], [x / y for x, y in zip(rounds(c), rounds(a))])
+        c = ph.get("c_qat_dist_cont")
+        if b is not None and c is not None:
+            check(dtype, "L_cont: time over L_dist alone (eager)", t["cont_over_dist_time"],
+                  c["sec_per_iter"] / b["sec_per_iter"], [x / y for x, y in zip(rounds(c), rounds(b))])
+            mem = c["peak_mem_mib"] / b["peak_mem_mib"]  # the largest peak over the repeats of each
+            check(dtype, "L_cont: peak memory over L_dist alone (eager)", t["cont_over_dist_memory"], mem, [mem])
+    return rows
+
+
 def _median_repeat(reps: list[dict]) -> dict:
     """A phase's figure over its repeats: the repeat with the median s/iter (the lower one of an even count), its
     peak memory the largest seen, and every repeat's s/iter with their spread."""
@@ -308,9 +359,12 @@ def format_table(res: dict) -> str:
         steal = f"{100 * v['steal_frac']:>7.1f}%" if v.get("steal_frac") is not None else f"{'-':>8}"
         lines.append(f"{k:<28}{v['sec_per_iter']:>10.3f}{v['tokens_per_s']:>12.0f}{100 * v['mfu']:>7.1f}%"
                      f"{v['peak_mem_mib']:>12.0f}{spread}{steal}")
-    lines.append("ratios: " + ", ".join(f"{k} = {v:.3f}" for k, v in res["ratios"].items()))
+    lines.append("ratios: " + ", ".join(f"{k} = {v:.3f}" for k, v in res.get("ratios", {}).items()))
     for k, v in res.get("ratios_by_repeat", {}).items():
         lines.append(f"  {k} per round: " + ", ".join(f"{x:.3f}" for x in v))
+    for r in target_checks(res):
+        lines.append(f"  target {r['dtype']} {r['check']} {r['target']}: {r['median']:.3g} (rounds "
+                     + ", ".join(f"{x:.3g}" for x in r["per round"]) + f"): {r['verdict']}")
     if "size_mb" in res and "packed_file_mib" in res:
         lines.append(f"size_mb = {res['size_mb']:.1f} MiB, packed file = {res['packed_file_mib']:.1f} MiB")
     return "\n".join(lines)

@@ -31,14 +31,22 @@ def dtype_table(preset: str) -> pd.DataFrame:
 
 
 def dtype_reading(preset: str) -> str:
-    """One sentence: whether bf16 autocast moves the test PPL further from fp32 than a second seed moves it."""
+    """One sentence: whether bf16 autocast moves the test PPL further from fp32 than a second seed moves it. With one
+    fp32 run and two bf16 seeds there are three readings: "agree" (fp32 is nearer the first bf16 seed than the second
+    seed is), "cannot be told apart" (fp32 is nearer one of the two bf16 seeds than they are to each other) and
+    "differ" (fp32 lies further from both bf16 seeds than they lie from each other)."""
     ppl = {k: _ppl(cfg) for k, cfg in X.runs("lm-dtype", preset).items()}
     if None in ppl.values():
         return f"**bf16 against fp32:** not run (`python -m qlib grid lm-dtype --preset {preset}`)."
     bf16, seed1, fp32 = ppl["mds-228-bf16"], ppl["mds-228-bf16-seed1"], ppl["mds-228-fp32"]
-    dtype_gap, seed_gap = abs(bf16 / fp32 - 1), abs(bf16 / seed1 - 1)
-    agree = "agree: the dtype moves the result less than a second seed does" if dtype_gap <= seed_gap else \
-        "differ: the dtype moves the result more than a second seed does"
+    dtype_gap, seed_gap, other_gap = abs(bf16 / fp32 - 1), abs(bf16 / seed1 - 1), abs(seed1 / fp32 - 1)
+    if dtype_gap <= seed_gap:
+        agree = "agree: the dtype moves the result less than a second seed does"
+    elif other_gap <= seed_gap:
+        agree = (f"cannot be told apart: fp32 lies {100 * other_gap:.1f}% from the second bf16 seed, nearer than the "
+                 "two seeds lie to each other")
+    else:
+        agree = "differ: fp32 lies further from both bf16 seeds than they lie from each other"
     return (f"**bf16 against fp32** ({preset} preset): test PPL {bf16:.1f} in bf16 autocast and {fp32:.1f} in fp32 "
             f"({100 * dtype_gap:.1f}% apart); a second bf16 seed gives {seed1:.1f} ({100 * seed_gap:.1f}% from the "
             f"first). bf16 and fp32 {agree}.")

@@ -553,20 +553,28 @@ def not_run(preset: str, *grids: str, after: str | None = None) -> None:
           f"not run ({len(missing)}):\n" + "\n".join(missing))
 
 
+def _bench_setting(b: dict, dtype: str) -> str:
+    """The setting column of a benchmark file's rows: model, bits, batch, device, dtype and how idle the machine was."""
+    others = b.get("others_busy_cores") or {}
+    # how idle the machine was: other work's cores measured before each phase (older files: the load average)
+    idle = f"others used <= {max(others.values()):.2f} cores" if others and None not in others.values() else \
+        f"load {b.get('load_avg', '?')}"
+    where = "CPU" if b["device"] == "cpu" else b.get("device_name", b["device"]).replace("NVIDIA ", "")
+    cut = "" if b.get("complete", True) else " (cut short before every phase ran)"
+    return (f"{b['model']} W{b['w_bits']}, {b['batch_size']} x {b['seq_len']}, {where} {dtype}, {idle}"
+            + (" (BUSY)" if b["busy"] else "") + cut)
+
+
+def _bench_files() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((X.RESULTS / "bench").glob("*.json"))]
+
+
 def bench_table() -> pd.DataFrame:
     """Every committed benchmark result (results/bench/*.json) with the paper's Table 5 figures beside it."""
     rows = []
-    for path in sorted((X.RESULTS / "bench").glob("*.json")):
-        b = json.loads(path.read_text())
-        others = b.get("others_busy_cores") or {}
-        # how idle the machine was: other work's cores measured before each phase (older files: the load average)
-        idle = f"others used <= {max(others.values()):.2f} cores" if others and None not in others.values() else \
-            f"load {b.get('load_avg', '?')}"
-        where = "CPU" if b["device"] == "cpu" else b.get("device_name", b["device"]).replace("NVIDIA ", "")
-        cut = "" if b.get("complete", True) else " (cut short before every phase ran)"
+    for b in _bench_files():
         for phase, v in b["phases"].items():
-            rows.append({"setting": f"{b['model']} W{b['w_bits']}, {b['batch_size']} x {b['seq_len']}, "
-                                    f"{where} {v.get('dtype', '')}, {idle}" + (" (BUSY)" if b["busy"] else "") + cut,
+            rows.append({"setting": _bench_setting(b, v.get("dtype", "")),
                          "phase": phase, "s/iter": round(v["sec_per_iter"], 3),
                          "tokens/s": round(v["tokens_per_s"]), "MFU (%)": round(100 * v["mfu"], 1),
                          "peak MiB": round(v["peak_mem_mib"]),
@@ -577,3 +585,15 @@ def bench_table() -> pd.DataFrame:
     if len(rows) == 1:
         rows.insert(0, {"setting": "ours", "phase": "not run: python -m qlib.bench --model smollm2-135m"})
     return pd.DataFrame(rows)
+
+
+def bench_targets_table() -> pd.DataFrame:
+    """The speed targets (``bench.TARGETS``) checked in every committed benchmark file (``bench.target_checks``):
+    the median figure, each round's figure and whether the target held in every round, in some or in none."""
+    from .bench import target_checks
+
+    rows = [{"setting": _bench_setting(b, r["dtype"]), "check": r["check"], "target": r["target"],
+             "median": f"{r['median']:.3g}", "per round": ", ".join(f"{x:.3g}" for x in r["per round"]),
+             "verdict": r["verdict"]}
+            for b in _bench_files() for r in target_checks(b)]
+    return pd.DataFrame(rows or [{"setting": "not run: python -m qlib.bench --model smollm2-135m --repeats 3"}])

@@ -1,6 +1,7 @@
 """The benchmark runs end to end and reports every phase in every dtype (figures are printed, not asserted: no
 timed tests)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +74,34 @@ def test_a_phase_figure_is_its_median_step_and_median_repeat():
     assert bench._median_repeat(reps[:2])["sec_per_iter"] == 1.0  # even count: the lower median
 
 
+def _phase_result(secs, mem=1000.0, tokens=512):
+    med = sorted(secs)[(len(secs) - 1) // 2]
+    return {"sec_per_iter": med, "tokens_per_s": tokens / med, "peak_mem_mib": mem, "repeat_sec_per_iter": secs}
+
+
+def test_targets_are_read_round_by_round_per_dtype_and_for_the_compiled_step():
+    res = {"device": "cpu", "batch_size": 4, "seq_len": 128, "peak_flops": {"fp32": 1.0, "bf16": 1.0}, "phases": {
+        "a_fp_finetune/bf16": _phase_result([1.0, 1.0, 1.0]),
+        "b_qat_dist/bf16": _phase_result([2.0, 2.0, 2.0], mem=1000.0),
+        # 512 tokens a step: 256, 200, 171 tokens/s; over the fine-tuning step 2.0, 2.56, 3.0; over L_dist 1.0-1.5
+        "c_qat_dist_cont/bf16": _phase_result([2.0, 2.56, 3.0], mem=1030.0),
+        "c_qat_dist_cont/bf16+compile": _phase_result([1.2, 1.4, 1.3]),
+        "a_fp_finetune/fp32": _phase_result([1.0]), "b_qat_dist/fp32": _phase_result([2.0]),
+        "c_qat_dist_cont/fp32": _phase_result([2.05])}}
+    rows = {(r["dtype"], r["check"]): r for r in bench.target_checks(res)}
+    assert rows[("bf16", "QAT + L_cont step: tokens/s")]["verdict"] == "met in 2 of 3 rounds"
+    assert rows[("bf16", "QAT + L_cont step: time / eager fp fine-tuning step")]["verdict"] == "missed in every round"
+    compiled = rows[("bf16", "QAT + L_cont step, compiled: time / eager fp fine-tuning step")]
+    assert compiled["verdict"] == "met in every round" and compiled["per round"] == pytest.approx([1.2, 1.4, 1.3])
+    assert rows[("bf16", "L_cont: peak memory over L_dist alone (eager)")]["verdict"] == "missed"  # +3% > +2%
+    assert rows[("bf16", "L_cont: time over L_dist alone (eager)")]["per round"] == pytest.approx([1.0, 1.28, 1.5])
+    assert rows[("fp32", "L_cont: time over L_dist alone (eager)")]["verdict"] == "met"  # one run: no rounds
+    # a GPU file at another setting than the GPU target's has no tokens/s check, and no fine-tuning-ratio target
+    gpu = {**res, "device": "cuda", "peak_flops": {"bf16": 1.0}}
+    assert {r["check"] for r in bench.target_checks(gpu)} == {"L_cont: time over L_dist alone (eager)",
+                                                              "L_cont: peak memory over L_dist alone (eager)"}
+
+
 def test_cpu_busy_cores_sees_a_spinning_process():
     """The idle check measures other work now (not the 1-minute load average): a spinning child shows up."""
     import subprocess
@@ -90,3 +119,11 @@ def test_profile_names_the_operators_and_the_library_functions_of_a_step():
     out = bench.profile_phase("tiny-llama", "c_qat_dist_cont", "fp32", batch_size=2, seq_len=16, steps=1,
                               device="cpu", num_negatives=4)
     assert "aten::" in out and "losses.py" in out and "quant.py" in out
+
+
+def test_the_book_reads_the_targets_of_every_committed_benchmark():
+    from qlib import report
+    files = sorted(Path(report.X.RESULTS / "bench").glob("*.json"))
+    table = report.bench_targets_table()
+    assert len(table) == sum(len(bench.target_checks(json.loads(f.read_text()))) for f in files) > 0
+    assert table["verdict"].str.match(r"^(met|missed)").all()

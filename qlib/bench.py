@@ -11,8 +11,8 @@ and the cores, and warns loudly (and marks the JSON ``"busy": true``) when other
 taken then are not the machine's. A phase's s/iter is its median step; ``--repeats N`` measures every phase N times
 (in turns) and gives the spread between repeats, and each phase records the share of its cores the hypervisor gave
 to other guests ("steal"), which no load average inside a virtual machine shows. ``target_checks`` reads the speed
-targets (``TARGETS``) from a result round by round, and the printed table ends with them. The paper's Table 5 compares c with
-b: 0.61 -> 0.67 s/iter, 14700 -> 14839 MB.
+targets (``TARGETS``) from a result round by round, and the printed table ends with them. The paper's Table 5
+compares c with b: 0.61 -> 0.67 s/iter, 14700 -> 14839 MB.
 """
 from __future__ import annotations
 

@@ -59,6 +59,10 @@ def test_repeats_give_each_phase_its_median_repeat_the_spread_and_per_round_rati
         assert len(reps) == 3 and v["sec_per_iter"] == sorted(reps)[1] and len(v["step_sec"]) == 3
         assert v["spread"] == pytest.approx(max(reps) / min(reps) - 1)
         assert v["steal_frac"] is None or 0 <= v["steal_frac"] <= 1
+        # MFU against the highest of the matmul peaks measured before each round
+        assert v["mfu"] == pytest.approx(v["flops_per_token"] * v["tokens_per_s"] / res["peak_flops"]["fp32"])
+    assert len(res["peak_flops_by_round"]["fp32"]) == 3 and res["peak_flops"]["fp32"] == max(
+        res["peak_flops_by_round"]["fp32"])
     rounds = res["ratios_by_repeat"]["c/b time"]
     c, b = (res["phases"][k]["repeat_sec_per_iter"] for k in ("c_qat_dist_cont/fp32", "b_qat_dist/fp32"))
     assert rounds == pytest.approx([x / y for x, y in zip(c, b)])

@@ -32,6 +32,8 @@ LM_METHODS = ("pact", "lsq", "laq", "mds")
 GAMMA_INIT = {(8, 8, 8): 8.0, (4, 4, 8): 3.5}
 # fields that do not change what a run computes (beyond kernel rounding: the evaluation batch, compiling)
 VOLATILE = ("progress", "resume", "out_dir", "teacher", "eval_batch_size", "compile")
+# fields naming the run folder a run starts from: compared by folder name, not by where the checkout lies
+RUN_FOLDERS = ("init_from",)
 # fields that only say how long and how a run trains: a student before its first update does not depend on them
 BUDGET_FIELDS = ("max_steps", "epochs", "save_every", "curve_points", "eval_every", "lr", "quant_lr", "grad_accum")
 
@@ -268,9 +270,15 @@ def _same(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> bool:
     older file counts as its default (so adding a field does not orphan earlier results). ``a`` is a stored config
     (see ``recorded_config``), ``b`` the one asked for: asking for dtype "auto" accepts the dtype a run was made in."""
     d = asdict(TrainConfig())
-    norm = (lambda x: list(x) if isinstance(x, tuple) else x)
+
+    def norm(k, x):
+        # a run folder is known by its name: a result made in another checkout (absolute path) is the same run
+        if k in RUN_FOLDERS and x:
+            return Path(x).name
+        return list(x) if isinstance(x, tuple) else x
+
     skip = set(VOLATILE) | set(ignore) | ({"dtype"} if b.get("dtype", "auto") == "auto" else set())
-    return all(norm(a.get(k, d.get(k))) == norm(b.get(k, d.get(k))) for k in set(a) | set(b) if k not in skip)
+    return all(norm(k, a.get(k, d.get(k))) == norm(k, b.get(k, d.get(k))) for k in set(a) | set(b) if k not in skip)
 
 
 def recorded_config(res: dict) -> dict:

@@ -431,3 +431,16 @@ def test_the_cpu_preset_is_pinned_to_fp32_and_its_earlier_auto_results_still_mat
     assert not X._same(X.recorded_config({"config": {**cfg, "dtype": "bf16"}}), cfg)
     older = {k: v for k, v in cfg.items() if k != "dtype"}  # a CPU result from before the dtype field: fp32
     assert X._same(X.recorded_config({"config": older, "device": "cpu"}), cfg)
+
+
+def test_a_result_made_in_another_checkout_still_matches_its_config():
+    """A layer-reduced student records the absolute folder it started from; the same run made in another checkout
+    (another absolute path) is still the committed result of this config, and a different starting run is not."""
+    reduced_students = [c for c in X.grid("lm-xtc", "cpu") if c.init_from]
+    assert reduced_students
+    cfg = asdict(reduced_students[0])
+    moved = {**cfg, "init_from": str(Path("/elsewhere/checkout/runs") / Path(cfg["init_from"]).name)}
+    assert X._same(moved, cfg)
+    assert not X._same({**cfg, "init_from": str(Path(cfg["init_from"]).parent / "another-run")}, cfg)
+    assert not X._same({**cfg, "init_from": None}, cfg)
+

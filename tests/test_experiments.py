@@ -443,4 +443,3 @@ def test_a_result_made_in_another_checkout_still_matches_its_config():
     assert X._same(moved, cfg)
     assert not X._same({**cfg, "init_from": str(Path(cfg["init_from"]).parent / "another-run")}, cfg)
     assert not X._same({**cfg, "init_from": None}, cfg)
-

@@ -139,13 +139,13 @@ def profile_phase(model: str, phase: str, dtype: str = "fp32", w_bits: int = 2, 
 def _make_step(model: str, phase: str, dtype: str, w_bits: int, batch_size: int, seq_len: int, device: str,
                num_negatives: int, compiled: bool = False):
     """The device, one step of ``phase`` as a closure, the student and its size figures. ``compiled``: the student
-    is compiled as ``TrainConfig.compile`` does it."""
+    and L_dist are compiled as ``TrainConfig.compile`` does it."""
     dev = resolve_device(device)
     torch.manual_seed(0)
     method = "fp" if phase == "a_fp_finetune" else "mds"
     loss = {"a_fp_finetune": "lm", "c_qat_dist_cont": "dist+cont"}.get(phase, "dist")
     cfg = TrainConfig(model=model, method=method, w_bits=w_bits, loss=loss, seq_len=seq_len, dtype=dtype,
-                      num_negatives=num_negatives, device=device)
+                      num_negatives=num_negatives, device=device, compile=compiled)
     tokenizer = load_tokenizer(model)
     teacher = load_teacher(cfg, tokenizer).to(dev)
     student = build_student(cfg, teacher).to(dev)

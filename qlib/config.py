@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with bf16 matrix units, else fp32
-    compile: bool = False  # torch.compile the student, its fake-quantizers inside the graph (the benchmark decides)
+    compile: bool = False  # torch.compile the student (fake-quantizers inside the graph) and L_dist (the benchmark decides)
     out_dir: str = "runs/default"
     resume: bool = False
     preset: str = "custom"

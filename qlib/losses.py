@@ -13,6 +13,8 @@ Our reading of Eq. 2-3 (the paper's formula and text disagree on details; the bo
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,38 +36,53 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
+def _soft_cross_entropy_rows(student, teacher, weights):
+    """Rows of [N, V] logits, in fp32: sum_i w_i * (-sum_v p_teacher(v) log p_student(v)), and its gradient
+    w_i * (softmax(s_i) - p_teacher,i) in the logits' dtype."""
+    p_t, logp_s = torch.softmax(teacher.float(), dim=-1), torch.log_softmax(student.float(), dim=-1)
+    loss = (weights[:, 0] * -(p_t * logp_s).sum(-1)).sum()
+    return loss, logp_s.exp_().sub_(p_t).mul_(weights).to(student.dtype)
+
+
+@functools.cache
+def _compiled_rows():
+    # one fused kernel per chunk instead of a pass over [rows, V] per operator (what costs time on a GPU)
+    return torch.compile(_soft_cross_entropy_rows)
+
+
 class _SoftCrossEntropy(torch.autograd.Function):
-    """sum_i w_i * (-sum_v p_teacher(v) log p_student(v)) over rows i of [N, V] logits, computed ``chunk`` rows at a
-    time in fp32. Backward, written out: d/ds_i = w_i * (softmax(s_i) - p_teacher,i), computed in the forward chunk
-    by chunk and kept as the one full-size tensor (in the logits' dtype), so no fp32 [N, V] copy of the logits,
-    probabilities or log-probabilities outlives its chunk."""
+    """``_soft_cross_entropy_rows`` over [N, V] logits, ``chunk`` rows at a time (compiled with ``compiled``).
+    Backward, written out: d/ds_i = w_i * (softmax(s_i) - p_teacher,i), computed in the forward chunk by chunk and
+    kept as the one full-size tensor (in the logits' dtype), so no fp32 [N, V] copy of the logits, probabilities or
+    log-probabilities outlives its chunk."""
 
     @staticmethod
-    def forward(ctx, student, teacher, weights, chunk):
+    def forward(ctx, student, teacher, weights, chunk, compiled):
+        rows = _compiled_rows() if compiled else _soft_cross_entropy_rows
         grad = torch.empty_like(student)
         loss = torch.zeros((), dtype=torch.float32, device=student.device)
         for i in range(0, student.shape[0], chunk):
-            s, t, w = student[i:i + chunk].float(), teacher[i:i + chunk].float(), weights[i:i + chunk, None]
-            p_t, logp_s = torch.softmax(t, dim=-1), torch.log_softmax(s, dim=-1)
-            loss += (w[:, 0] * -(p_t * logp_s).sum(-1)).sum()
-            grad[i:i + chunk] = logp_s.exp_().sub_(p_t).mul_(w)
+            part, part_grad = rows(student[i:i + chunk], teacher[i:i + chunk], weights[i:i + chunk, None])
+            grad[i:i + chunk] = part_grad
+            loss += part
         ctx.save_for_backward(grad)
         return loss
 
     @staticmethod
     def backward(ctx, g):
         (grad,) = ctx.saved_tensors
-        return grad * g.to(grad.dtype), None, None, None
+        return grad * g.to(grad.dtype), None, None, None, None
 
 
 KD_CHUNK_ROWS = 256  # rows of the [N, V] logits per chunk: 48 MiB of fp32 at SmolLM2's 49,152-token vocabulary
 
 
 def logit_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                       attention_mask: torch.Tensor | None = None, compiled: bool = False) -> torch.Tensor:
     """Soft cross-entropy -sum_v p_teacher(v) log p_student(v) (Eq. 4), averaged over non-padding tokens (over
     examples for [N, C] classification logits). Computed in chunks by ``_SoftCrossEntropy``: the same value and
-    gradient as the formula written out, without fp32 copies of the whole [B, T, V] logits."""
+    gradient as the formula written out, without fp32 copies of the whole [B, T, V] logits; ``compiled``: each
+    chunk by one ``torch.compile``d kernel (a training run's ``compile`` setting)."""
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
                          f"{tuple(teacher_logits.shape)}")
@@ -77,7 +94,7 @@ def logit_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tenso
         m = attention_mask.reshape(-1).float()
         weights = m / m.sum().clamp_min(1.0)
     return _SoftCrossEntropy.apply(student_logits.reshape(-1, V), teacher_logits.detach().reshape(-1, V), weights,
-                                   KD_CHUNK_ROWS)
+                                   KD_CHUNK_ROWS, compiled)
 
 
 @torch.no_grad()

@@ -17,11 +17,12 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers.utils import ModelOutput
 
 from . import distributed as dist
 from .config import DYNAMIC_SCALING, LAYERS, LOSSES, METHODS, TrainConfig  # noqa: F401 - re-exported
@@ -33,7 +34,7 @@ from .quant import bind_laq_hessians
 from .runtime import (adamw, atomic_torch_save, autocast, load_checkpoint, provenance, resolve_device, rng_state,
                       seed_everything, set_rng_state, write_json)
 from .students import build_models, save_weights
-from .tasks import TASKS, make_task
+from .tasks import TASKS, Outputs, make_task
 from .xtc import xtc_distillation
 
 
@@ -344,22 +345,33 @@ def compute_loss(cfg: TrainConfig, student, teacher, heads, contrast, batch: dic
         return loss, {"lm": loss.detach()}
     with torch.no_grad():
         t = task.forward(cfg, teacher, batch, need_hidden)
+    t_contrast = None
+    if need_hidden:  # keep the one state L_cont reads: the teacher's others would live on through L_dist's peak
+        t_contrast = _contrast_inputs(cfg, t, batch)[0]
+        t = _without_states(t)
     if cfg.resolved_loss == "xtc":
         keep = list(cfg.keep_layers) or list(range(len(t.out.attentions)))
         return xtc_distillation(s.out, t.out, keep, s.mask, regression=t.logits.shape[-1] == 1)
-    l_dist = logit_distillation(s.logits, t.logits, s.mask)
+    l_dist = logit_distillation(s.logits, t.logits, s.mask, compiled=cfg.compile)
     extra = task.extra_distillation(s, t)
     l_dist = l_dist if extra is None else l_dist + extra
     l_cont = None
     if contrast is not None:
         s_h, c_ids, c_mask = _contrast_inputs(cfg, s, batch)
-        t_h, _, _ = _contrast_inputs(cfg, t, batch)
-        l_cont = contrast(heads.student(s_h.float()), heads.teacher(t_h.float()), c_ids, c_mask)
+        l_cont = contrast(heads.student(s_h.float()), heads.teacher(t_contrast.float()), c_ids, c_mask)
     loss = total_loss(l_dist, l_cont, cfg.lam)
     parts = {"dist": l_dist.detach(), **({"cont": l_cont.detach()} if l_cont is not None else {})}
     if want_kl:
         parts["kl"] = parts["dist"] - teacher_entropy(t.logits, s.mask)
     return loss, parts
+
+
+def _without_states(o: Outputs) -> Outputs:
+    """``o`` without hidden states, in ``states`` and in the model's output object (which holds them too)."""
+    out = o.out
+    if isinstance(out, ModelOutput):
+        out = type(out)(**{k: v for k, v in out.items() if not k.endswith("hidden_states")})
+    return replace(o, out=out, states=None)
 
 
 def _contrast_inputs(cfg: TrainConfig, o, batch):

@@ -24,8 +24,9 @@ def test_logit_distillation_is_soft_cross_entropy_over_non_padding_tokens():
         logit_distillation(s, t[:, :4])
 
 
-@pytest.mark.parametrize("shape,masked", [((3, 7, 11), True), ((3, 7, 11), False), ((6, 20), False)])
-def test_chunked_distillation_has_the_written_out_value_and_gradient(shape, masked, monkeypatch):
+@pytest.mark.parametrize("shape,masked,compiled", [((3, 7, 11), True, False), ((3, 7, 11), False, False),
+                                                   ((6, 20), False, False), ((3, 7, 11), True, True)])
+def test_chunked_distillation_has_the_written_out_value_and_gradient(shape, masked, compiled, monkeypatch):
     from qlib import losses
     monkeypatch.setattr(losses, "KD_CHUNK_ROWS", 4)  # several chunks, the last one partial
     g = torch.Generator().manual_seed(1)
@@ -35,7 +36,7 @@ def test_chunked_distillation_has_the_written_out_value_and_gradient(shape, mask
     per = -(torch.softmax(t, -1) * torch.log_softmax(s, -1)).sum(-1)
     ref = (per * mask).sum() / mask.sum() if masked else per.mean()
     (ref_grad,) = torch.autograd.grad(2.5 * ref, s)
-    out = logit_distillation(s, t, mask)
+    out = logit_distillation(s, t, mask, compiled=compiled)
     (grad,) = torch.autograd.grad(2.5 * out, s)
     assert torch.allclose(out, ref, atol=1e-6) and torch.allclose(grad, ref_grad, atol=1e-6)
     if masked:  # padding positions get no gradient

@@ -208,6 +208,41 @@ def test_activation_quantizers():
         ActQuantizer(3)
 
 
+def _act_formula(x, bits, symmetric, per_token, nonnegative=False):
+    """The min-max fake quantization written out as its formula, clamp included."""
+    red = (lambda t, f: f(t, dim=-1, keepdim=True)) if per_token else (lambda t, f: f(t))
+    if symmetric:
+        n = 2 ** (bits - 1) - 1
+        step = (red(x.abs(), torch.amax) / n).clamp_min(1e-8)
+        return torch.clamp(torch.round(x / step), -n, n) * step
+    top = 2 ** bits - 1
+    hi = red(x, torch.amax)
+    lo = torch.zeros_like(hi) if nonnegative else red(x, torch.amin)
+    step = ((hi - lo) / top).clamp_min(1e-8)
+    zero = torch.round(-lo / step)
+    return (torch.clamp(torch.round(x / step) + zero, 0, top) - zero) * step
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("per_token", [True, False])
+def test_activation_quantizer_equals_its_formula_bitwise(bits, per_token):
+    """The quantizer's in-place form (fewer passes over the activation) gives exactly the formula's values, on
+    heavy-tailed activations with massive outliers, on softmax rows with exact zeros, in fp32 and bf16."""
+    g = torch.Generator().manual_seed(bits)
+    heavy = torch.distributions.StudentT(2.0).sample((4, 32, 64))
+    heavy[0, 3, 7], heavy[2, 5] = 3000.0, 0.0  # a massive activation; an all-zero token
+    scores = torch.randn(2, 3, 16, 16, generator=g) * 4
+    probs = torch.softmax(scores.masked_fill(torch.ones(16, 16, dtype=torch.bool).triu(1), float("-inf")), -1)
+    granularity = "token" if per_token else "tensor"
+    for dtype in (torch.float32, torch.bfloat16):
+        x, p = heavy.to(dtype), probs.to(dtype)
+        for symmetric in (True, False):
+            got = ActQuantizer(bits, symmetric=symmetric, granularity=granularity).fake_quant(x)
+            assert torch.equal(got, _act_formula(x, bits, symmetric, per_token)), (dtype, symmetric)
+        got = ActQuantizer(bits, symmetric=False, granularity=granularity, nonnegative=True).fake_quant(p)
+        assert torch.equal(got, _act_formula(p, bits, False, per_token, nonnegative=True)), dtype
+
+
 def test_attention_probabilities_range_ignores_padding():
     # a query's softmax row, alone and with two padded (masked, exactly 0) keys after it, as a longer sequence in
     # the same batch would add: with the range fixed at 0 the row's real entries quantize alike

@@ -31,9 +31,9 @@ LM_METHODS = ("pact", "lsq", "laq", "mds")
 # the gamma with the least reconstruction error on a SmolLM2 attention projection (chapter 1's table), per setting
 GAMMA_INIT = {(8, 8, 8): 8.0, (4, 4, 8): 3.5}
 # fields that do not change what a run computes (beyond kernel rounding: the evaluation batch, compiling)
-VOLATILE = ("progress", "resume", "out_dir", "teacher", "eval_batch_size", "compile")
+VOLATILE = ("progress", "resume", "out_dir", "eval_batch_size", "compile")
 # fields naming the run folder a run starts from: compared by folder name, not by where the checkout lies
-RUN_FOLDERS = ("init_from",)
+RUN_FOLDERS = ("init_from", "teacher")
 # fields that only say how long and how a run trains: a student before its first update does not depend on them
 BUDGET_FIELDS = ("max_steps", "epochs", "save_every", "curve_points", "eval_every", "lr", "quant_lr", "grad_accum")
 

@@ -443,3 +443,14 @@ def test_a_result_made_in_another_checkout_still_matches_its_config():
     assert X._same(moved, cfg)
     assert not X._same({**cfg, "init_from": str(Path(cfg["init_from"]).parent / "another-run")}, cfg)
     assert not X._same({**cfg, "init_from": None}, cfg)
+
+
+def test_a_student_distilled_from_another_teacher_is_another_run():
+    """A student's result says which teacher it was distilled from: the same config with another teacher run (say
+    another preset's, or one fine-tuned for longer) is not this config's result; the same teacher in another
+    checkout is."""
+    cfg = asdict(X.runs("lm-table", "cpu")["mds-228"])
+    assert cfg["teacher"]
+    assert X._same({**cfg, "teacher": str(Path("/elsewhere/checkout/runs") / Path(cfg["teacher"]).name)}, cfg)
+    assert not X._same({**cfg, "teacher": str(Path(cfg["teacher"]).parent / "another-teacher")}, cfg)
+    assert not X._same({**cfg, "teacher": asdict(X.runs("lm-table", "gpu")["mds-228"])["teacher"]}, cfg)

@@ -533,6 +533,73 @@ def lm_xtc_table(preset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def gap_text(value: float, reference: float, what: str, band: float | None) -> str:
+    """How far ``value`` lies from ``what``'s ``reference``, relative, and whether outside the seed band: "5.5% above
+    QuantGPT's (outside the seed band)"."""
+    rel = value / reference - 1
+    where = "" if band is None else " (inside the seed band)" if abs(rel) <= band else " (outside the seed band)"
+    return f"{100 * abs(rel):.1f}% {'above' if rel >= 0 else 'below'} {what}{where}"
+
+
+def lm_xtc_reading(preset: str) -> str:
+    """Table 8.3 read from the committed results (Markdown): each comparison of XTC's recipe on SmolLM2 as a relative
+    gap, inside or outside the measured seed band; runs not committed yet are named, and their sentences left out."""
+    t, x = X.runs("lm-table", preset), X.runs("lm-xtc", preset)
+    res = {k: X.load_result(c) for k, c in {"teacher": t["teacher"], "mds-228": t["mds-228"], **x}.items()}
+    missing = [k for k, r in res.items() if r is None]
+    if "teacher" in missing or len(missing) == len(res) - 1:
+        return (f"**Reading Table 8.3:** not run yet in the `{preset}` preset "
+                f"(`python -m qlib grid lm-xtc --preset {preset}`).")
+    ppl = {k: r["metrics"]["test_ppl"] for k, r in res.items() if r}
+    of_teacher = {k: ratio_text(v / ppl["teacher"]) for k, v in ppl.items()}
+    smaller = {k: f"{res['teacher']['size_mb'] / r['size_mb']:.1f}x" for k, r in res.items() if r}
+    band = seed_band(preset)
+    have = lambda *keys: all(k in ppl for k in keys)  # noqa: E731
+    done = [r for k, r in res.items() if r and k != "teacher"]
+    steps = sorted({r["steps"] for r in done})
+    dates = sorted({r.get("date", "?") for r in done})
+    head = (f"**Reading Table 8.3** (`{preset}` preset, {', '.join(sorted({device_label(r) for r in done}))} "
+            f"{', '.join(sorted({r.get('dtype') or '?' for r in done}))}, {'/'.join(map(str, steps))} steps of "
+            f"{done[0]['tokens_per_step']:,} tokens, runs of {' to '.join([dates[0], dates[-1]][:len(dates)])}; "
+            f"computed from the committed results). One seed each, read against "
+            + (f"the {100 * band:.1f}% seed band of chapter 7." if band is not None else
+               "no seed band yet (chapter 7 measures it), so no gap is called inside or outside it."))
+    bullets = []
+    if have("twn-228-xtc", "mds-228"):
+        start = {k: res[k]["curve"][0]["valid_ppl"] for k in ("twn-228-xtc", "mds-228") if res[k]["curve"]}
+        bullets.append(
+            f"**Ternary** weights with XTC's recipe (TWN's threshold, one-stage distillation from step 0) end at "
+            f"{ppl['twn-228-xtc']:.2f} against QuantGPT's {ppl['mds-228']:.2f} at the same 2-2-8 and size "
+            f"({smaller['twn-228-xtc']} smaller than the teacher): {gap_text(ppl['twn-228-xtc'], ppl['mds-228'], 'QuantGPT', band)}."
+            + (f" Before any update their validation PPL is {number_text(start['twn-228-xtc'])} (ternary) and "
+               f"{number_text(start['mds-228'])} (QuantGPT)." if len(start) == 2 else ""))
+    if have("bwn-118-xtc", "twn-228-xtc", "mds-228"):
+        bullets.append(
+            f"**Binary** weights (1-1-8, {smaller['bwn-118-xtc']} smaller) end at {ppl['bwn-118-xtc']:.2f}, "
+            f"{of_teacher['bwn-118-xtc']} the teacher: {gap_text(ppl['bwn-118-xtc'], ppl['twn-228-xtc'], 'ternary', band)} and "
+            f"{gap_text(ppl['bwn-118-xtc'], ppl['mds-228'], 'QuantGPT 2-2-8', band)}.")
+    if have("xtc-15L", "twn-228-xtc"):
+        bullets.append(
+            f"**Layer reduction** ({len(x['xtc-15L'].keep_layers)} of the teacher's layers) in full precision ends at "
+            f"{ppl['xtc-15L']:.2f}, {of_teacher['xtc-15L']} the teacher, for {smaller['xtc-15L']} compression; "
+            f"ternary weights at full depth end at {of_teacher['twn-228-xtc']} the teacher for "
+            f"{smaller['twn-228-xtc']}.")
+    if have("twn-228-xtc-15L", "xtc-15L"):
+        bullets.append(
+            f"**Ternary weights on the reduced student** (XTC's second step, started from the full-precision reduced "
+            f"student) end at {ppl['twn-228-xtc-15L']:.2f} for {smaller['twn-228-xtc-15L']} compression: "
+            f"{gap_text(ppl['twn-228-xtc-15L'], ppl['xtc-15L'], 'that student', band)}.")
+    if have("bwn-118-xtc-15L", "xtc-15L", "twn-228-xtc-15L"):
+        bullets.append(
+            f"**Binary weights on the reduced student** ({smaller['bwn-118-xtc-15L']} smaller than the teacher) end "
+            f"at {ppl['bwn-118-xtc-15L']:.2f}, {of_teacher['bwn-118-xtc-15L']} the teacher: "
+            f"{gap_text(ppl['bwn-118-xtc-15L'], ppl['xtc-15L'], 'the full-precision reduced student', band)} and "
+            f"{gap_text(ppl['bwn-118-xtc-15L'], ppl['twn-228-xtc-15L'], 'its ternary counterpart', band)}.")
+    if missing:
+        bullets.append("Not run yet: " + ", ".join(f"`{k}`" for k in missing) + " (`report.not_run` below).")
+    return head + "\n\n" + "\n".join(f"- {b}" for b in bullets)
+
+
 def not_run(preset: str, *grids: str, after: str | None = None) -> None:
     """Print the command of every run of ``grids`` without a committed result. ``after``: "transfer", "samples"
     or "figures" lists the 2-bit runs and the teacher without that after-run evaluation; "step0" every student

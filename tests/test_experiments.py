@@ -454,3 +454,33 @@ def test_a_student_distilled_from_another_teacher_is_another_run():
     assert X._same({**cfg, "teacher": str(Path("/elsewhere/checkout/runs") / Path(cfg["teacher"]).name)}, cfg)
     assert not X._same({**cfg, "teacher": str(Path(cfg["teacher"]).parent / "another-teacher")}, cfg)
     assert not X._same({**cfg, "teacher": asdict(X.runs("lm-table", "gpu")["mds-228"])["teacher"]}, cfg)
+
+
+def test_gap_text_says_how_far_and_whether_outside_the_band():
+    assert report.gap_text(105.5, 100.0, "QuantGPT", 0.048) == "5.5% above QuantGPT (outside the seed band)"
+    assert report.gap_text(98.4, 100.0, "it", 0.048) == "1.6% below it (inside the seed band)"
+    assert report.gap_text(101.0, 100.0, "it", None) == "1.0% above it"
+
+
+def test_the_generative_xtc_reading_is_computed_from_the_results(dirs):
+    """Chapter 8's reading of Table 8.3 follows the result files: each run's PPL appears, a gap is called outside the
+    band exactly when it is, and a run without a result is named instead of read."""
+    assert report.lm_xtc_reading("cpu").startswith("**Reading Table 8.3:** not run yet")
+    t, x = X.runs("lm-table", "cpu"), X.runs("lm-xtc", "cpu")
+    ppl = {"teacher": 24.0, "mds-228": 110.0, "twn-228-xtc": 112.0, "bwn-118-xtc": 140.0, "xtc-15L": 150.0,
+           "twn-228-xtc-15L": 170.0}  # bwn-118-xtc-15L not run
+    for key, value in ppl.items():
+        cfg = {**t, **x}[key]
+        result = {"config": asdict(cfg), "metrics": {"test_ppl": value}, "size_mb": 300.0 if cfg.method == "fp" else 30.0,
+                  "steps": 400, "tokens_per_step": 512, "device": "cpu", "dtype": "fp32", "date": "2026-12-06",
+                  "curve": [{"step": 0, "valid_ppl": 1e6}]}
+        X.write_json(X.result_path(cfg), result)
+    for band, inside in ((0.05, {"QuantGPT"}), (0.01, set())):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(report, "seed_band", lambda preset: band)
+            text = report.lm_xtc_reading("cpu")
+        for value in ppl.values():
+            assert f"{value:.2f}" in text or value == 24.0
+        assert ("1.8% above QuantGPT (inside the seed band)" in text) == ("QuantGPT" in inside)
+        assert "13.3% above that student (outside the seed band)" in text
+        assert "Binary weights on the reduced student" not in text and "Not run yet: `bwn-118-xtc-15L`" in text

@@ -535,7 +535,7 @@ def lm_xtc_table(preset: str) -> pd.DataFrame:
 
 def gap_text(value: float, reference: float, what: str, band: float | None) -> str:
     """How far ``value`` lies from ``what``'s ``reference``, relative, and whether outside the seed band: "5.5% above
-    QuantGPT's (outside the seed band)"."""
+    QuantGPT (outside the seed band)"."""
     rel = value / reference - 1
     where = "" if band is None else " (inside the seed band)" if abs(rel) <= band else " (outside the seed band)"
     return f"{100 * abs(rel):.1f}% {'above' if rel >= 0 else 'below'} {what}{where}"
@@ -560,7 +560,7 @@ def lm_xtc_reading(preset: str) -> str:
     dates = sorted({r.get("date", "?") for r in done})
     head = (f"**Reading Table 8.3** (`{preset}` preset, {', '.join(sorted({device_label(r) for r in done}))} "
             f"{', '.join(sorted({r.get('dtype') or '?' for r in done}))}, {'/'.join(map(str, steps))} steps of "
-            f"{done[0]['tokens_per_step']:,} tokens, runs of {' to '.join([dates[0], dates[-1]][:len(dates)])}; "
+            f"{done[0]['tokens_per_step']:,} tokens, runs of {' to '.join(dict.fromkeys((dates[0], dates[-1])))}; "
             f"computed from the committed results). One seed each, read against "
             + (f"the {100 * band:.1f}% seed band of chapter 7." if band is not None else
                "no seed band yet (chapter 7 measures it), so no gap is called inside or outside it."))
@@ -570,13 +570,15 @@ def lm_xtc_reading(preset: str) -> str:
         bullets.append(
             f"**Ternary** weights with XTC's recipe (TWN's threshold, one-stage distillation from step 0) end at "
             f"{ppl['twn-228-xtc']:.2f} against QuantGPT's {ppl['mds-228']:.2f} at the same 2-2-8 and size "
-            f"({smaller['twn-228-xtc']} smaller than the teacher): {gap_text(ppl['twn-228-xtc'], ppl['mds-228'], 'QuantGPT', band)}."
+            f"({smaller['twn-228-xtc']} smaller than the teacher): "
+            f"{gap_text(ppl['twn-228-xtc'], ppl['mds-228'], 'QuantGPT', band)}."
             + (f" Before any update their validation PPL is {number_text(start['twn-228-xtc'])} (ternary) and "
                f"{number_text(start['mds-228'])} (QuantGPT)." if len(start) == 2 else ""))
     if have("bwn-118-xtc", "twn-228-xtc", "mds-228"):
         bullets.append(
             f"**Binary** weights (1-1-8, {smaller['bwn-118-xtc']} smaller) end at {ppl['bwn-118-xtc']:.2f}, "
-            f"{of_teacher['bwn-118-xtc']} the teacher: {gap_text(ppl['bwn-118-xtc'], ppl['twn-228-xtc'], 'ternary', band)} and "
+            f"{of_teacher['bwn-118-xtc']} the teacher: "
+            f"{gap_text(ppl['bwn-118-xtc'], ppl['twn-228-xtc'], 'ternary', band)} and "
             f"{gap_text(ppl['bwn-118-xtc'], ppl['mds-228'], 'QuantGPT 2-2-8', band)}.")
     if have("xtc-15L", "twn-228-xtc"):
         bullets.append(

@@ -471,7 +471,8 @@ def test_the_generative_xtc_reading_is_computed_from_the_results(dirs):
            "twn-228-xtc-15L": 170.0}  # bwn-118-xtc-15L not run
     for key, value in ppl.items():
         cfg = {**t, **x}[key]
-        result = {"config": asdict(cfg), "metrics": {"test_ppl": value}, "size_mb": 300.0 if cfg.method == "fp" else 30.0,
+        result = {"config": asdict(cfg), "metrics": {"test_ppl": value},
+                  "size_mb": 300.0 if cfg.method == "fp" else 30.0,
                   "steps": 400, "tokens_per_step": 512, "device": "cpu", "dtype": "fp32", "date": "2026-12-06",
                   "curve": [{"step": 0, "valid_ppl": 1e6}]}
         X.write_json(X.result_path(cfg), result)

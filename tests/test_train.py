@@ -112,7 +112,8 @@ def test_only_the_compared_teacher_state_outlives_the_teacher_forward(monkeypatc
     cfg = TrainConfig(**{**TINY_LM, "model": "tiny-llama", "loss": "dist+cont", "contrast_layer": layer})
     teacher = load_model("tiny-llama", vocab_size=100).eval().requires_grad_(False)
     student = build_student(cfg, teacher)
-    heads, contrast = ContrastiveHeads(teacher.config.hidden_size, cfg.proj_dim), TokenContrastiveLoss(100, cfg.proj_dim, 4)
+    heads = ContrastiveHeads(teacher.config.hidden_size, cfg.proj_dim)
+    contrast = TokenContrastiveLoss(100, cfg.proj_dim, 4)
     teacher_states, alive = [], {}
     forward, distill = LMTask.forward, T.logit_distillation
 

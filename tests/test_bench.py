@@ -31,7 +31,8 @@ def test_benchmark_compares_compiled_training_steps(tmp_path, monkeypatch):
                               num_negatives=4, compare_compile=True, save_to=saved)
     assert {f"{p}/fp32+compile" for p in bench.COMPILED_PHASES} <= set(res["phases"])
     order = list(res["phases"])  # the compiled step and its eager twin first: a cut benchmark still decides compile
-    assert order[:2] == ["c_qat_dist_cont/fp32", "c_qat_dist_cont/fp32+compile"] and len(order) == 6
+    assert order[:2] == ["c_qat_dist_cont/fp32", "c_qat_dist_cont/fp32+compile"] and len(order) == 7
+    assert order[-1] == "a_fp_finetune/fp32+compile"  # the fine-tuning step compiled last: the least needed
     assert json.loads(saved.read_text()) == {**res, "complete": True}
     assert all(res["ratios"][f"{p} compiled/eager time"] > 0 for p in bench.COMPILED_PHASES)
 
@@ -100,6 +101,13 @@ def test_targets_are_read_round_by_round_per_dtype_and_for_the_compiled_step():
     assert rows[("bf16", "L_cont: peak memory over L_dist alone (eager)")]["verdict"] == "missed"  # +3% > +2%
     assert rows[("bf16", "L_cont: time over L_dist alone (eager)")]["per round"] == pytest.approx([1.0, 1.28, 1.5])
     assert rows[("fp32", "L_cont: time over L_dist alone (eager)")]["verdict"] == "met"  # one run: no rounds
+    # with the fine-tuning step compiled too, the compiled QAT step is read against it (like with like)
+    res["phases"]["a_fp_finetune/bf16+compile"] = _phase_result([0.5, 1.0, 0.6])
+    rows = {(r["dtype"], r["check"]): r for r in bench.target_checks(res)}
+    compiled = rows[("bf16", "QAT + L_cont step, compiled: time / compiled fp fine-tuning step")]
+    assert compiled["verdict"] == "met in 1 of 3 rounds" and compiled["per round"] == pytest.approx([2.4, 1.4, 1.3/.6])
+    assert ("bf16", "QAT + L_cont step, compiled: time / eager fp fine-tuning step") not in rows
+    assert rows[("bf16", "QAT + L_cont step: time / eager fp fine-tuning step")]["median"] == pytest.approx(2.56)
     # a GPU file at another setting than the GPU target's has no tokens/s check, and no fine-tuning-ratio target
     gpu = {**res, "device": "cuda", "peak_flops": {"bf16": 1.0}}
     assert {r["check"] for r in bench.target_checks(gpu)} == {"L_cont: time over L_dist alone (eager)",

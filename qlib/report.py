@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import experiments as X
+from .data import GLUE_TASKS
 from .labels import method_name, number_text, ratio_text, run_name
 from .readings import (_ppl, bits_rows, device_label, dialogue_example, dtype_reading, dtype_table,  # noqa: F401
                        gamma_start_table, grid_text, task_claims, gammas, homogeneity_table, key_results, markdown,
@@ -517,6 +518,68 @@ def xtc_table(preset: str, task: str = "sst2") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def xtc_reading(preset: str, task: str = "sst2") -> str:
+    """Table 8.1 read from the committed results (Markdown): what ternary and binary weights cost at full depth, what
+    halving the depth costs alone and on top of them, and XTC's 1-bit claim beside our gap. No seeds are run for these
+    students, so the reading gives gaps, not verdicts."""
+    metric = XTC_METRIC.get(task, "valid_accuracy")
+    configs = X.runs(f"xtc-{task}", preset)
+    res = {k: X.load_result(c) for k, c in configs.items()}
+    t = res["teacher"]
+    done = {k: r for k, r in res.items() if r and k != "teacher"}
+    if t is None or not done:
+        return (f"**Reading Table 8.1:** not run yet in the `{preset}` preset "
+                f"(`python -m qlib grid xtc-{task} --preset {preset}`).")
+    name = metric.removeprefix("valid_").replace("mcc", "MCC").replace("f1", "F1")
+
+    def find(method: str, reduced: bool) -> dict | None:
+        return next((done.get(k) for k, c in configs.items()
+                     if k != "teacher" and c.method == method and bool(c.keep_layers) == reduced), None)
+
+    def val(r: dict) -> float:
+        return r["metrics"][metric]
+
+    def smaller(r: dict) -> str:
+        return f"{t['size_mb'] / r['size_mb']:.1f}x"
+
+    cfg = next(c for k, c in configs.items() if k in done)
+    steps = sorted({r["steps"] for r in done.values()})
+    head = (f"**Reading Table 8.1** (`{preset}` preset, {', '.join(sorted({device_label(r) for r in done.values()}))}, "
+            f"code {', '.join(sorted({r['code_version'] for r in done.values()}))}; computed from the committed "
+            f"results). The teacher reaches {val(t):.1f} dev {name}. Each student trains "
+            f"{'/'.join(map(str, steps))} steps of batch {cfg.batch_size} ({steps[-1] * cfg.batch_size:,} examples; "
+            f"XTC trains {cfg.epochs} epochs). No seeds are run for these students, so what follows are gaps, not "
+            "verdicts.")
+    bullets = []
+    full = {m: find(m, False) for m in ("twn", "bwn")}
+    reduced = {m: find(m, True) for m in ("fp", "twn", "bwn")}
+    word = {"twn": "ternary", "bwn": "binary", "fp": "full-precision"}
+    if all(full.values()):
+        bullets.append("At full depth, ternary weights lose " + f"{val(t) - val(full['twn']):.1f} points and binary "
+                       f"weights {val(t) - val(full['bwn']):.1f} ({smaller(full['twn'])} and {smaller(full['bwn'])} "
+                       "smaller than the teacher).")
+    if reduced["fp"]:
+        bullets.append(f"Halving the depth in full precision costs {val(t) - val(reduced['fp']):.1f} points "
+                       f"({smaller(reduced['fp'])} smaller).")
+    for m in ("bwn", "twn"):
+        if full[m] and reduced[m]:
+            d = val(reduced[m]) - val(full[m])
+            bullets.append(f"Halving a {word[m]} student's depth moves it from {val(full[m]):.1f} to "
+                           f"{val(reduced[m]):.1f} ({'+' if d >= 0 else '-'}{abs(d):.1f} points) for "
+                           f"{smaller(full[m])} to {smaller(reduced[m])} smaller.")
+    paper = {row["model"]: float(row["MNLI-m/mm"].split(" / ")[0]) for row in PAPER_XTC_MNLI}
+    p_teacher, p_1bit = paper["BERT-base baseline (12L, fp32)"], paper["12L, 1-bit (XTC)"]
+    if full["bwn"]:
+        bullets.append(f"XTC's paper puts its 1-bit BERT-base {p_teacher - p_1bit:.1f} points below its teacher on "
+                       f"MNLI-m ({p_1bit} against {p_teacher}); our binary student at full depth is "
+                       f"{val(t) - val(full['bwn']):.1f} points below ours on {GLUE_TASKS[task][0]}, after "
+                       f"{full['bwn']['steps'] * cfg.batch_size:,} training examples.")
+    missing = [k for k in configs if k != "teacher" and k not in done]
+    if missing:
+        bullets.append("Not run yet: " + ", ".join(f"`{k}`" for k in missing) + ".")
+    return head + "\n\n" + "\n".join(f"- {b}" for b in bullets)
+
+
 def lm_xtc_table(preset: str) -> pd.DataFrame:
     """XTC's recipe on the generative model beside QuantGPT 2-2-8 (equal bits), with sizes and compression."""
     configs = {"mds-228": X.runs("lm-table", preset)["mds-228"], **X.runs("lm-xtc", preset)}
@@ -649,8 +712,10 @@ def bench_table() -> pd.DataFrame:
                          "peak MiB": round(v["peak_mem_mib"]),
                          # older files measured each phase once: no spread to show
                          "spread over repeats (%)": round(100 * v["spread"], 1) if "spread" in v else "one run"})
+    d, c = PAPER_TABLE5["dist"], PAPER_TABLE5["dist+cont"]
     rows.append({"setting": "paper (GPT-2 small, V100)", "phase": "L_dist -> L_dist + L_cont",
-                 "s/iter": "0.61 -> 0.67", "peak MiB": "14700 -> 14839"})
+                 "s/iter": f"{d['sec_per_iter']} -> {c['sec_per_iter']}",
+                 "peak MiB": f"{d['memory_mb']} -> {c['memory_mb']} (MB)"})
     if len(rows) == 1:
         rows.insert(0, {"setting": "ours", "phase": "not run: python -m qlib.bench --model smollm2-135m"})
     return pd.DataFrame(rows)
@@ -666,3 +731,104 @@ def bench_targets_table() -> pd.DataFrame:
              "verdict": r["verdict"]}
             for b in _bench_files() for r in target_checks(b)]
     return pd.DataFrame(rows or [{"setting": "not run: python -m qlib.bench --model smollm2-135m --repeats 3"}])
+
+
+CPU_BENCH = "smollm2-135m-w2-b4-s128-cpu-compile"  # the CPU benchmark chapter 7 reads: repeated, eager and compiled
+PHASE_NAMES = {"a_fp_finetune": "full-precision fine-tuning", "b_qat_dist": "QAT with $\\mathcal{L}_{dist}$",
+               "c_qat_dist_cont": "QAT with $\\mathcal{L}_{dist} + \\lambda\\mathcal{L}_{cont}$"}
+
+
+def bench_command(b: dict) -> str:
+    """The command that re-measures a benchmark file (its setting, steps, repeats, phases, dtypes, compile)."""
+    from .bench import PHASES
+
+    phases = [p for p in PHASES if any(k.startswith(p + "/") for k in b["phases"])]
+    dtypes = list(dict.fromkeys(k.split("/")[1].split("+")[0] for k in b["phases"]))
+    return (f"python -m qlib.bench --model {b['model']} --w-bits {b['w_bits']} --batch-size {b['batch_size']} "
+            f"--seq-len {b['seq_len']} --steps {b['steps']} --repeats {b.get('repeats', 1)} "
+            f"--phases {' '.join(phases)} --dtypes {' '.join(dtypes)}"
+            + (" --compile" if any(k.endswith("+compile") for k in b["phases"]) else ""))
+
+
+def bench_reading(name: str = CPU_BENCH) -> str:
+    """Tables 7.5 and 7.6 read from one committed benchmark file (Markdown): where and how it was measured, each
+    step's tokens/s eager and compiled, every speed target round by round, what compiling and bf16 buy, and the
+    contrastive loss's cost beside the paper's."""
+    from .bench import target_checks
+
+    path = X.RESULTS / "bench" / f"{name}.json"
+    if not path.is_file():
+        return (f"**Reading Tables 7.5 and 7.6:** not run yet (`python -m qlib.bench --model smollm2-135m "
+                f"--steps 15 --repeats 3 --phases a_fp_finetune b_qat_dist c_qat_dist_cont --compile --out {path}`).")
+    b = json.loads(path.read_text())
+    ph, dtypes = b["phases"], list(b["peak_flops"])
+    others = [v for v in b["others_busy_cores"].values() if v is not None]
+    steal = [v["steal_frac"] for v in ph.values() if v.get("steal_frac") is not None]
+    head = (f"**Reading Tables 7.5 and 7.6** (computed from `results/bench/{name}.json`, measured on {b['date']} "
+            f"with code {b['code_version']} on {b['cores']} CPU cores "
+            + ("with AMX bf16 matrix units" if b["cpu_bf16_matrix_units"] else "without bf16 matrix units")
+            + f"; load average {b['load_avg']} at its start"
+            + (f", other work at most {max(others):.2f} cores before any phase" if others else "")
+            + (f", the hypervisor's steal at most {100 * max(steal):.1f}%" if steal else "")
+            + ("; **BUSY: these are not the machine's figures**" if b["busy"] else "")
+            + f"; `{bench_command(b)}`). Each phase ran {b.get('repeats', 1)} times in turns, in its own process, "
+            f"{b['steps']} timed steps after {b['warmup']} warm-up steps; a figure is the median repeat.")
+
+    def tps(phase, dtype, compiled=False):
+        v = ph.get(f"{phase}/{dtype}" + ("+compile" if compiled else ""))
+        return None if v is None else v["tokens_per_s"]
+
+    def per_dtype(phase, compiled=False):
+        got = [tps(phase, d, compiled) for d in dtypes]
+        return None if None in got else " / ".join(f"{x:,.0f}" for x in got)
+
+    figures = []
+    for phase, label in PHASE_NAMES.items():
+        eager, comp = per_dtype(phase), per_dtype(phase, True)
+        if eager or comp:
+            figures.append(f"{label} {eager or 'not measured'} eager"
+                           + (f" and {comp} compiled" if comp else ""))
+    spreads = [v["spread"] for v in ph.values() if "spread" in v]
+    lines = [head, f"Tokens/s ({' / '.join(dtypes)}): " + "; ".join(figures) + "."
+             + (f" The repeats of a phase spread by {100 * min(spreads):.0f}-{100 * max(spreads):.0f}% (Table 7.5), "
+                "so Table 7.6 reads every target round by round and calls it met only where it held in every round."
+                if spreads else "")]
+    bullets = []
+    for r in target_checks(b):
+        rounds = r["per round"]
+        span = f", rounds {min(rounds):.3g}-{max(rounds):.3g}" if len(rounds) > 1 else ""
+        bullets.append(f"{r['dtype']}, {r['check']}: {r['median']:.3g}{span} against {r['target']}: "
+                       f"**{r['verdict']}**")
+    ratios = []
+    for d in dtypes:
+        for phase in PHASE_NAMES:
+            e, c = ph.get(f"{phase}/{d}"), ph.get(f"{phase}/{d}+compile")
+            if e and c:
+                ratios.append(f"{PHASE_NAMES[phase]} in {d} {c['sec_per_iter'] / e['sec_per_iter']:.2f}x")
+    if ratios:
+        bullets.append("Compiled layer by layer (`modules.compile_layers`), a step takes this share of its eager "
+                       "time: " + ", ".join(ratios) + ".")
+    if len(dtypes) > 1:
+        gains = [f"{PHASE_NAMES[p]} {tps(p, dtypes[1]) / tps(p, dtypes[0]):.2f}x" for p in PHASE_NAMES
+                 if tps(p, dtypes[0]) and tps(p, dtypes[1])]
+        if gains:
+            bullets.append(f"{dtypes[1]} against {dtypes[0]}, eager, in tokens/s: " + ", ".join(gains) + ".")
+    paper_time = PAPER_TABLE5["dist+cont"]["sec_per_iter"] / PAPER_TABLE5["dist"]["sec_per_iter"]
+    paper_mem = PAPER_TABLE5["dist+cont"]["memory_mb"] / PAPER_TABLE5["dist"]["memory_mb"]
+    below_one = False
+    for d in dtypes:
+        c, dist = ph.get(f"c_qat_dist_cont/{d}"), ph.get(f"b_qat_dist/{d}")
+        if c and dist:
+            rounds = [x / y for x, y in zip(c.get("repeat_sec_per_iter") or [c["sec_per_iter"]],
+                                            dist.get("repeat_sec_per_iter") or [dist["sec_per_iter"]])]
+            below_one |= min(rounds) < 1 or c["peak_mem_mib"] < dist["peak_mem_mib"]
+            bullets.append(f"The contrastive loss in {d}: " + ", ".join(f"{x:.2f}x" for x in rounds)
+                           + " the $\\mathcal{L}_{dist}$ step's time round by round and "
+                           f"{c['peak_mem_mib'] / dist['peak_mem_mib']:.3f}x its peak memory (the paper: "
+                           f"{paper_time:.2f}x and {paper_mem:.3f}x).")
+    if below_one:
+        bullets.append("A ratio below 1 is not the contrastive loss's cost (the loss only adds work): it is how far "
+                       "two processes' steps differ on this machine, so the loss's own cost lies below what this "
+                       "benchmark resolves.")
+    return "\n\n".join(lines) + "\n\n" + "\n".join(f"- {x}" for x in bullets)
+

@@ -454,6 +454,63 @@ def ablation_table(preset: str, keys: tuple[str, ...], paper: dict[str, float] |
     return pd.DataFrame(rows)
 
 
+def ablation_reading(preset: str, keys: tuple[str, ...], title: str, paper: dict[str, float] | None = None,
+                     reference: str = "mds-228", pairs: tuple[tuple[str, str], ...] = ()) -> str:
+    """An ablation table read from the committed results (Markdown): each variant's test PPL as a gap to
+    ``reference`` (QuantGPT 2-2-8), inside or outside the measured seed band, beside the paper's gap where it has
+    one; each of ``pairs`` (variant, the variant it is compared with) the same way; the validation curves' range
+    over the variants at a few common steps; missing runs named."""
+    configs = {**X.runs("lm-table", preset), **X.runs("lm-ablations", preset), **X.runs("lm-seeds", preset)}
+    keys = (reference, *[k for k in keys if k != reference])
+    res = {k: X.load_result(configs[k]) for k in keys}
+    done = {k: r for k, r in res.items() if r}
+    if reference not in done or len(done) < 2:
+        return (f"**Reading {title}:** not run yet in the `{preset}` preset "
+                f"(`python -m qlib grid lm-ablations --preset {preset}`).")
+    band = seed_band(preset)
+    ppl = {k: r["metrics"]["test_ppl"] for k, r in done.items()}
+    steps = sorted({r["steps"] for r in done.values()})
+    devices = ", ".join(sorted({device_label(r) for r in done.values()}))
+    versions = ", ".join(sorted({r["code_version"] for r in done.values()}))
+    head = (f"**Reading {title}** (`{preset}` preset, {devices}, {'/'.join(map(str, steps))} steps each, code "
+            f"{versions}; computed from the committed results). {VARIANT_NAMES[reference]} ends at "
+            f"{ppl_text(ppl[reference])} "
+            "test PPL; " + (f"the seed band is {100 * band:.1f}% (Table 7.3)." if band is not None else
+                            "the seed band is not measured yet, so no gap can be called outside it."))
+    bullets = []
+    for k in keys[1:]:
+        if k not in ppl:
+            continue
+        text = f"{VARIANT_NAMES.get(k, k)}: {ppl_text(ppl[k])}, {gap_text(ppl[k], ppl[reference], 'QuantGPT', band)}"
+        if paper and k in paper and reference in paper:
+            text += (f"; paper: {paper[k]} against {paper[reference]}, "
+                     f"{gap_text(paper[k], paper[reference], 'QuantGPT', None)}")
+        bullets.append(text + ".")
+    for k, base in pairs:
+        if k in ppl and base in ppl:
+            name = VARIANT_NAMES.get(base, base)
+            text = f"{VARIANT_NAMES.get(k, k)} against {name}: {gap_text(ppl[k], ppl[base], name, band)}"
+            if paper and k in paper and base in paper:
+                text += f"; paper: {paper[k]} against {paper[base]}, {gap_text(paper[k], paper[base], name, None)}"
+            bullets.append(text + ".")
+    curves = {k: {p["step"]: p["valid_ppl"] for p in r.get("curve") or []} for k, r in done.items()}
+    common = sorted(set.intersection(*(set(c) for c in curves.values())) - {0})
+    if common and len(curves) > 1:
+        picks = sorted({s for s in common if s >= common[-1] / 20}, key=common.index)
+        picks = [picks[0], picks[len(picks) // 2], picks[-1]] if len(picks) > 3 else picks
+        spans = []
+        for s in picks:
+            v = [c[s] for c in curves.values()]
+            spans.append(f"{number_text(min(v))}-{number_text(max(v))} at step {s}")
+        end = [c[picks[-1]] for c in curves.values()]
+        bullets.append(f"Validation PPL of these {len(curves)} runs along the way: " + ", ".join(spans)
+                       + f" (at step {picks[-1]} within {100 * (max(end) / min(end) - 1):.1f}% of one another).")
+    missing = [k for k in keys if k not in done]
+    if missing:
+        bullets.append("Not run yet: " + ", ".join(f"`{k}`" for k in missing) + " (`report.not_run` below).")
+    return head + "\n\n" + "\n".join(f"- {b}" for b in bullets)
+
+
 def negatives_curve(preset: str) -> dict[str, list[tuple[int, float]]]:
     """Fig. 7: test PPL against the number of negatives, with the memory bank and without it."""
     a, t = X.runs("lm-ablations", preset), X.runs("lm-table", preset)

@@ -549,3 +549,29 @@ def test_the_benchmark_reading_is_computed_from_the_file(dirs):
     assert "A ratio below 1 is not the contrastive loss's cost" in report.bench_reading("some-bench")
     X.write_json(X.RESULTS / "bench" / "some-bench.json", {**b, "busy": True})
     assert "**BUSY: these are not the machine's figures**" in report.bench_reading("some-bench")
+
+
+def test_the_ablation_readings_are_computed_from_the_results(dirs):
+    """Chapter 7's readings of Tables 7.1, 7.2 and Fig. 7 follow the result files: each variant's gap to QuantGPT
+    and whether it lies outside the seed band, the paper's gap beside it, a compared pair, the curves' range at a
+    few common steps, and a variant without a result named instead of read."""
+    keys = ("mds-228", "mds-228-dist-only", "mds_pact_grad-228-dist-only")
+    assert report.ablation_reading("cpu", keys, "Table 7.1").startswith("**Reading Table 7.1:** not run yet")
+    configs = {**X.runs("lm-table", "cpu"), **X.runs("lm-ablations", "cpu")}
+    for key, ppl, curve in (("mds-228", 100.0, (400.0, 200.0, 120.0)), ("mds-228-dist-only", 106.0, (440.0, 210.0,
+                                                                                                      126.0))):
+        points = [{"step": s, "valid_ppl": v} for s, v in zip((0, 36, 121, 400), (1e6, *curve))]
+        X.write_json(X.result_path(configs[key]), {"config": asdict(configs[key]), "metrics": {"test_ppl": ppl},
+                                                   "steps": 400, "device": "cpu", "code_version": "abc1234",
+                                                   "curve": points})
+    pairs = (("mds_pact_grad-228-dist-only", "mds-228-dist-only"),)
+    for band, outside in ((0.05, True), (0.08, False)):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(report, "seed_band", lambda preset: band)
+            text = report.ablation_reading("cpu", keys, "Table 7.1", report.PAPER_TABLE7_PTB, pairs=pairs)
+        where = "outside" if outside else "inside"
+        assert f"L_dist only: 106.00, 6.0% above QuantGPT ({where} the seed band)" in text
+        assert f"the seed band is {100 * band:.1f}%" in text and "ends at 100.00 test PPL" in text
+    assert "paper: 16.93 against 16.12, 5.0% above QuantGPT." in text
+    assert "400.0-440.0 at step 36, 200.0-210.0 at step 121, 120.0-126.0 at step 400 (at step 400 within 5.0%" in text
+    assert "Not run yet: `mds_pact_grad-228-dist-only`" in text and "against L_dist only" not in text

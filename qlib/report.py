@@ -754,8 +754,11 @@ def _bench_setting(b: dict, dtype: str) -> str:
             + (" (BUSY)" if b["busy"] else "") + cut)
 
 
-def _bench_files() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((X.RESULTS / "bench").glob("*.json"))]
+def _bench_files(kind: str = "phases") -> list[dict]:
+    """The committed benchmark results of one kind: "phases" (``bench.run_benchmark``) or "interleaved"
+    (``bench.run_interleaved``)."""
+    files = [json.loads(p.read_text()) for p in sorted((X.RESULTS / "bench").glob("*.json"))]
+    return [b for b in files if b.get("kind", "phases") == kind]
 
 
 def bench_table() -> pd.DataFrame:
@@ -780,13 +783,15 @@ def bench_table() -> pd.DataFrame:
 
 def bench_targets_table() -> pd.DataFrame:
     """The speed targets (``bench.TARGETS``) checked in every committed benchmark file (``bench.target_checks``):
-    the median figure, each round's figure and whether the target held in every round, in some or in none."""
-    from .bench import target_checks
+    the median figure, each round's figure and whether the target held in every round, in some or in none; an
+    interleaved measurement (``bench.interleaved_checks``) gives the quartiles of its pairs instead of rounds."""
+    from .bench import interleaved_checks, target_checks
 
+    checked = [(b, r, "") for b in _bench_files() for r in target_checks(b)]
+    checked += [(b, r, "quartiles of the pairs: ") for b in _bench_files("interleaved") for r in interleaved_checks(b)]
     rows = [{"setting": _bench_setting(b, r["dtype"]), "check": r["check"], "target": r["target"],
-             "median": f"{r['median']:.3g}", "per round": ", ".join(f"{x:.3g}" for x in r["per round"]),
-             "verdict": r["verdict"]}
-            for b in _bench_files() for r in target_checks(b)]
+             "median": f"{r['median']:.3g}", "per round": what + ", ".join(f"{x:.3g}" for x in r["per round"]),
+             "verdict": r["verdict"]} for b, r, what in checked]
     return pd.DataFrame(rows or [{"setting": "not run: python -m qlib.bench --model smollm2-135m --repeats 3"}])
 
 
@@ -887,5 +892,19 @@ def bench_reading(name: str = CPU_BENCH) -> str:
         bullets.append("A ratio below 1 is not the contrastive loss's cost (the loss only adds work): it is how far "
                        "two processes' steps differ on this machine, so the loss's own cost lies below what this "
                        "benchmark resolves.")
+    inter = [i for i in _bench_files("interleaved") if (i["model"], i["w_bits"], i["batch_size"], i["seq_len"],
+                                                         i["device"]) == (b["model"], b["w_bits"], b["batch_size"],
+                                                                          b["seq_len"], b["device"])]
+    if inter:
+        from .bench import TARGETS, interleaved_checks
+
+        i = inter[-1]
+        parts = [f"{r['dtype']} {r['median']:.3f}x (quartiles {r['per round'][0]:.3f}-{r['per round'][1]:.3f}; "
+                 f"**{r['verdict']}**)" for r in interleaved_checks(i)]
+        bullets.append(f"Timed in alternation in one process ({i['steps']} pairs of steps per dtype, {i['date']}, code "
+                       f"{i['code_version']}, {'compiled' if i.get('compiled') else 'eager'}, load average {i['load_avg']}"
+                       + (", **BUSY**" if i["busy"] else "") + f"; `python -m qlib.bench --interleave{' --compile' if i.get('compiled') else ''}`), the "
+                       "contrastive loss takes " + ", ".join(parts) + " the $\\mathcal{L}_{dist}$ step's time "
+                       f"(target: at most {TARGETS['any']['cont_over_dist_time']:g}x; the paper: {paper_time:.2f}x).")
     return "\n\n".join(lines) + "\n\n" + "\n".join(f"- {x}" for x in bullets)
 

@@ -137,5 +137,35 @@ def test_the_book_reads_the_targets_of_every_committed_benchmark():
     from qlib import report
     files = sorted(Path(report.X.RESULTS / "bench").glob("*.json"))
     table = report.bench_targets_table()
-    assert len(table) == sum(len(bench.target_checks(json.loads(f.read_text()))) for f in files) > 0
+    results = [json.loads(f.read_text()) for f in files]
+    assert len(table) == sum(len(bench.interleaved_checks(r) if r.get("kind") == "interleaved" else
+                                 bench.target_checks(r)) for r in results) > 0
     assert table["verdict"].str.match(r"^(met|missed)").all()
+
+
+def test_the_interleaved_measurement_times_both_steps_in_one_process(tmp_path):
+    """--interleave: per dtype, both steps timed in alternation in one process, each pair's ratio kept, the median
+    and quartiles computed from them, with provenance and the idle check."""
+    out = tmp_path / "i.json"
+    assert bench.main(["--model", "tiny-gpt2", "--seq-len", "16", "--batch-size", "2", "--steps", "6", "--warmup", "1",
+                       "--num-negatives", "4", "--device", "cpu", "--dtypes", "fp32", "--interleave",
+                       "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["kind"] == "interleaved" and res["complete"] and not res.get("phases")
+    assert set(res["dtypes"]) == {"fp32"} and "fp32" in res["others_busy_cores"] and "code_version" in res
+    v = res["dtypes"]["fp32"]
+    assert len(v["ratios"]) == 6 and all(len(x) == 6 for x in v["step_sec"].values())
+    assert v["ratios"] == pytest.approx([c / b for b, c in zip(v["step_sec"]["b_qat_dist"],
+                                                               v["step_sec"]["c_qat_dist_cont"])], rel=1e-3)
+    assert v["quartiles"][0] <= v["median_ratio"] <= v["quartiles"][1]
+    with pytest.raises(ValueError, match="at least 4"):
+        bench.interleaved_cost("tiny-gpt2", steps=3)
+
+
+def test_an_interleaved_target_is_met_on_its_median_and_says_where_its_quartiles_lie():
+    def res(median, q1, q3):
+        return {"dtypes": {"bf16": {"median_ratio": median, "quartiles": [q1, q3]}}}
+    assert bench.interleaved_checks(res(1.02, 1.0, 1.04))[0]["verdict"] == "met, its quartiles too"
+    assert bench.interleaved_checks(res(1.02, 0.98, 1.09))[0]["verdict"] == "met, but not its upper quartile"
+    assert bench.interleaved_checks(res(1.08, 1.03, 1.12))[0]["verdict"] == "missed, but not its lower quartile"
+    assert bench.interleaved_checks(res(1.08, 1.06, 1.12))[0]["verdict"] == "missed, its quartiles too"

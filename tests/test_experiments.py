@@ -520,7 +520,8 @@ def test_the_benchmark_reading_is_computed_from_the_file(dirs):
 
     def phase(secs, dtype, mem=1000.0):
         return {"sec_per_iter": sorted(secs)[1], "tokens_per_s": 512 / sorted(secs)[1], "peak_mem_mib": mem,
-                "dtype": dtype, "repeat_sec_per_iter": secs, "spread": max(secs) / min(secs) - 1, "steal_frac": 0.001}
+                "dtype": dtype, "repeat_sec_per_iter": secs, "spread": max(secs) / min(secs) - 1, "steal_frac": 0.001,
+                "mfu": 0.1}
     b = {"model": "smollm2-135m", "w_bits": 2, "batch_size": 4, "seq_len": 128, "steps": 15, "warmup": 3,
          "repeats": 3, "device": "cpu", "code_version": "abc1234", "cores": 2, "date": "2026-12-06", "load_avg": 0.1,
          "busy": False, "others_busy_cores": {"x": 0.02}, "cpu_bf16_matrix_units": True,
@@ -547,6 +548,16 @@ def test_the_benchmark_reading_is_computed_from_the_file(dirs):
     faster = {**b, "phases": {**b["phases"], "c_qat_dist_cont/fp32": phase([3.0, 4.4, 4.2], "fp32", 1010.0)}}
     X.write_json(X.RESULTS / "bench" / "some-bench.json", faster)  # one round where L_cont looks free: said so
     assert "A ratio below 1 is not the contrastive loss's cost" in report.bench_reading("some-bench")
+    assert "in alternation in one process" not in text
+    X.write_json(X.RESULTS / "bench" / "some-bench-interleaved.json", {
+        "kind": "interleaved", **{k: b[k] for k in ("model", "w_bits", "batch_size", "seq_len", "device", "date",
+                                                    "code_version", "load_avg", "busy")}, "steps": 16,
+        "dtypes": {"bf16": {"median_ratio": 1.031, "quartiles": [1.012, 1.06]}}})
+    text = report.bench_reading("some-bench")
+    assert ("Timed in alternation in one process (16 pairs of steps per dtype, 2026-12-06, code abc1234, eager, load "
+            "average 0.1; `python -m qlib.bench --interleave`), the contrastive loss takes bf16 1.031x (quartiles 1.012-1.060; "
+            "**met, but not its upper quartile**)") in text
+    assert len(report.bench_table()) == len(b["phases"]) + 1  # the interleaved file has no phases to show
     X.write_json(X.RESULTS / "bench" / "some-bench.json", {**b, "busy": True})
     assert "**BUSY: these are not the machine's figures**" in report.bench_reading("some-bench")
 

@@ -511,10 +511,17 @@ def ablation_reading(preset: str, keys: tuple[str, ...], title: str, paper: dict
     return head + "\n\n" + "\n".join(f"- {b}" for b in bullets)
 
 
+def negatives_keys(preset: str) -> tuple[str, ...]:
+    """Fig. 7's runs in ``preset`` by name: fewer negatives (their counts differ by preset), the main run, and the
+    run without the memory bank."""
+    fewer = [key for key in X.runs("lm-ablations", preset) if key.startswith("mds-228-neg")]
+    return (*fewer, "mds-228", "mds-228-immediate")
+
+
 def negatives_curve(preset: str) -> dict[str, list[tuple[int, float]]]:
     """Fig. 7: test PPL against the number of negatives, with the memory bank and without it."""
     a, t = X.runs("lm-ablations", preset), X.runs("lm-table", preset)
-    fewer = [cfg for key, cfg in a.items() if key.startswith("mds-228-neg")]
+    fewer = [a[key] for key in negatives_keys(preset)[:-2]]
     bank = [(cfg.num_negatives, _ppl(cfg)) for cfg in (*fewer, t["mds-228"])]
     return {"memory bank": [p for p in bank if p[1] is not None],
             "immediate": [p for p in [(a["mds-228-immediate"].num_negatives, _ppl(a["mds-228-immediate"]))]

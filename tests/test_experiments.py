@@ -586,3 +586,11 @@ def test_the_ablation_readings_are_computed_from_the_results(dirs):
     assert "paper: 16.93 against 16.12, 5.0% above QuantGPT." in text
     assert "400.0-440.0 at step 36, 200.0-210.0 at step 121, 120.0-126.0 at step 400 (at step 400 within 5.0%" in text
     assert "Not run yet: `mds_pact_grad-228-dist-only`" in text and "against L_dist only" not in text
+
+
+def test_fig7_runs_are_looked_up_in_each_presets_grid():
+    """The smoke preset's Fig. 7 uses other negative counts than the others: its reading must find them by name."""
+    for preset in ("smoke", "cpu"):
+        keys = report.negatives_keys(preset)
+        assert set(keys) <= set(X.runs("lm-ablations", preset)) | {"mds-228"} and len(keys) == 4
+    assert report.negatives_keys("smoke")[:2] == ("mds-228-neg2", "mds-228-neg4")

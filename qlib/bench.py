@@ -255,14 +255,8 @@ def run_benchmark(model: str = "tiny-llama", w_bits: int = 2, batch_size: int = 
             for phase, compiled in runs:
                 key = f"{phase}/{dtype}" + ("+compile" if compiled else "")
                 _check_idle(out, key if repeats == 1 else f"{key}#{rnd}")
-                args = [model, phase, dtype, w_bits, batch_size, seq_len, steps, warmup, device, num_negatives,
-                        compiled]
-                code = f"import json, qlib.bench as b; print('RESULT' + json.dumps(b._phase(*{args!r})))"
-                proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-                line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
-                if proc.returncode != 0 or not line:
-                    raise RuntimeError(f"benchmark phase {key} failed:\n{proc.stderr[-2000:]}")
-                res = json.loads(line[0][len("RESULT"):])
+                res = _in_fresh_process("_phase", [model, phase, dtype, w_bits, batch_size, seq_len, steps, warmup,
+                                                    device, num_negatives, compiled], f"benchmark phase {key}")
                 res["mfu"] = res["flops_per_token"] * res["tokens_per_s"] / out["peak_flops"][dtype]
                 done.setdefault(key, []).append(res)
                 out["phases"][key] = _median_repeat(done[key])
@@ -334,18 +328,14 @@ def run_interleaved(model: str = "tiny-llama", w_bits: int = 2, batch_size: int 
                     compiled: bool = False) -> dict:
     """``interleaved_cost`` in every dtype, each in a fresh process, with the benchmark's provenance and idle check."""
     dev = resolve_device(device)
-    out = {"kind": "interleaved", "compiled": compiled, "model": model, "w_bits": w_bits, "batch_size": batch_size, "seq_len": seq_len,
-           "steps": steps, "warmup": warmup, **provenance(dev), "device_name": device_name(dev),
+    out = {"kind": "interleaved", "compiled": compiled, "model": model, "w_bits": w_bits, "batch_size": batch_size,
+           "seq_len": seq_len, "steps": steps, "warmup": warmup, **provenance(dev), "device_name": device_name(dev),
            "load_avg": round(os.getloadavg()[0], 2), "busy": False, "others_busy_cores": {}, "dtypes": {}}
     for dtype in dtypes or dtypes_for(dev):
         _check_idle(out, dtype)
-        args = [model, dtype, w_bits, batch_size, seq_len, steps, warmup, device, num_negatives, compiled]
-        code = f"import json, qlib.bench as b; print('RESULT' + json.dumps(b.interleaved_cost(*{args!r})))"
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
-        if proc.returncode != 0 or not line:
-            raise RuntimeError(f"interleaved measurement in {dtype} failed:\n{proc.stderr[-2000:]}")
-        out["dtypes"][dtype] = json.loads(line[0][len("RESULT"):])
+        out["dtypes"][dtype] = _in_fresh_process(
+            "interleaved_cost", [model, dtype, w_bits, batch_size, seq_len, steps, warmup, device, num_negatives,
+                                 compiled], f"interleaved measurement in {dtype}")
         if save_to is not None:
             _write(save_to, {**out, "complete": False})
     out["complete"] = True
@@ -426,6 +416,17 @@ def target_checks(res: dict) -> list[dict]:
     return rows
 
 
+def _in_fresh_process(function: str, args: list, what: str) -> dict:
+    """``function(*args)`` of this module run in a fresh Python process (so that one measurement's memory, caches and
+    compiled graphs never count for another), its JSON result returned."""
+    code = f"import json, qlib.bench as b; print('RESULT' + json.dumps(b.{function}(*{args!r})))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
+    if proc.returncode != 0 or not line:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(line[0][len("RESULT"):])
+
+
 def _median_repeat(reps: list[dict]) -> dict:
     """A phase's figure over its repeats: the repeat with the median s/iter (the lower one of an even count), its
     peak memory the largest seen, and every repeat's s/iter with their spread."""
@@ -499,7 +500,8 @@ def main(argv=None) -> int:
     dev = resolve_device(a.device).type
     setting = f"{a.model}-w{a.w_bits}-b{a.batch_size}-s{a.seq_len}-{dev}"
     if a.interleave:
-        path = Path(a.out) if a.out else RESULTS / "bench" / f"{setting}-interleaved.json"
+        path = Path(a.out) if a.out else \
+            RESULTS / "bench" / f"{setting}-interleaved{'-compile' if a.compile else ''}.json"
         res = run_interleaved(a.model, a.w_bits, a.batch_size, a.seq_len, a.steps, a.warmup, a.device,
                               a.num_negatives, tuple(a.dtypes) if a.dtypes else None, save_to=path,
                               compiled=a.compile)

@@ -608,8 +608,9 @@ def xtc_reading(preset: str, task: str = "sst2") -> str:
 
     cfg = next(c for k, c in configs.items() if k in done)
     steps = sorted({r["steps"] for r in done.values()})
-    head = (f"**Reading Table 8.1** (`{preset}` preset, {', '.join(sorted({device_label(r) for r in done.values()}))}, "
-            f"code {', '.join(sorted({r['code_version'] for r in done.values()}))}; computed from the committed "
+    devices = ", ".join(sorted({device_label(r) for r in done.values()}))
+    versions = ", ".join(sorted({r["code_version"] for r in done.values()}))
+    head = (f"**Reading Table 8.1** (`{preset}` preset, {devices}, code {versions}; computed from the committed "
             f"results). The teacher reaches {val(t):.1f} dev {name}. Each student trains "
             f"{'/'.join(map(str, steps))} steps of batch {cfg.batch_size} ({steps[-1] * cfg.batch_size:,} examples; "
             f"XTC trains {cfg.epochs} epochs). No seeds are run for these students, so what follows are gaps, not "
@@ -822,8 +823,8 @@ def bench_command(b: dict) -> str:
 def bench_reading(name: str = CPU_BENCH) -> str:
     """Tables 7.5 and 7.6 read from one committed benchmark file (Markdown): where and how it was measured, each
     step's tokens/s eager and compiled, every speed target round by round, what compiling and bf16 buy, and the
-    contrastive loss's cost beside the paper's."""
-    from .bench import target_checks
+    contrastive loss's cost beside the paper's (and, where one was made, its interleaved measurement)."""
+    from .bench import TARGETS, interleaved_checks, target_checks
 
     path = X.RESULTS / "bench" / f"{name}.json"
     if not path.is_file():
@@ -899,19 +900,16 @@ def bench_reading(name: str = CPU_BENCH) -> str:
         bullets.append("A ratio below 1 is not the contrastive loss's cost (the loss only adds work): it is how far "
                        "two processes' steps differ on this machine, so the loss's own cost lies below what this "
                        "benchmark resolves.")
-    inter = [i for i in _bench_files("interleaved") if (i["model"], i["w_bits"], i["batch_size"], i["seq_len"],
-                                                         i["device"]) == (b["model"], b["w_bits"], b["batch_size"],
-                                                                          b["seq_len"], b["device"])]
-    if inter:
-        from .bench import TARGETS, interleaved_checks
-
-        i = inter[-1]
+    same = ("model", "w_bits", "batch_size", "seq_len", "device")
+    for i in [i for i in _bench_files("interleaved") if all(i[k] == b[k] for k in same)]:
+        how = "compiled" if i.get("compiled") else "eager"
+        command = "python -m qlib.bench --interleave" + (" --compile" if i.get("compiled") else "")
         parts = [f"{r['dtype']} {r['median']:.3f}x (quartiles {r['per round'][0]:.3f}-{r['per round'][1]:.3f}; "
                  f"**{r['verdict']}**)" for r in interleaved_checks(i)]
-        bullets.append(f"Timed in alternation in one process ({i['steps']} pairs of steps per dtype, {i['date']}, code "
-                       f"{i['code_version']}, {'compiled' if i.get('compiled') else 'eager'}, load average {i['load_avg']}"
-                       + (", **BUSY**" if i["busy"] else "") + f"; `python -m qlib.bench --interleave{' --compile' if i.get('compiled') else ''}`), the "
-                       "contrastive loss takes " + ", ".join(parts) + " the $\\mathcal{L}_{dist}$ step's time "
-                       f"(target: at most {TARGETS['any']['cont_over_dist_time']:g}x; the paper: {paper_time:.2f}x).")
+        bullets.append(f"Timed in alternation in one process ({i['steps']} pairs of steps per dtype, {i['date']}, "
+                       f"code {i['code_version']}, {how}, load average {i['load_avg']}"
+                       + (", **BUSY**" if i["busy"] else "") + f"; `{command}`), the contrastive loss takes "
+                       + ", ".join(parts) + " the $\\mathcal{L}_{dist}$ step's time (target: at most "
+                       f"{TARGETS['any']['cont_over_dist_time']:g}x; the paper: {paper_time:.2f}x).")
     return "\n\n".join(lines) + "\n\n" + "\n".join(f"- {x}" for x in bullets)
 

@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
             t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif f.name == "extra_eval":
             t.add_argument(flag, nargs="*", default=list(default))
-        elif f.name == "keep_layers":
+        elif f.name in ("keep_layers", "curve_at"):
             t.add_argument(flag, nargs="*", type=int, default=list(default))
         else:
             args = typing.get_args(hint)

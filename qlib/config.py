@@ -53,6 +53,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: only at step 0, the curve points and the end
     curve_points: int = 6  # validation PPL at this many log-spaced steps of the budget (plus step 0 and the end)
+    curve_at: tuple[int, ...] = ()  # and at these steps too (a longer run evaluated where a shorter one ended)
     eval_tokens: int | None = None  # cap on validation tokens during training (test is always complete)
     test_tokens: int | None = None  # cap on test tokens (None: the whole test split)
     extra_eval: tuple[str, ...] = ()  # more LM test sets, zero-shot (e.g. "wikitext2")
@@ -116,6 +117,9 @@ class TrainConfig:
         if self.contrast_layer == "encoder" and self.task != "summarization":
             raise ValueError("contrast_layer='encoder' needs an encoder-decoder model (task='summarization')")
         self.extra_eval = tuple(self.extra_eval)
+        self.curve_at = tuple(int(s) for s in self.curve_at)
+        if any(s < 1 for s in self.curve_at):
+            raise ValueError(f"curve_at steps must be >= 1, got {self.curve_at}")
         self.keep_layers = tuple(self.keep_layers)
         if self.resolved_loss == "xtc" and self.task != "classification":
             raise ValueError("loss 'xtc' (XTC's one-stage distillation) is for task='classification'")

@@ -177,6 +177,30 @@ def lm_dtype_grid(preset: str) -> list[TrainConfig]:
             for dtype, seed in (("bf16", 0), ("bf16", 1), ("fp32", 0))]
 
 
+# the contrastive loss's weight against the paper's 0.1 (grid lm-lambda), paired with mds-228 and its dist-only run
+LAMBDAS = (1.0, 10.0)
+# the long runs (grid lm-long): 5x the cpu preset's 2-2-8 budget, evaluated where the cpu preset's runs ended too
+LONG_FACTOR = 5
+LONG_LAMBDA = 0.1  # the weight the long L_cont run uses: the paper's, unless grid lm-lambda shows a better one
+
+
+def lm_lambda_grid(preset: str) -> list[TrainConfig]:
+    """QuantGPT 2-2-8 with L_cont weighted by each of ``LAMBDAS`` (same seed, data order and initial student as
+    ``mds-228``), with the two runs they are read against: lambda = 0.1 (the paper's) and L_dist alone."""
+    return [lm_student(preset, "mds"), lm_student(preset, "mds", tag="dist-only", loss="dist"),
+            *[lm_student(preset, "mds", tag=f"lam{lam:g}", lam=lam) for lam in LAMBDAS]]
+
+
+def lm_long_grid(preset: str) -> list[TrainConfig]:
+    """QuantGPT 2-2-8 with and without L_cont and LAQ 2-2-8 for ``LONG_FACTOR`` times the preset's 2-2-8 budget,
+    evaluated at log-spaced steps and at the step where the preset's own runs end (their curves continue)."""
+    steps = lm_base(preset)["max_steps"]
+    long = dict(max_steps=LONG_FACTOR * steps, curve_points=10, curve_at=(steps,))
+    return [lm_student(preset, "mds", tag="long", lam=LONG_LAMBDA, **long),
+            lm_student(preset, "mds", tag="dist-only-long", loss="dist", **long),
+            lm_student(preset, "laq", tag="long", **long)]
+
+
 def grid(name: str, preset: str) -> list[TrainConfig]:
     """Named grids: ``lm-table`` (Table 1 PTB column: teacher + 4 methods x 3 settings), ``lm-ablations``
     (Tables 4/7, Fig. 7 at 2-2-8), ``lm-xtc`` (XTC's recipe on the generative model), ``lm-gamma-init`` (QuantGPT
@@ -213,6 +237,10 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
             lm_student(preset, "minmax", (32, 32, 8), tag="a8-tensor-b1", act_granularity="tensor", eval_batch_size=1)]
     if name == "lm-xtc":
         return lm_xtc_grid(preset)
+    if name == "lm-lambda":  # how much L_cont's weight moves the 2-bit student
+        return lm_lambda_grid(preset)
+    if name == "lm-long":  # 5x the tokens: does L_cont's effect show with a longer budget?
+        return lm_long_grid(preset)
     if name == "lm-gamma-init":  # beyond the paper: QuantGPT with gamma started where the clipping error is least
         return [lm_student(preset, "mds", bits, tag=f"gamma{g:g}", gamma_init=g) for bits, g in GAMMA_INIT.items()]
     if name == "lm-teacher-budget":  # how long the teacher fine-tunes before it overfits: the students' budget
@@ -236,7 +264,8 @@ def grid(name: str, preset: str) -> list[TrainConfig]:
     from .task_grids import TASK_GRIDS, task_grid
     if name in TASK_GRIDS:  # next-utterance prediction and summarization
         return task_grid(name, preset)
-    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-lr, lm-ablations, lm-xtc, lm-gamma-init, lm-dtype, "
+    raise ValueError(f"unknown grid {name!r}; known: lm-table, lm-lr, lm-ablations, lm-xtc, lm-lambda, lm-long, "
+                     f"lm-gamma-init, lm-dtype, "
                      f"lm-teacher-budget, lm-seeds, xtc[-<glue task>], xsum-teacher-budget, xsum-lr, xsum-distill-all, "
                      f"dialogue-lr, "
                      f"{', '.join(TASK_GRIDS)}")

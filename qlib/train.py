@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers.utils import ModelOutput
 
 from . import distributed as dist
+from .diagnostics import clipped_shares, gradient_parts
 from .config import DYNAMIC_SCALING, LAYERS, LOSSES, METHODS, TrainConfig  # noqa: F401 - re-exported
 from .losses import ContrastiveHeads, TokenContrastiveLoss, logit_distillation, teacher_entropy, total_loss
 from .models import load_tokenizer
@@ -59,6 +60,7 @@ class Run:
     total_steps: int
     step: int = 0
     history: list = field(default_factory=list)
+    diagnose_at: set = field(default_factory=set)  # steps (updates done) whose update is split into L_dist/L_cont
     first_bad: torch.Tensor | None = None  # the first step with a NaN/inf loss since the last check (on the device)
     started: float = field(default_factory=time.time)  # this process's start
     wall_before: float = 0.0  # seconds the earlier processes of a resumed run took up to its checkpoint
@@ -202,6 +204,9 @@ def train_step(run: Run) -> tuple[torch.Tensor, dict]:
     order = torch.randperm(len(run.task), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
     run.optimizer.zero_grad(set_to_none=True)
     want_kl = (run.step + 1) % 10 == 0 or run.step + 1 == run.total_steps  # logged steps only: costs a softmax
+    # DDP's gradient hooks do not expect the extra backward passes: the split is measured on one process
+    diagnose = run.contrast is not None and world == 1 and run.step in run.diagnose_at
+    shares = None
     for micro in range(cfg.grad_accum):
         start = (pos + micro * global_batch) % len(run.task)
         idx = order[(torch.arange(global_batch) + start) % len(run.task)][rank * cfg.batch_size:
@@ -209,19 +214,40 @@ def train_step(run: Run) -> tuple[torch.Tensor, dict]:
         batch = {k: v.to(device) for k, v in run.task.batch(idx).items()}
         sync = world == 1 or micro == cfg.grad_accum - 1  # DDP all-reduces on the last micro-batch only
         with autocast(device, cfg.dtype), (contextlib.nullcontext() if sync else run.forward_model.no_sync()):
-            loss, parts = compute_loss(cfg, run.forward_model, run.teacher, run.heads, run.contrast, batch, want_kl)
+            terms = {} if diagnose and micro == cfg.grad_accum - 1 else None
+            loss, parts = compute_loss(cfg, run.forward_model, run.teacher, run.heads, run.contrast, batch, want_kl,
+                                       terms)
             _note_nonfinite(run, loss)
+            if terms:  # the last micro-batch's two gradients (the whole step's when grad_accum is 1)
+                shares = gradient_parts(terms["dist"] / cfg.grad_accum, terms["cont"] / cfg.grad_accum,
+                                        student_weights(run.student))
             (loss / cfg.grad_accum).backward()
     if run.heads is not None:
         dist.all_reduce_grads(run.heads.parameters())  # the heads live outside the DDP module
-    torch.nn.utils.clip_grad_norm_(run.parameters(), cfg.grad_clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.parameters(), cfg.grad_clip)
     run.optimizer.step()
     run.scheduler.step()
     bind_laq_hessians(run.student, run.optimizer)
     if run.contrast is not None:  # Eq. 3 with every rank's updates, applied in rank order on every rank
         run.contrast.update_memory(*dist.gather_rows(*run.contrast.take_pending()))
     run.step += 1
+    if shares is not None:  # update ``step`` was computed on the weights after ``step - 1`` updates
+        log(run, {"step": run.step, "tokens": (run.step - 1) * run.tokens_per_step,
+                  "cont_grad": clipped_shares(shares, grad_norm.item(), cfg.grad_clip)})
     return loss, parts
+
+
+def student_weights(student: torch.nn.Module) -> list[torch.Tensor]:
+    """The student's trained weights: its parameters without the quantizers' own (gamma, clip values, steps)."""
+    q_ids = {id(p) for p in quantizer_parameters(student)}
+    return [p for p in student.parameters() if p.requires_grad and id(p) not in q_ids]
+
+
+def diagnostic_steps(total_steps: int, points: int, also: tuple[int, ...] = ()) -> set[int]:
+    """The updates whose L_dist / L_cont split is measured: those taken from the weights of step 0, of each
+    learning-curve point and of the step before the last, so each split sits beside a validation point."""
+    curve = curve_steps(total_steps, points) | set(also)
+    return {0, max(total_steps - 1, 0)} | {s for s in curve if s < total_steps}
 
 
 NO_BAD_STEP = 2 ** 62
@@ -260,7 +286,8 @@ def train(cfg: TrainConfig, data=None) -> dict:
     run.out_dir.mkdir(parents=True, exist_ok=True)
     resume(run)
     bind_laq_hessians(run.student, run.optimizer)
-    evaluate_at = curve_steps(run.total_steps, cfg.curve_points)
+    evaluate_at = curve_steps(run.total_steps, cfg.curve_points) | set(cfg.curve_at)
+    run.diagnose_at = diagnostic_steps(run.total_steps, cfg.curve_points, cfg.curve_at)
     if run.step == 0:  # the quantizer's damage before any update (and the teacher's starting point)
         evaluate(run)
     bar = tqdm(total=run.total_steps, initial=run.step, desc=f"{cfg.method} {cfg.label}",
@@ -303,6 +330,9 @@ def train(cfg: TrainConfig, data=None) -> dict:
         "wall_time_s": run.wall_time_s, "history": run.history, "world_size": dist.world()[1],
         "effective_batch": cfg.batch_size * dist.world()[1] * cfg.grad_accum, "bank_checksums": bank_checksums,
     }
+    if cfg.uses_contrastive:
+        result["cont_grad"] = [{"step": h["step"], "tokens": h["tokens"], **h["cont_grad"]}
+                               for h in run.history if "cont_grad" in h]
     if cfg.method in DYNAMIC_SCALING:
         result["gamma"] = {n.removesuffix(".weight_quantizer.gamma"): p.detach().float().mean().item()
                            for n, p in run.student.named_parameters() if n.endswith("weight_quantizer.gamma")}
@@ -333,10 +363,11 @@ def learning_curve(history: list[dict]) -> list[dict]:
     return out
 
 
-def compute_loss(cfg: TrainConfig, student, teacher, heads, contrast, batch: dict, want_kl: bool = False):
+def compute_loss(cfg: TrainConfig, student, teacher, heads, contrast, batch: dict, want_kl: bool = False,
+                 terms: dict | None = None):
     """The training loss of one batch and its logged parts: the task loss for a teacher ("lm"), else
     L_dist (+ lambda * L_cont) against the teacher (Eq. 5), or XTC's one-stage loss. Used by ``train`` and by the
-    benchmark."""
+    benchmark. A ``terms`` dict receives L_dist and lambda * L_cont with their graphs (``gradient_parts``)."""
     task = TASKS[cfg.task]
     need_hidden = contrast is not None
     s = task.forward(cfg, student, batch, need_hidden)
@@ -360,6 +391,8 @@ def compute_loss(cfg: TrainConfig, student, teacher, heads, contrast, batch: dic
         s_h, c_ids, c_mask = _contrast_inputs(cfg, s, batch)
         l_cont = contrast(heads.student(s_h.float()), heads.teacher(t_contrast.float()), c_ids, c_mask)
     loss = total_loss(l_dist, l_cont, cfg.lam)
+    if terms is not None and l_cont is not None:
+        terms.update(dist=l_dist, cont=cfg.lam * l_cont)
     parts = {"dist": l_dist.detach(), **({"cont": l_cont.detach()} if l_cont is not None else {})}
     if want_kl:
         parts["kl"] = parts["dist"] - teacher_entropy(t.logits, s.mask)

@@ -25,6 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # where result files (committed) and run folders (checkpoints, not committed) live; tests point these elsewhere
 RESULTS = Path(os.environ.get("QLIB_RESULTS_DIR", ROOT / "results"))
 RUNS = Path(os.environ.get("QLIB_RUNS_DIR", ROOT / "runs"))
+
+
+def results_dir() -> Path:
+    """Where committed result files live (``QLIB_RESULTS_DIR``, read at call time; else ``results/``)."""
+    return RESULTS
+
+
+def runs_dir() -> Path:
+    """Where run folders (checkpoints, not committed) live (``QLIB_RUNS_DIR``; else ``runs/``)."""
+    return RUNS
 PRESETS = ("smoke", "cpu", "gpu", "paper")
 LM_SETTINGS = ((8, 8, 8), (4, 4, 8), (2, 2, 8))
 LM_METHODS = ("pact", "lsq", "laq", "mds")

@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--gguf", default=None, help="SmolLM2-135M-Instruct's GGUF file, when its package is not installed")
     s.add_argument("--bench-minutes", type=float, default=4.0, help="0 skips the benchmark")
     s.add_argument("--profile-minutes", type=float, default=1.5, help="0 skips the profile of the QAT step")
+    e = sub.add_parser("export-gguf", help="write a quantized Llama-family student (run folder or packed file) as a "
+                                           "GGUF file for llama.cpp, its weights exactly the trained ones")
+    e.add_argument("source", help="a run folder (result.json + checkpoint.pt) or a packed .safetensors file")
+    e.add_argument("--out", required=True, help="the .gguf file to write")
+    e.add_argument("--teacher-gguf", default=None,
+                   help="the GGUF file whose tokenizer and metadata to copy (default: the model's own, when known)")
     return p
 
 
@@ -123,6 +129,11 @@ def main(argv=None) -> int:
     command = args.pop("command")
     if command == "grid":
         return _grid(args)
+    if command == "export-gguf":
+        from .gguf_export import export_gguf_cli
+        report = export_gguf_cli(args["source"], args["out"], args["teacher_gguf"])
+        print(json.dumps({k: v for k, v in report.items() if k != "tensors"}, indent=1))
+        return 0
     if command == "gpu-run":
         from .gpu_slot import gpu_run
         print(json.dumps(gpu_run(args["minutes"], args["out"], args["preset"], args["bench_minutes"], args["gguf"],

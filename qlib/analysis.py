@@ -132,7 +132,8 @@ def nonzero_codes(student) -> dict[str, dict]:
 
 # the matrices of chapter 1's at-initialisation table: every module type of a first, a middle and the last layer
 INIT_TABLE_LAYERS = (0, 11, 29)
-INIT_TABLE_METHODS = ("minmax", "pact", "pact_clip_grid", "lsq", "laq", "mds", "twn", "bwn")
+# every quantizer but the ablation whose forward is QuantGPT's (only its gamma gradient differs)
+INIT_TABLE_METHODS = tuple(m for m in QUANTIZERS if m != "mds_pact_grad")
 
 
 def layer_matrices(model, layers=INIT_TABLE_LAYERS) -> dict[str, torch.Tensor]:

@@ -6,14 +6,15 @@ from dataclasses import dataclass, field, fields
 from .losses import NEGATIVE_MODES
 from .models import MODEL_NAMES
 from .modules import QuantConfig
+from .quant import QUANTIZERS, MDSQuantizer
 from .runtime import DTYPES
 from .tasks import TASKS
 from .xtc import xtc_quant_config
 
-METHODS = ("fp", "minmax", "pact", "pact_clip_grid", "lsq", "laq", "mds", "mds_pact_grad", "twn", "bwn")
+METHODS = ("fp", *QUANTIZERS)  # "fp": no quantizer (teachers, controls); the rest from the registry
 LOSSES = ("auto", "lm", "dist", "dist+cont", "xtc")
 LAYERS = ("last", "first", "encoder")
-DYNAMIC_SCALING = ("mds", "mds_pact_grad")
+DYNAMIC_SCALING = tuple(m for m, q in QUANTIZERS.items() if issubclass(q, MDSQuantizer))  # methods with a gamma
 
 
 @dataclass
@@ -80,6 +81,7 @@ class TrainConfig:
     keep_layers: tuple[int, ...] = ()  # layer reduction (XTC): the teacher layers the student keeps
     init_from: str | None = None  # folder of a finished run whose final weights initialise the student
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the result file
+    name: str = ""  # the run's short name in its grid ("mds-228-dist-only"): it names the run, computes nothing
 
     def __post_init__(self):
         checks = [(self.task in TASKS, f"task must be one of {sorted(TASKS)}, got {self.task!r}"),

@@ -54,9 +54,9 @@ def pack_results(preset: str, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     archive = out / "results.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted([*X.RESULTS.rglob("*.json"), *(X.RESULTS / "bench").glob("*.txt")]):
+        for path in sorted([*X.results_dir().rglob("*.json"), *(X.results_dir() / "bench").glob("*.txt")]):
             if path.stem.endswith(f"-{preset}") or f"-{preset}-" in path.stem or path.parent.name == "bench":
-                tar.add(path, arcname=str(path.relative_to(X.RESULTS)))
+                tar.add(path, arcname=str(path.relative_to(X.results_dir())))
     return archive
 
 
@@ -86,7 +86,7 @@ def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float
     out.mkdir(parents=True, exist_ok=True)
     states = {}
     with open(out / "gpu-run.log", "a") as log:
-        bench_json = X.RESULTS / "bench" / f"{preset}-slot.json"
+        bench_json = X.results_dir() / "bench" / f"{preset}-slot.json"
         base = X.lm_base(preset)  # the benchmark at the preset's own batch and sequence length
         shape = ["--model", base["model"], "--batch-size", str(base["batch_size"]), "--seq-len", str(base["seq_len"]),
                  "--num-negatives", str(base["num_negatives"])]
@@ -96,7 +96,7 @@ def gpu_run(minutes: float, out: Path, preset: str = "gpu", bench_minutes: float
         use_compile = states["compile"][0]
         # where the QAT step's time goes on this device (operators and the library's functions), for the next change
         dtype = "bf16" if torch.cuda.is_available() else "fp32"
-        profile_txt = X.RESULTS / "bench" / f"profile-{base['model']}-c_qat_dist_cont-{dtype}-{preset}-slot.txt"
+        profile_txt = X.results_dir() / "bench" / f"profile-{base['model']}-c_qat_dist_cont-{dtype}-{preset}-slot.txt"
         profile = [sys.executable, "-m", "qlib.bench", *shape, "--profile", "c_qat_dist_cont", "--dtype", dtype]
         profile_txt.parent.mkdir(parents=True, exist_ok=True)
         with open(profile_txt, "w") as txt:

@@ -1,13 +1,12 @@
 """Display names: one home for how the book names methods, settings and runs."""
 from __future__ import annotations
 
-METHOD_NAMES = {"fp": "full precision", "minmax": "min-max", "pact": "PACT", "pact_clip_grid": "PACT (grid = clip)",
-                "lsq": "LSQ", "laq": "LAQ", "mds": "QuantGPT", "mds_pact_grad": "Ours with PACT gradient",
-                "twn": "TWN (ternary)", "bwn": "BWN (binary)"}
-# a fixed colour per method, so that every figure of the book draws a method alike
-METHOD_COLORS = {"teacher": "black", "control": "dimgray", "mds": "tab:red", "pact": "tab:blue", "lsq": "tab:green",
-                 "laq": "tab:purple", "minmax": "tab:brown", "pact_clip_grid": "tab:cyan", "twn": "tab:olive",
-                 "bwn": "tab:pink", "mds_pact_grad": "tab:orange"}
+from .quant import QUANTIZERS
+
+# each quantizer says its own name and colour (``WeightQuantizer.label`` / ``.color``): a fixed colour per method,
+# so that every figure of the book draws a method alike
+METHOD_NAMES = {"fp": "full precision", **{m: q.label for m, q in QUANTIZERS.items()}}
+METHOD_COLORS = {"teacher": "black", "control": "dimgray", **{m: q.color for m, q in QUANTIZERS.items()}}
 
 
 def method_name(method: str) -> str:

@@ -17,17 +17,16 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers.utils import ModelOutput
 
 from . import distributed as dist
 from .diagnostics import clipped_shares, gradient_parts
 from .config import DYNAMIC_SCALING, LAYERS, LOSSES, METHODS, TrainConfig  # noqa: F401 - re-exported
-from .losses import ContrastiveHeads, TokenContrastiveLoss, logit_distillation, teacher_entropy, total_loss
+from .losses import ContrastiveHeads, TokenContrastiveLoss
 from .models import load_tokenizer
 from .modules import compile_layers, quantizer_parameters
 from .packing import size_mb
@@ -35,8 +34,8 @@ from .quant import bind_laq_hessians
 from .runtime import (adamw, atomic_torch_save, autocast, load_checkpoint, provenance, resolve_device, rng_state,
                       seed_everything, set_rng_state, write_json)
 from .students import build_models, save_weights
-from .tasks import TASKS, Outputs, make_task
-from .xtc import xtc_distillation
+from .objective import compute_loss  # noqa: F401 - re-exported (the benchmark's step)
+from .tasks import make_task
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -133,7 +132,7 @@ def resume(run: Run) -> None:
         return
     ck = load_checkpoint(ckpt_path)
     now, defaults = asdict(cfg), asdict(TrainConfig())
-    diff = sorted(k for k in now if k not in ("resume", "progress", "out_dir")
+    diff = sorted(k for k in now if k not in ("resume", "progress", "out_dir", "name")
                   and ck["config"].get(k, defaults[k]) != now[k])
     if diff:
         raise ValueError(f"checkpoint {ckpt_path} was written with other settings: {diff}")
@@ -323,19 +322,7 @@ def train(cfg: TrainConfig, data=None) -> dict:
     final = evaluate(run, final=True)
     if cfg.method == "fp" and main:  # teachers, controls and layer-reduced students initialise later runs
         save_weights(run.student, run.out_dir / "model.safetensors")
-    result = {
-        "config": asdict(cfg), "preset": cfg.preset, "setting": cfg.label, "loss": cfg.resolved_loss,
-        "metrics": final, "steps": run.step, "tokens_per_step": run.tokens_per_step if cfg.task == "lm" else None,
-        "curve": learning_curve(run.history), "size_mb": size_mb(run.student), **provenance(run.device, cfg.dtype),
-        "wall_time_s": run.wall_time_s, "history": run.history, "world_size": dist.world()[1],
-        "effective_batch": cfg.batch_size * dist.world()[1] * cfg.grad_accum, "bank_checksums": bank_checksums,
-    }
-    if cfg.uses_contrastive:
-        result["cont_grad"] = [{"step": h["step"], "tokens": h["tokens"], **h["cont_grad"]}
-                               for h in run.history if "cont_grad" in h]
-    if cfg.method in DYNAMIC_SCALING:
-        result["gamma"] = {n.removesuffix(".weight_quantizer.gamma"): p.detach().float().mean().item()
-                           for n, p in run.student.named_parameters() if n.endswith("weight_quantizer.gamma")}
+    result = _result(run, final, bank_checksums)
     if main:
         write_json(run.out_dir / "result.json", result)
         finish_checkpoint(run.out_dir / "checkpoint.pt")  # after the result: a crash before it resumes into it
@@ -363,53 +350,21 @@ def learning_curve(history: list[dict]) -> list[dict]:
     return out
 
 
-def compute_loss(cfg: TrainConfig, student, teacher, heads, contrast, batch: dict, want_kl: bool = False,
-                 terms: dict | None = None):
-    """The training loss of one batch and its logged parts: the task loss for a teacher ("lm"), else
-    L_dist (+ lambda * L_cont) against the teacher (Eq. 5), or XTC's one-stage loss. Used by ``train`` and by the
-    benchmark. A ``terms`` dict receives L_dist and lambda * L_cont with their graphs (``gradient_parts``)."""
-    task = TASKS[cfg.task]
-    need_hidden = contrast is not None
-    s = task.forward(cfg, student, batch, need_hidden)
-    if cfg.resolved_loss == "lm":
-        loss = task.task_loss(s, batch)
-        return loss, {"lm": loss.detach()}
-    with torch.no_grad():
-        t = task.forward(cfg, teacher, batch, need_hidden)
-    t_contrast = None
-    if need_hidden:  # keep the one state L_cont reads: the teacher's others would live on through L_dist's peak
-        t_contrast = _contrast_inputs(cfg, t, batch)[0]
-        t = _without_states(t)
-    if cfg.resolved_loss == "xtc":
-        keep = list(cfg.keep_layers) or list(range(len(t.out.attentions)))
-        return xtc_distillation(s.out, t.out, keep, s.mask, regression=t.logits.shape[-1] == 1)
-    l_dist = logit_distillation(s.logits, t.logits, s.mask, compiled=cfg.compile)
-    extra = task.extra_distillation(s, t)
-    l_dist = l_dist if extra is None else l_dist + extra
-    l_cont = None
-    if contrast is not None:
-        s_h, c_ids, c_mask = _contrast_inputs(cfg, s, batch)
-        l_cont = contrast(heads.student(s_h.float()), heads.teacher(t_contrast.float()), c_ids, c_mask)
-    loss = total_loss(l_dist, l_cont, cfg.lam)
-    if terms is not None and l_cont is not None:
-        terms.update(dist=l_dist, cont=cfg.lam * l_cont)
-    parts = {"dist": l_dist.detach(), **({"cont": l_cont.detach()} if l_cont is not None else {})}
-    if want_kl:
-        parts["kl"] = parts["dist"] - teacher_entropy(t.logits, s.mask)
-    return loss, parts
-
-
-def _without_states(o: Outputs) -> Outputs:
-    """``o`` without hidden states, in ``states`` and in the model's output object (which holds them too)."""
-    out = o.out
-    if isinstance(out, ModelOutput):
-        out = type(out)(**{k: v for k, v in out.items() if not k.endswith("hidden_states")})
-    return replace(o, out=out, states=None)
-
-
-def _contrast_inputs(cfg: TrainConfig, o, batch):
-    """The hidden states the contrastive loss compares (Table 6: last or first decoder layer, or the encoder), with
-    the token ids of their bank rows and their mask."""
-    if cfg.contrast_layer == "encoder":
-        return o.out.encoder_last_hidden_state, batch["input_ids"], batch["attention_mask"]
-    return o.states[-1 if cfg.contrast_layer == "last" else 1], o.ids, o.mask
+def _result(run: Run, final: dict, bank_checksums: list | None) -> dict:
+    """A finished run's result file: config, final metrics, learning curve, size, provenance, history (with the
+    L_dist / L_cont split of a contrastive run) and, for dynamic scaling, each module's learned gamma."""
+    cfg = run.cfg
+    result = {
+        "config": asdict(cfg), "preset": cfg.preset, "setting": cfg.label, "loss": cfg.resolved_loss,
+        "metrics": final, "steps": run.step, "tokens_per_step": run.tokens_per_step if cfg.task == "lm" else None,
+        "curve": learning_curve(run.history), "size_mb": size_mb(run.student), **provenance(run.device, cfg.dtype),
+        "wall_time_s": run.wall_time_s, "history": run.history, "world_size": dist.world()[1],
+        "effective_batch": cfg.batch_size * dist.world()[1] * cfg.grad_accum, "bank_checksums": bank_checksums,
+    }
+    if cfg.uses_contrastive:
+        result["cont_grad"] = [{"step": h["step"], "tokens": h["tokens"], **h["cont_grad"]}
+                               for h in run.history if "cont_grad" in h]
+    if cfg.method in DYNAMIC_SCALING:
+        result["gamma"] = {n.removesuffix(".weight_quantizer.gamma"): p.detach().float().mean().item()
+                           for n, p in run.student.named_parameters() if n.endswith("weight_quantizer.gamma")}
+    return result

@@ -42,6 +42,7 @@ def _tiny(tmp_path, name, **kw):
     return TrainConfig(**{**base, **kw, "out_dir": str(tmp_path / name)})
 
 
+@pytest.mark.slow
 def test_every_contrastive_run_records_the_split_beside_its_curve_points_without_changing_the_run(tmp_path,
                                                                                                  monkeypatch):
     offline_data()

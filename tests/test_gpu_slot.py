@@ -17,8 +17,6 @@ def test_gpu_run_stops_in_time_and_packs_its_results(tmp_path, monkeypatch):
     offline_data()
     monkeypatch.setenv("QLIB_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("QLIB_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setattr(X, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(X, "RUNS", tmp_path / "runs")
     # how fast torch.compile is on this machine must not decide whether the queue's head fits: train eager here
     # (the choice itself is tested below, from benchmark files)
     monkeypatch.setattr(gpu_slot, "COMPILE_WINS", 0.0)
@@ -60,4 +58,4 @@ def test_grid_compile_flag_trains_compiled_and_finds_eager_results(monkeypatch):
     args = vars(_parser().parse_args(["grid", "lm-table", "--preset", "smoke", "--compile", "--list"]))
     assert args["compile"] is True
     cfg = X.runs("lm-table", "smoke")["mds-228"]
-    assert X._same(dataclasses.asdict(cfg), dataclasses.asdict(dataclasses.replace(cfg, compile=True)))
+    assert X.same_config(dataclasses.asdict(cfg), dataclasses.asdict(dataclasses.replace(cfg, compile=True)))

@@ -25,7 +25,8 @@ def test_logit_distillation_is_soft_cross_entropy_over_non_padding_tokens():
 
 
 @pytest.mark.parametrize("shape,masked,compiled", [((3, 7, 11), True, False), ((3, 7, 11), False, False),
-                                                   ((6, 20), False, False), ((3, 7, 11), True, True)])
+                                                   ((6, 20), False, False),
+                                                   pytest.param((3, 7, 11), True, True, marks=pytest.mark.slow)])
 def test_chunked_distillation_has_the_written_out_value_and_gradient(shape, masked, compiled, monkeypatch):
     from qlib import losses
     monkeypatch.setattr(losses, "KD_CHUNK_ROWS", 4)  # several chunks, the last one partial

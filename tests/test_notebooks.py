@@ -110,7 +110,9 @@ def test_every_source_notebook_is_in_the_book():
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory):
     out = tmp_path_factory.mktemp("book")
-    proc = subprocess.run(["jupyter-book", "build", str(ROOT), "--path-output", str(out), "-W", "-n",
+    # this interpreter's jupyter-book, whether or not its virtual environment is activated
+    jupyter_book = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()"]
+    proc = subprocess.run([*jupyter_book, "build", str(ROOT), "--path-output", str(out), "-W", "-n",
                            "--keep-going"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     return out / "_build" / "html"

@@ -168,7 +168,7 @@ def test_tied_head_reuses_the_quantized_table_of_the_same_forward_with_the_same_
     assert torch.equal(head.embedding[0].take_shared_weight(), emb.quantized_weight())
 
 
-@pytest.mark.parametrize("method", ["mds", "lsq", "laq", "pact"])
+@pytest.mark.parametrize("method", ["mds", "lsq", pytest.param("laq", marks=pytest.mark.slow), "pact"])
 def test_evaluation_reuses_quantized_weights_until_weight_or_quantizer_changes(method):
     torch.manual_seed(0)
     model = TINY_MODELS["llama"]()

@@ -66,7 +66,7 @@ def test_pack_unpack_are_inverse(bits):
 
 
 @pytest.mark.parametrize("method,bits", [("mds", 2), ("mds_pact_grad", 4), ("pact", 4), ("pact_clip_grid", 4),
-                                         ("lsq", 8), ("laq", 2), ("minmax", 4), ("twn", 2), ("bwn", 1)])
+                                         ("lsq", 8), pytest.param("laq", 2, marks=pytest.mark.slow), ("minmax", 4), ("twn", 2), ("bwn", 1)])
 def test_export_load_round_trip_gives_equal_logits(tmp_path, tiny_kind, tiny_model, method, bits):
     student = qlib.quantize_model(copy.deepcopy(tiny_model), qlib.QuantConfig(method, bits))
     student.train()

@@ -26,6 +26,7 @@ def _chitchat():
         pytest.skip(f"chitchat-dataset is not installed ({e}); `make setup` installs it")
 
 
+@pytest.mark.slow
 def test_chitchat_turns_alternate_and_splits_are_disjoint_by_conversation():
     convs = _chitchat()
     assert len(convs) == 3242 and all(len(c["turns"]) >= 4 for c in convs)  # conversations with >= 4 turns
@@ -199,7 +200,7 @@ def test_decoder_only_beam_search_is_the_same_alone_and_left_padded_in_a_batch()
 
 
 def test_task_grid_commands_parse_back_and_name_their_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(X, "RUNS", tmp_path / "runs")
+    monkeypatch.setenv("QLIB_RUNS_DIR", str(tmp_path / "runs"))
     for name in ("dialogue-table", "xsum-table"):
         for preset in ("cpu", "gpu", "paper"):
             runs = X.runs(name, preset)
@@ -217,13 +218,14 @@ def test_task_grid_commands_parse_back_and_name_their_runs(tmp_path, monkeypatch
         TrainConfig(task="mc", train_candidates=21)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid,metric", [("dialogue-table", "valid_mc_acc"), ("xsum-table", "valid_ppl")])
 def test_tiny_end_to_end_task_grid(grid, metric, tmp_path, monkeypatch):
     offline_data()
     if grid == "dialogue-table":
         _chitchat()
-    monkeypatch.setattr(X, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(X, "RUNS", tmp_path / "runs")
+    monkeypatch.setenv("QLIB_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("QLIB_RUNS_DIR", str(tmp_path / "runs"))
     runs = X.runs(grid, "smoke")
     # a student alone rebuilds its missing teacher, as the printed commands promise
     res = X.run_grid([replace(runs["mds-228"], progress=False)], progress=False)[0]
@@ -348,7 +350,7 @@ def test_distill_span_table_pairs_each_variant_with_the_grids_run(monkeypatch):
 
 def test_a_claim_between_two_collapsed_runs_is_inconclusive(monkeypatch):
     from qlib import report
-    from qlib.readings import collapsed
+    from qlib.report import collapsed
 
     # per-article ROUGE-L: the teacher ~21, two students that both failed (the higher one far outside the spread)
     rl = {"teacher": [21.0, 22.0] * 25, "mds-228": [4.6, 4.7] * 25, "laq-228": [3.3, 3.4] * 25,

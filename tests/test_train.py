@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from qlib import objective as O
 from qlib import train as T
 from qlib.train import NonFiniteLossError, TrainConfig, train
 
@@ -25,6 +26,7 @@ def _cfg(tmp_path, name="run", **kw):
     return TrainConfig(**{**TINY_LM, "out_dir": str(tmp_path / name), **kw})
 
 
+@pytest.mark.slow
 def test_teacher_and_student_overfit_a_few_batches_and_write_their_files(tmp_path):
     offline_data()
     few = dict(train_tokens=128, lr=3e-3, quant_lr=3e-3)  # one batch of 4 x 32 tokens, seen again and again
@@ -52,6 +54,7 @@ def test_teacher_and_student_overfit_a_few_batches_and_write_their_files(tmp_pat
         train(_cfg(tmp_path, "s3", model="tiny-llama", teacher=str(tmp_path / "teacher"), max_steps=1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,bits", [("pact", 4), ("lsq", 2), ("laq", 2), ("mds_pact_grad", 2)])
 def test_baselines_train_with_distillation_only(tmp_path, method, bits):
     offline_data()
@@ -115,7 +118,7 @@ def test_only_the_compared_teacher_state_outlives_the_teacher_forward(monkeypatc
     heads = ContrastiveHeads(teacher.config.hidden_size, cfg.proj_dim)
     contrast = TokenContrastiveLoss(100, cfg.proj_dim, 4)
     teacher_states, alive = [], {}
-    forward, distill = LMTask.forward, T.logit_distillation
+    forward, distill = LMTask.forward, O.logit_distillation
 
     def recording_forward(cfg, model, batch, hidden):
         out = forward(cfg, model, batch, hidden)
@@ -128,14 +131,15 @@ def test_only_the_compared_teacher_state_outlives_the_teacher_forward(monkeypatc
         return distill(*args, **kwargs)
 
     monkeypatch.setattr(LMTask, "forward", staticmethod(recording_forward))
-    monkeypatch.setattr(T, "logit_distillation", counting_distillation)
+    monkeypatch.setattr(O, "logit_distillation", counting_distillation)
     batch = {"input_ids": torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(0))}
-    loss, parts = T.compute_loss(cfg, student, teacher, heads, contrast, batch)
+    loss, parts = O.compute_loss(cfg, student, teacher, heads, contrast, batch)
     assert len(teacher_states) == teacher.config.num_hidden_layers + 1
     assert alive["during L_dist"] == 1
     assert torch.isfinite(parts["cont"]) and parts["cont"] > 0
 
 
+@pytest.mark.slow
 def test_gamma_init_sets_where_every_dynamic_scaling_starts(tmp_path):
     offline_data()
     res = train(_cfg(tmp_path, loss="dist", gamma_init=3.0, max_steps=2))
@@ -149,6 +153,7 @@ def test_missing_teacher_weights(tmp_path):
         train(_cfg(tmp_path, "s2", teacher=str(tmp_path / "nowhere"), max_steps=1))
 
 
+@pytest.mark.slow
 def test_mc_task_end_to_end(tmp_path):
     offline_data()
     dialogs = [{"personality": [f"i like thing {i} ."], "history": ["hi", "hello"],
@@ -158,6 +163,7 @@ def test_mc_task_end_to_end(tmp_path):
     assert 0 <= res["metrics"]["valid_mc_acc"] <= 100
 
 
+@pytest.mark.slow
 def test_summarization_task_end_to_end(tmp_path):
     offline_data()
     from qlib.data import xsum_examples
@@ -205,6 +211,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert [h for h in resumed["history"] if "loss" in h] == [h for h in full["history"] if "loss" in h]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_counts_the_wall_time_of_its_earlier_processes(tmp_path):
     offline_data()
     first = train(_cfg(tmp_path, max_steps=2))
@@ -217,6 +224,7 @@ def test_a_resumed_run_counts_the_wall_time_of_its_earlier_processes(tmp_path):
     assert 1000.0 < again["wall_time_s"] < 1000.0 + first["wall_time_s"] + 300
 
 
+@pytest.mark.slow
 def test_a_finished_run_keeps_only_its_weights_and_they_give_its_result(tmp_path):
     """A grid of finished runs must not keep every optimizer's moments on disk (twice the model each): the final
     checkpoint drops them, still loads as the trained student, and resuming it only redoes the final evaluation."""
@@ -251,16 +259,17 @@ def test_a_kill_during_the_checkpoint_write_leaves_the_previous_one(tmp_path, mo
     assert T.load_checkpoint(path)["step"] == 1
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     offline_data()
-    real = T.logit_distillation
+    real = O.logit_distillation
     calls = {"n": 0}
 
     def flaky(*a, **k):
         calls["n"] += 1
         out = real(*a, **k)
         return out * float("nan") if calls["n"] > 5 else out
-    monkeypatch.setattr(T, "logit_distillation", flaky)
+    monkeypatch.setattr(O, "logit_distillation", flaky)
     with pytest.raises(NonFiniteLossError, match="step 5"):
         train(_cfg(tmp_path, max_steps=10, save_every=2))
     ck = T.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
@@ -311,6 +320,7 @@ def test_empty_dataset_is_an_error(tmp_path):
         train(_cfg(tmp_path, task="mc", seq_len=48, num_candidates=4, max_steps=1), data={"train": [], "valid": []})
 
 
+@pytest.mark.slow
 def test_cli_help_lists_the_options():
     out = subprocess.run([sys.executable, "-m", "qlib", "train", "--help"], capture_output=True, text=True,
                          check=True).stdout

@@ -120,6 +120,7 @@ def test_glue_metrics_match_references():
         100 * spearmanr(a, b)[0])
 
 
+@pytest.mark.slow
 def test_tiny_xtc_recipe_end_to_end(tmp_path):
     offline_data()
     common = dict(task="classification", model="tiny-bert", dataset="sst2", seq_len=32, batch_size=8,

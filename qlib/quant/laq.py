@@ -5,21 +5,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .quant import (Encoded, WeightQuantizer, _group_reduce, _group_sum, _StraightThrough, _uniform_codes,
+from .base import (Encoded, WeightQuantizer, group_reduce, group_sum, StraightThrough, uniform_codes,
                     dequantize)
-
 
 
 def _weighted_error(w, d, alpha, n, like):
     """Per group: sum d * (w_q - w)^2 for the grid of Eq. 1 with clipping factor ``alpha``."""
-    return _group_sum(d * (dequantize(_uniform_codes(w, alpha, n), alpha / n) - w) ** 2, like)
+    return group_sum(d * (dequantize(uniform_codes(w, alpha, n), alpha / n) - w) ** 2, like)
 
 
 def _laq_alpha_step(w, d, alpha, n, like):
     """One alternation of LAQ's solver: codes for this alpha, then the alpha that minimises the D-weighted error
     for those codes (a least-squares fit). Each half lowers the error, so the error never rises."""
-    b = _uniform_codes(w, alpha, n) / n
-    new = _group_sum(d * b * w, like) / _group_sum(d * b * b, like).clamp_min(1e-12)
+    b = uniform_codes(w, alpha, n) / n
+    new = group_sum(d * b * w, like) / group_sum(d * b * b, like).clamp_min(1e-12)
     return torch.where(new > 0, new, alpha)
 
 
@@ -36,6 +35,7 @@ class LAQQuantizer(WeightQuantizer):
     """
 
     method = "laq"
+    label, color = "LAQ", "tab:purple"
     # candidate starts alpha = r * mean|w|: from below the ternary optimum (~1.4 for a Gaussian) up to the range of
     # heavy-tailed matrices at 8 bits
     START_RATIOS = tuple(float(r) for r in torch.logspace(-0.3, 2.0, 24).tolist())
@@ -59,8 +59,8 @@ class LAQQuantizer(WeightQuantizer):
     def initial_alpha(self, w, d) -> torch.Tensor:
         """The least-error start among ``START_RATIOS * mean|w|`` (capped at max|w|), then the solver run until
         alpha stops moving."""
-        mean_abs = _group_reduce(w.abs(), self.granularity, "mean").clamp_min(1e-8)
-        amax = _group_reduce(w, self.granularity, "amax").clamp_min(1e-8)
+        mean_abs = group_reduce(w.abs(), self.granularity, "mean").clamp_min(1e-8)
+        amax = group_reduce(w, self.granularity, "amax").clamp_min(1e-8)
         best_alpha, best_err = None, None
         for r in self.START_RATIOS:
             alpha = torch.minimum(r * mean_abs, amax).reshape(self.alpha.shape)
@@ -97,13 +97,13 @@ class LAQQuantizer(WeightQuantizer):
     def forward(self, w):
         self._check(w)
         alpha = self.solve(w.detach())
-        w_q = dequantize(_uniform_codes(w.detach(), alpha, self.n), alpha / self.n)
-        return _StraightThrough.apply(w, w_q)
+        w_q = dequantize(uniform_codes(w.detach(), alpha, self.n), alpha / self.n)
+        return StraightThrough.apply(w, w_q)
 
     @torch.no_grad()
     def encode(self, w):
         alpha = self.solve(w)  # same solver call as the forward, so codes match it in the same mode
-        return Encoded(_uniform_codes(w, alpha, self.n).to(torch.int8), alpha / self.n, self.bits)
+        return Encoded(uniform_codes(w, alpha, self.n).to(torch.int8), alpha / self.n, self.bits)
 
 
 def bind_laq_hessians(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:

@@ -9,9 +9,10 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from . import experiments as X  # X.RESULTS read at call time (tests point it elsewhere)
-from .config import TrainConfig
-from .runtime import provenance, resolve_device, write_json
+from ..config import TrainConfig
+from ..runtime import provenance, resolve_device, write_json
+from .runner import ensure_dependencies, run, trained_model
+from .store import BUDGET_FIELDS, default_store, load_result, recorded_config, same_config
 
 
 def figure_modules(model: str) -> tuple[str, str]:
@@ -37,36 +38,36 @@ FIGURE_SENTENCE = (32, 3)  # Fig. 3: block 3 of the test split in blocks of 32 t
 
 
 def step0_path(cfg: TrainConfig) -> Path:
-    return X.RESULTS / cfg.task / "step0" / f"{Path(cfg.out_dir).name}.json"
+    return default_store().eval_path(cfg, "step0")
 
 
 def step0_eval(cfg: TrainConfig, progress: bool = True, run_missing: bool = True) -> dict | None:
     """Validation PPL of the student of ``cfg`` before its first update (what the quantizer alone costs), on the
     run's own validation subset and evaluation batch, saved under ``results/<task>/step0/``. The same number is
     the first point of the run's learning curve once it has run; this file exists without the run."""
-    from .models import load_tokenizer
-    from .students import build_models
-    from .tasks import make_task
+    from ..models import load_tokenizer
+    from ..students import build_models
+    from ..tasks import make_task
 
     def compute(device):
-        X._ensure_dependencies(cfg, progress)
+        ensure_dependencies(cfg, progress)
         tokenizer = load_tokenizer(cfg.model)
         student = build_models(cfg, tokenizer)[1].to(device)
         return make_task(replace(cfg, progress=progress), tokenizer).evaluate(student, device, final=False)
     key = {"eval_tokens": cfg.eval_tokens, "eval_context": cfg.eval_context, "eval_batch_size": cfg.eval_batch_size}
-    return _cached_eval(cfg, step0_path(cfg), key, compute, run_missing, ignore=X.BUDGET_FIELDS)
+    return _cached_eval(cfg, step0_path(cfg), key, compute, run_missing, ignore=BUDGET_FIELDS)
 
 
 def transfer_path(cfg: TrainConfig, dataset: str) -> Path:
-    return X.RESULTS / cfg.task / "transfer" / f"{Path(cfg.out_dir).name}-{dataset}.json"
+    return default_store().eval_path(cfg, "transfer", f"-{dataset}")
 
 
 def samples_path(cfg: TrainConfig) -> Path:
-    return X.RESULTS / cfg.task / "samples" / f"{Path(cfg.out_dir).name}.json"
+    return default_store().eval_path(cfg, "samples")
 
 
 def figures_path(cfg: TrainConfig) -> Path:
-    return X.RESULTS / cfg.task / "figures" / f"{Path(cfg.out_dir).name}.json"
+    return default_store().eval_path(cfg, "figures")
 
 
 def _cached_eval(cfg: TrainConfig, path: Path, key: dict, compute, run_missing: bool,
@@ -76,7 +77,7 @@ def _cached_eval(cfg: TrainConfig, path: Path, key: dict, compute, run_missing: 
     files are committed like result files. ``run_missing=False``: None when absent (nothing is computed)."""
     if path.is_file():
         res = json.loads(path.read_text())
-        if X._same(X.recorded_config(res), asdict(cfg), ignore) and all(res.get(k) == v for k, v in key.items()):
+        if same_config(recorded_config(res), asdict(cfg), ignore) and all(res.get(k) == v for k, v in key.items()):
             return res
     if not run_missing:
         return None
@@ -90,9 +91,9 @@ def _cached_eval(cfg: TrainConfig, path: Path, key: dict, compute, run_missing: 
 def _after_run(cfg: TrainConfig, path: Path, key: dict, compute, progress: bool, run_missing: bool) -> dict | None:
     """An evaluation of a finished run's model (trained first when its result is missing)."""
     def with_model(device):
-        if X.load_result(cfg) is None:
-            X.run(cfg, progress=progress)
-        return compute(X.trained_model(cfg, device=str(device)), device)
+        if load_result(cfg) is None:
+            run(cfg, progress=progress)
+        return compute(trained_model(cfg, device=str(device)), device)
     return _cached_eval(cfg, path, key, with_model, run_missing)
 
 
@@ -100,9 +101,9 @@ def transfer_eval(cfg: TrainConfig, dataset: str = "wikitext2", progress: bool =
                   run_missing: bool = True) -> dict | None:
     """Zero-shot test perplexity of the trained model of ``cfg`` on another corpus (the paper's WikiText-2 column
     without WikiText-2 training, whose train split is not offline), saved under ``results/<task>/transfer/``."""
-    from . import data as D
-    from . import evaluate as E
-    from .models import load_tokenizer
+    from .. import data as D
+    from .. import evaluate as E
+    from ..models import load_tokenizer
 
     tokens = TRANSFER_TOKENS[cfg.preset]
 
@@ -118,8 +119,8 @@ def text_samples(cfg: TrainConfig, prompts: tuple[str, ...] = SAMPLE_PROMPTS, ma
                  progress: bool = True, run_missing: bool = True) -> dict | None:
     """Greedy continuations of ``prompts`` by the trained model of ``cfg`` (the paper's Sec. 4.4 side-by-side
     samples), saved under ``results/<task>/samples/`` so that the book shows them without the weights."""
-    from . import evaluate as E
-    from .models import load_tokenizer
+    from .. import evaluate as E
+    from ..models import load_tokenizer
 
     def compute(model, device):
         return {"continuations": E.generate_text(model, load_tokenizer(cfg.model), list(prompts), max_new_tokens,
@@ -133,9 +134,9 @@ def figure_data(cfg: TrainConfig, top_tokens: int = 500, progress: bool = True,
     """The data of the "why hard" figures (Figs. 2-4: embeddings of the ``top_tokens`` most frequent training
     tokens, token similarity on one test sentence, two modules' weights and clipping ranges) for the trained model
     of ``cfg``, saved under ``results/<task>/figures/`` so that the book draws them without the weights."""
-    from . import analysis
-    from . import data as D
-    from .models import load_tokenizer
+    from .. import analysis
+    from .. import data as D
+    from ..models import load_tokenizer
 
     modules = figure_modules(cfg.model)
     length, block = FIGURE_SENTENCE

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .quant import _StraightThrough, levels
-
+from .base import StraightThrough, levels
 
 
 class ActQuantizer(nn.Module):
@@ -62,7 +61,7 @@ class ActQuantizer(nn.Module):
         return torch.div(x, step).round_().add_(zero).clamp_(0, top).sub_(zero).mul_(step)
 
     def forward(self, x):
-        return _StraightThrough.apply(x, self.fake_quant(x.detach()))
+        return StraightThrough.apply(x, self.fake_quant(x.detach()))
 
     def extra_repr(self):
         return (f"bits={self.bits}, symmetric={self.symmetric}, granularity={self.granularity}"

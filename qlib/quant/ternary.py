@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from .quant import Encoded, WeightQuantizer, _group_reduce, _group_sum, _StraightThrough
-
+from .base import Encoded, WeightQuantizer, group_reduce, group_sum, StraightThrough
 
 
 def _twn_codes(w, granularity):
-    delta = 0.7 * _group_reduce(w.abs(), granularity, "mean")
+    delta = 0.7 * group_reduce(w.abs(), granularity, "mean")
     mask = (w.abs() > delta).to(w.dtype)
-    alpha = _group_sum(w.abs() * mask, delta) / _group_sum(mask, delta).clamp_min(1.0)
+    alpha = group_sum(w.abs() * mask, delta) / group_sum(mask, delta).clamp_min(1.0)
     return torch.sign(w) * mask, alpha
 
 
@@ -18,22 +17,24 @@ class BWNQuantizer(WeightQuantizer):
     """Binary weights sign(w) * mean|w|. [bwn]"""
 
     method = "bwn"
+    label, color = "BWN (binary)", "tab:pink"
     allowed_bits = (1,)
 
     def encode(self, w):
         w = w.detach()
         codes = torch.where(w >= 0, 1, -1).to(torch.int8)
-        return Encoded(codes, _group_reduce(w.abs(), self.granularity, "mean"), self.bits)
+        return Encoded(codes, group_reduce(w.abs(), self.granularity, "mean"), self.bits)
 
     def forward(self, w):
         self._check(w)
-        return _StraightThrough.apply(w, self.encode(w).dequantize())
+        return StraightThrough.apply(w, self.encode(w).dequantize())
 
 
 class TWNQuantizer(WeightQuantizer):
     """Ternary weights (TWN): delta = 0.7 mean|w|, alpha = mean of |w| above delta. [twn]"""
 
     method = "twn"
+    label, color = "TWN (ternary)", "tab:olive"
     allowed_bits = (2,)
 
     def encode(self, w):
@@ -42,6 +43,6 @@ class TWNQuantizer(WeightQuantizer):
 
     def forward(self, w):
         self._check(w)
-        return _StraightThrough.apply(w, self.encode(w).dequantize())
+        return StraightThrough.apply(w, self.encode(w).dequantize())
 
 

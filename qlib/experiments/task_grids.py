@@ -10,8 +10,9 @@ SmolLM2 as a decoder-only summarizer (no encoder-decoder with pretrained weights
 """
 from __future__ import annotations
 
-from .config import TrainConfig
-from . import experiments as X  # X.RUNS read at call time (tests point it elsewhere)
+from ..config import TrainConfig
+from .presets import LM_METHODS, LR_SWEEP, STUDENT_LR, check_preset, named_run, preset_dtype, student_run
+from .registry import grid_builder
 
 TASK_GRIDS = ("dialogue-table", "xsum-table")
 
@@ -27,8 +28,7 @@ TASK_STUDENT_LR = {"xsum-table": {"cpu": 1e-4, "gpu": 1e-4}, "dialogue-table": {
 
 def task_base(name: str, preset: str) -> dict:
     """The students' settings of grid ``name`` in ``preset`` (the teacher overrides its budget and rate)."""
-    if preset not in X.PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {X.PRESETS}")
+    check_preset(preset)
     if name == "dialogue-table":
         if preset == "paper":  # App. B.3: seq 512, batch 16, 2 epochs, 32 negatives, rates 5e-4 / 1e-3
             return dict(task="mc", model="gpt2", dataset="personachat", seq_len=512, batch_size=16, epochs=2,
@@ -41,8 +41,8 @@ def task_base(name: str, preset: str) -> dict:
                     test_examples=n_test, max_examples=64 if preset == "smoke" else None, num_negatives=32 if
                     preset != "smoke" else 4, curve_points=2 if preset == "smoke" else 4, eval_batch_size=2,
                     save_every=1 if preset == "smoke" else 25,
-                    lr=TASK_STUDENT_LR[name].get(preset, X.STUDENT_LR[preset]), preset=preset,
-                    dtype=X.preset_dtype(preset))
+                    lr=TASK_STUDENT_LR[name].get(preset, STUDENT_LR[preset]), preset=preset,
+                    dtype=preset_dtype(preset))
     if name == "xsum-table":
         if preset == "paper":  # App. B.3: source 512, batch 128, 8 epochs, rates 2e-4 / 1e-3, 32 negatives
             return dict(task="summarization", model="facebook/bart-base", dataset="xsum", seq_len=512, source_len=512,
@@ -55,8 +55,8 @@ def task_base(name: str, preset: str) -> dict:
                     batch_size=batch, max_steps=steps, max_examples=4 if preset == "smoke" else None,
                     num_negatives=32 if preset != "smoke" else 4, curve_points=2 if preset == "smoke" else 5,
                     eval_batch_size=2, save_every=1 if preset == "smoke" else 25,
-                    lr=TASK_STUDENT_LR[name].get(preset, X.STUDENT_LR[preset]), preset=preset,
-                    dtype=X.preset_dtype(preset))
+                    lr=TASK_STUDENT_LR[name].get(preset, STUDENT_LR[preset]), preset=preset,
+                    dtype=preset_dtype(preset))
     raise ValueError(f"unknown task grid {name!r}; known: {TASK_GRIDS}")
 
 
@@ -68,8 +68,9 @@ TEACHER_STEPS = {"dialogue-table": {"smoke": 2, "cpu": 300, "gpu": 1000},
 TEACHER_LR = {"smoke": 1e-3, "cpu": 1e-4, "gpu": 1e-4}
 
 
-def _name(base: dict, run: str) -> str:
-    return str(X.RUNS / f"{base['dataset']}-{base['model'].split('/')[-1]}-{run}-{base['preset']}")
+def _run(base: dict, run: str, **fields) -> TrainConfig:
+    prefix = f"{base['dataset']}-{base['model'].split('/')[-1]}"
+    return named_run(prefix, run, **{**base, **fields})
 
 
 def task_teacher(name: str, preset: str, tag: str = "", **overrides) -> TrainConfig:
@@ -77,19 +78,19 @@ def task_teacher(name: str, preset: str, tag: str = "", **overrides) -> TrainCon
     base = task_base(name, preset)
     if preset != "paper":
         base.update(max_steps=TEACHER_STEPS[name][preset], lr=TEACHER_LR[preset])
-    return TrainConfig(**{**base, "method": "fp", "out_dir": _name(base, "fp" + (f"-{tag}" if tag else "")),
-                          **overrides})
+    return _run(base, "fp" + (f"-{tag}" if tag else ""), method="fp", **overrides)
 
 
 def teacher_epochs(cfg: TrainConfig) -> float:
     """How many passes over the 221 training articles of ``xsum-sample`` a summarization budget makes."""
-    from .data import XSUM_SAMPLE_PARTS
+    from ..data import XSUM_SAMPLE_PARTS
 
     if cfg.dataset != "xsum-sample" or cfg.max_steps is None:
         raise ValueError(f"epochs are counted for xsum-sample runs with max_steps, not {cfg.dataset!r}")
     return cfg.max_steps * cfg.batch_size * cfg.grad_accum / XSUM_SAMPLE_PARTS["train"]
 
 
+@grid_builder("xsum-teacher-budget")
 def xsum_teacher_budget(preset: str) -> list[TrainConfig]:
     """The summarization teacher trained for three epochs: the run whose validation curve chose one (none in the
     ``paper`` preset, which trains the paper's budget)."""
@@ -99,6 +100,7 @@ def xsum_teacher_budget(preset: str) -> list[TrainConfig]:
     return [task_teacher("xsum-table", preset, tag="3ep", max_steps=steps)]
 
 
+@grid_builder("xsum-distill-all")
 def xsum_distill_all(preset: str) -> list[TrainConfig]:
     """Beyond the paper: QuantGPT and LSQ at 2-2-8 distilled on every position of article and summary
     (``distill_span="all"``), read against the grid's summary-only runs; none in the ``paper`` preset (BART)."""
@@ -110,9 +112,8 @@ def xsum_distill_all(preset: str) -> list[TrainConfig]:
 def task_student(name: str, preset: str, method: str, bits: tuple[int, int, int] = (2, 2, 8), tag: str = "",
                  **overrides) -> TrainConfig:
     base, (w, e, a) = task_base(name, preset), bits
-    run = f"{method}-{w}{e}{a}{('-' + tag) if tag else ''}"
-    return TrainConfig(**{**base, "method": method, "w_bits": w, "e_bits": e, "a_bits": a,
-                          "teacher": task_teacher(name, preset).out_dir, "out_dir": _name(base, run), **overrides})
+    return _run(base, student_run(method, bits, tag), method=method, w_bits=w, e_bits=e, a_bits=a,
+                teacher=task_teacher(name, preset).out_dir, **overrides)
 
 
 def task_lr_grid(name: str, preset: str) -> list[TrainConfig]:
@@ -126,15 +127,20 @@ def task_lr_grid(name: str, preset: str) -> list[TrainConfig]:
     # validation is what the sweep reads (test_examples=2: the test part is only touched); hits@1 over 20
     # candidates makes each dialogue evaluation long, so its sweep reads step 0 and the end only
     short = {"curve_points": 0} if name == "dialogue-table" else {}
-    sweep = [control(f"control-lr{lr:g}", lr=lr, max_steps=steps, test_examples=2, **short) for lr in X.LR_SWEEP]
+    sweep = [control(f"control-lr{lr:g}", lr=lr, max_steps=steps, test_examples=2, **short) for lr in LR_SWEEP]
     if name != "xsum-table":
         return [task_teacher(name, preset)] + sweep
     # the first attempt: the control for the whole budget at the rate the LM sweep chose, which this task's did not
-    first = control(f"control-lr{X.STUDENT_LR[preset]:g}-full", lr=X.STUDENT_LR[preset])
+    first = control(f"control-lr{STUDENT_LR[preset]:g}-full", lr=STUDENT_LR[preset])
     return [task_teacher(name, preset)] + sweep + [first]
 
 
 def task_grid(name: str, preset: str) -> list[TrainConfig]:
     """Teacher, control (``fp-323232-control``: no quantization, distillation loss) and the four methods at 2-2-8."""
     control = task_student(name, preset, "fp", (32, 32, 32), tag="control", loss="dist")
-    return [task_teacher(name, preset), control] + [task_student(name, preset, m) for m in X.LM_METHODS]
+    return [task_teacher(name, preset), control] + [task_student(name, preset, m) for m in LM_METHODS]
+
+
+for _name in TASK_GRIDS:  # the two task tables and their controls' rate sweeps ("xsum-lr", "dialogue-lr")
+    grid_builder(_name)(lambda preset, _name=_name: task_grid(_name, preset))
+    grid_builder(_name.replace("-table", "-lr"))(lambda preset, _name=_name: task_lr_grid(_name, preset))

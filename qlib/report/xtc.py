@@ -1,0 +1,174 @@
+"""The XTC chapter's tables and readings: ternary and binary students with and without layer reduction, on a GLUE
+task (``xtc-<task>``) and on the generative model beside QuantGPT (``lm-xtc``)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..data import GLUE_TASKS
+from ..labels import number_text, ratio_text
+from ..paper import PAPER_XTC_MNLI
+from . import verdicts
+from .common import bullets, load_grid, load_grids, missing_text, not_run_reading, provenance, reading_head
+from .verdicts import SEED_GRIDS, gap_text
+
+XTC_METRIC = {"cola": "valid_mcc", "stsb": "valid_pearson", "mrpc": "valid_f1"}  # GLUE's metric per task
+WORD = {"twn": "ternary", "bwn": "binary", "fp": "full-precision"}
+
+
+def paper_xtc_table() -> pd.DataFrame:
+    return pd.DataFrame(PAPER_XTC_MNLI)
+
+
+def xtc_table(preset: str, task: str = "sst2") -> pd.DataFrame:
+    """Our XTC runs: layers, bits, size and compression against the teacher, and the task metric."""
+    metric = XTC_METRIC.get(task, "valid_accuracy")
+    runs = load_grid(f"xtc-{task}", preset)
+    teacher = runs.result("teacher")
+    names = {"teacher": "teacher (fine-tuned)"}
+    rows = []
+    for key, (cfg, res) in runs.items():
+        depth = len(cfg.keep_layers) or None
+        kind = "layer reduction only" if cfg.method == "fp" else \
+            f"{'binary' if cfg.method == 'bwn' else 'ternary'} weights" + (" + layer reduction" if depth else "")
+        rows.append({"variant": names.get(key, kind), "layers": depth or "all",
+                     "W-E-A": "32-32-32" if cfg.method == "fp" else cfg.label,
+                     "size (MiB)": round(res["size_mb"], 2) if res else None,
+                     "compression": f"{teacher['size_mb'] / res['size_mb']:.1f}x" if res and teacher else None,
+                     metric: round(res["metrics"][metric], 2) if res else "not run"})
+    return pd.DataFrame(rows)
+
+
+def xtc_reading(preset: str, task: str = "sst2", title: str = "the XTC table") -> str:
+    """The XTC table (``title``) read from the committed results (Markdown): what ternary and binary weights cost at
+    full depth, what halving the depth costs alone and on top of them, and XTC's 1-bit claim beside our gap. No
+    seeds are run for these students, so the reading gives gaps, not verdicts."""
+    metric = XTC_METRIC.get(task, "valid_accuracy")
+    runs = load_grid(f"xtc-{task}", preset)
+    t = runs.result("teacher")
+    done = {k: r for k, r in runs.done().items() if k != "teacher"}
+    if t is None or not done:
+        return not_run_reading(title, preset, f"xtc-{task}")
+    name = metric.removeprefix("valid_").replace("mcc", "MCC").replace("f1", "F1")
+    val = lambda r: r["metrics"][metric]  # noqa: E731
+    smaller = lambda r: f"{t['size_mb'] / r['size_mb']:.1f}x"  # noqa: E731
+    first = {}  # the first run of the grid with each (method, reduced depth), and its result if it has one
+    for k, c in runs.configs.items():
+        if k != "teacher":
+            first.setdefault((c.method, bool(c.keep_layers)), done.get(k))
+    full = {m: first.get((m, False)) for m in ("twn", "bwn")}
+    reduced = {m: first.get((m, True)) for m in ("fp", "twn", "bwn")}
+    cfg = runs.configs[next(iter(done))]
+    facts, steps = provenance(done.values()), max(r["steps"] for r in done.values())
+    head = (reading_head(title, preset, facts["devices"], f"code {facts['versions']}")
+            + f" The teacher reaches {val(t):.1f} dev {name}. Each student trains {facts['steps']} steps of batch "
+            f"{cfg.batch_size} ({steps * cfg.batch_size:,} examples; XTC trains {cfg.epochs} epochs). No seeds are "
+            "run for these students, so what follows are gaps, not verdicts.")
+    lines = []
+    if all(full.values()):
+        lines.append("At full depth, ternary weights lose " + f"{val(t) - val(full['twn']):.1f} points and binary "
+                     f"weights {val(t) - val(full['bwn']):.1f} ({smaller(full['twn'])} and {smaller(full['bwn'])} "
+                     "smaller than the teacher).")
+    if reduced["fp"]:
+        lines.append(f"Halving the depth in full precision costs {val(t) - val(reduced['fp']):.1f} points "
+                     f"({smaller(reduced['fp'])} smaller).")
+    for m in ("bwn", "twn"):
+        if full[m] and reduced[m]:
+            d = val(reduced[m]) - val(full[m])
+            lines.append(f"Halving a {WORD[m]} student's depth moves it from {val(full[m]):.1f} to "
+                         f"{val(reduced[m]):.1f} ({'+' if d >= 0 else '-'}{abs(d):.1f} points) for "
+                         f"{smaller(full[m])} to {smaller(reduced[m])} smaller.")
+    if full["bwn"]:
+        lines.append(paper_one_bit_gap(val(t) - val(full["bwn"]), task, full["bwn"]["steps"] * cfg.batch_size))
+    missing = [k for k in runs if k != "teacher" and k not in done]
+    if missing:
+        lines.append(missing_text(missing, hint=False))
+    return bullets(head, lines)
+
+
+def paper_one_bit_gap(ours: float, task: str, examples: int) -> str:
+    """XTC's 1-bit gap to its teacher on MNLI-m beside ours (``ours`` points on ``task`` after ``examples``)."""
+    paper = {row["model"]: float(row["MNLI-m/mm"].split(" / ")[0]) for row in PAPER_XTC_MNLI}
+    p_teacher, p_1bit = paper["BERT-base baseline (12L, fp32)"], paper["12L, 1-bit (XTC)"]
+    return (f"XTC's paper puts its 1-bit BERT-base {p_teacher - p_1bit:.1f} points below its teacher on MNLI-m "
+            f"({p_1bit} against {p_teacher}); our binary student at full depth is {ours:.1f} points below ours on "
+            f"{GLUE_TASKS[task][0]}, after {examples:,} training examples.")
+
+
+def lm_xtc_table(preset: str) -> pd.DataFrame:
+    """XTC's recipe on the generative model beside QuantGPT 2-2-8 (equal bits), with sizes and compression."""
+    table, xtc = load_grid("lm-table", preset), load_grid("lm-xtc", preset)
+    teacher = table.result("teacher")
+    rows = []
+    for key, (cfg, res) in {"mds-228": table["mds-228"], **xtc}.items():
+        kind = {"fp": "layer reduction only (fp32)", "twn": f"XTC ternary {cfg.label}",
+                "bwn": f"XTC binary {cfg.label}"}.get(cfg.method, f"QuantGPT {cfg.label}")
+        depth = f" + layer reduction ({len(cfg.keep_layers)} layers)" if cfg.keep_layers and cfg.method != "fp" else ""
+        rows.append({"variant": kind + depth, "ours: test PPL": round(res["metrics"]["test_ppl"], 2) if res else
+                     "not run", "size (MiB)": round(res["size_mb"], 1) if res else None,
+                     "compression": f"{teacher['size_mb'] / res['size_mb']:.1f}x" if res and teacher else None})
+    return pd.DataFrame(rows)
+
+
+def lm_xtc_reading(preset: str, title: str = "the XTC-recipe table", band_source: str = "the ablation chapter") -> str:
+    """The table of XTC's recipe on SmolLM2 (``title``) read from the committed results (Markdown): each comparison
+    as a relative gap, inside or outside the seed band measured in ``band_source``; runs not committed yet are
+    named, and their sentences left out."""
+    lm, xtc = load_grids(preset, *SEED_GRIDS), load_grid("lm-xtc", preset)
+    res = {"teacher": lm.result("teacher"), "mds-228": lm.result("mds-228"), **{k: xtc.result(k) for k in xtc}}
+    missing = [k for k, r in res.items() if r is None]
+    if "teacher" in missing or len(missing) == len(res) - 1:
+        return not_run_reading(title, preset, "lm-xtc")
+    band = verdicts.seed_band(preset, lm)
+    done = [r for k, r in res.items() if r and k != "teacher"]
+    facts = provenance(done)
+    head = (reading_head(title, preset, f"{facts['devices']} {facts['dtypes']}",
+                         f"{facts['steps']} steps of {done[0]['tokens_per_step']:,} tokens",
+                         f"runs of {facts['dates']}")
+            + " One seed each, read against "
+            + (f"the {100 * band:.1f}% seed band of {band_source}." if band is not None else
+               f"no seed band yet ({band_source} measures it), so no gap is called inside or outside it."))
+    lines = lm_xtc_lines(res, xtc.configs, band)
+    if missing:
+        lines.append(missing_text(missing))
+    return bullets(head, lines)
+
+
+def lm_xtc_lines(res: dict[str, dict | None], configs: dict, band: float | None) -> list[str]:
+    """The bullets of ``lm_xtc_reading``: one per comparison whose runs have all landed."""
+    ppl = {k: r["metrics"]["test_ppl"] for k, r in res.items() if r}
+    of_teacher = {k: ratio_text(v / ppl["teacher"]) for k, v in ppl.items()}
+    smaller = {k: f"{res['teacher']['size_mb'] / r['size_mb']:.1f}x" for k, r in res.items() if r}
+    have = lambda *keys: all(k in ppl for k in keys)  # noqa: E731
+    gap = lambda k, ref, what: gap_text(ppl[k], ppl[ref], what, band)  # noqa: E731
+    lines = []
+    if have("twn-228-xtc", "mds-228"):
+        start = {k: res[k]["curve"][0]["valid_ppl"] for k in ("twn-228-xtc", "mds-228") if res[k]["curve"]}
+        lines.append(
+            f"**Ternary** weights with XTC's recipe (TWN's threshold, one-stage distillation from step 0) end at "
+            f"{ppl['twn-228-xtc']:.2f} against QuantGPT's {ppl['mds-228']:.2f} at the same 2-2-8 and size "
+            f"({smaller['twn-228-xtc']} smaller than the teacher): {gap('twn-228-xtc', 'mds-228', 'QuantGPT')}."
+            + (f" Before any update their validation PPL is {number_text(start['twn-228-xtc'])} (ternary) and "
+               f"{number_text(start['mds-228'])} (QuantGPT)." if len(start) == 2 else ""))
+    if have("bwn-118-xtc", "twn-228-xtc", "mds-228"):
+        lines.append(
+            f"**Binary** weights (1-1-8, {smaller['bwn-118-xtc']} smaller) end at {ppl['bwn-118-xtc']:.2f}, "
+            f"{of_teacher['bwn-118-xtc']} the teacher: {gap('bwn-118-xtc', 'twn-228-xtc', 'ternary')} and "
+            f"{gap('bwn-118-xtc', 'mds-228', 'QuantGPT 2-2-8')}.")
+    if have("xtc-15L", "twn-228-xtc"):
+        lines.append(
+            f"**Layer reduction** ({len(configs['xtc-15L'].keep_layers)} of the teacher's layers) in full precision "
+            f"ends at {ppl['xtc-15L']:.2f}, {of_teacher['xtc-15L']} the teacher, for {smaller['xtc-15L']} "
+            f"compression; ternary weights at full depth end at {of_teacher['twn-228-xtc']} the teacher for "
+            f"{smaller['twn-228-xtc']}.")
+    if have("twn-228-xtc-15L", "xtc-15L"):
+        lines.append(
+            f"**Ternary weights on the reduced student** (XTC's second step, started from the full-precision reduced "
+            f"student) end at {ppl['twn-228-xtc-15L']:.2f} for {smaller['twn-228-xtc-15L']} compression: "
+            f"{gap('twn-228-xtc-15L', 'xtc-15L', 'that student')}.")
+    if have("bwn-118-xtc-15L", "xtc-15L", "twn-228-xtc-15L"):
+        lines.append(
+            f"**Binary weights on the reduced student** ({smaller['bwn-118-xtc-15L']} smaller than the teacher) end "
+            f"at {ppl['bwn-118-xtc-15L']:.2f}, {of_teacher['bwn-118-xtc-15L']} the teacher: "
+            f"{gap('bwn-118-xtc-15L', 'xtc-15L', 'the full-precision reduced student')} and "
+            f"{gap('bwn-118-xtc-15L', 'twn-228-xtc-15L', 'its ternary counterpart')}.")
+    return lines

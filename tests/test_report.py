@@ -1,0 +1,414 @@
+"""The book's tables, readings and verdicts (``qlib.report``): each follows the committed result files, reads every
+grid and result file once per call, and takes its titles from the notebooks."""
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from qlib import experiments as X
+from qlib import report
+from qlib.runtime import write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("QLIB_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("QLIB_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path
+
+
+def _fake_result(cfg, ppl):
+    # a hand-written result file, only to exercise the verdict logic (never under results/)
+    write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": ppl}, "size_mb": 1.0})
+
+
+def test_device_label_names_the_gpu_or_cpu():
+    assert report.device_label({"device": "cpu", "device_name": "x86_64"}) == "CPU"
+    assert report.device_label({"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3"}) == "H100"
+
+
+def test_verdict_reads_a_gap_against_the_seed_band():
+    assert report.verdict(10.0, 12.0, 0.05) == "reproduced"
+    assert report.verdict(12.0, 10.0, 0.05) == "contradicted"
+    assert report.verdict(10.0, 10.4, 0.05).startswith("inconclusive")
+    assert report.verdict(10.0, 12.0, None).startswith("inconclusive")  # no band measured: no verdict either way
+    assert report.verdict(None, 12.0, 0.05) == "not run"
+
+
+def test_the_dtype_check_compares_bf16_against_fp32_with_a_second_seed(dirs):
+    runs = X.runs("lm-dtype", "smoke")
+    assert {c.dtype for c in runs.values()} == {"bf16", "fp32"} and all(c.teacher is None for c in runs.values())
+    assert report.dtype_reading("smoke").startswith("**bf16 against fp32:** not run")
+    for ppls, word in (((100.0, 104.0, 101.0), "agree"), ((100.0, 102.0, 102.5), "cannot be told apart"),
+                       ((100.0, 101.0, 110.0), "differ")):
+        for cfg, ppl in zip((runs["mds-228-bf16"], runs["mds-228-bf16-seed1"], runs["mds-228-fp32"]), ppls):
+            _fake_result(cfg, ppl)
+        assert f"bf16 and fp32 {word}" in report.dtype_reading("smoke")
+
+
+def test_the_teacher_budget_reading_finds_the_lowest_validation_point(dirs):
+    (cfg,) = X.runs("lm-teacher-budget", "gpu").values()
+    assert cfg.epochs == X.lm_base("gpu")["epochs"] and X.lm_teacher("gpu").epochs == X.TEACHER_EPOCHS["gpu"]
+    assert "not run" in report.teacher_budget_reading("gpu")
+    curve = [{"step": s, "tokens": t, "valid_ppl": v} for s, t, v in ((0, 0, 50.0), (10, 300, 20.0), (100, 1000, 24.0))]
+    write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": 21.0}, "curve": curve,
+                                      "device": "cuda", "device_name": "NVIDIA H200"})
+    text = report.teacher_budget_reading("gpu")
+    assert "lowest, 20.0, after 3.0 epochs and ended at 24.0" in text and "H200" in text, text
+
+
+def test_the_summarization_teacher_budget_is_read_in_epochs_of_the_training_articles(dirs):
+    from qlib.experiments import teacher_epochs
+
+    (cfg,) = X.runs("xsum-teacher-budget", "cpu").values()
+    teacher = X.runs("xsum-table", "cpu")["teacher"]
+    assert cfg.max_steps == 3 * teacher.max_steps and cfg.out_dir != teacher.out_dir
+    assert teacher_epochs(teacher) == pytest.approx(1.0, abs=0.01) and teacher_epochs(cfg) == pytest.approx(3.0, 0.01)
+    with pytest.raises(ValueError, match="xsum-sample"):
+        teacher_epochs(X.lm_teacher("cpu"))
+    assert "not run" in report.teacher_budget_reading("cpu", "xsum-teacher-budget")
+    # the history counts examples outside LM: 660 examples are the three epochs
+    curve = [{"step": s, "tokens": t, "valid_ppl": v} for s, t, v in ((0, 0, 22.0), (77, 154, 15.0), (330, 660, 24.0))]
+    write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_rougeL": 20.8}, "curve": curve,
+                                      "device": "cpu"})
+    text = report.teacher_budget_reading("cpu", "xsum-teacher-budget")
+    assert "lowest, 15.0, after 0.7 epochs and ended at 24.0 (test ROUGE-L 20.8)" in text, text
+    assert text.endswith("trains 1 epoch."), text
+    # the paper preset trains the paper's budget and rates: no budget run, no sweep, and the chapter still reads
+    assert X.grid("xsum-teacher-budget", "paper") == [] and X.grid("xsum-lr", "paper") == []
+    assert "no budget run" in report.teacher_budget_reading("paper", "xsum-teacher-budget")
+    assert "no sweep" in report.lr_sweep_table("paper", "xsum-lr").iloc[0, 0]
+
+
+def test_the_summarization_rate_sweep_reads_each_control_against_its_own_teacher(dirs):
+    runs = X.runs("xsum-lr", "cpu")
+    table = X.runs("xsum-table", "cpu")
+    assert runs["teacher"] == table["teacher"]
+    quarter = table["control"].max_steps // 4
+    sweep = [k for k in runs if k.startswith("control-lr") and not k.endswith("-full")]
+    assert [runs[k].lr for k in sweep] == list(X.LR_SWEEP) and all(runs[k].max_steps == quarter for k in sweep)
+    assert runs["control-lr0.0003-full"].max_steps == table["control"].max_steps
+    assert set(report.lr_sweep_table("cpu", "xsum-lr")["control: valid PPL at the end"]) == {"not run"}
+    for key, ppl in (("teacher", 14.0), ("control-lr3e-05", 14.1), ("control-lr0.0003", 17.5)):
+        curve = [{"step": 0, "valid_ppl": 14.0}, {"step": 5, "valid_ppl": ppl + 1.0}]
+        write_json(X.result_path(runs[key]), {"config": asdict(runs[key]), "metrics": {"valid_ppl": ppl},
+                                                "curve": curve, "steps": 55})
+    table_rows = report.lr_sweep_table("cpu", "xsum-lr")
+    assert list(table_rows["steps"]) == [55, 55, 55, table["control"].max_steps]  # the full-budget row last
+    rows = table_rows[table_rows["steps"] == 55].set_index("learning rate")
+    assert rows.loc["3e-05", "/ teacher"] == pytest.approx(14.1 / 14.0)
+    assert rows.loc["0.0003", "worst point on the way / teacher"] == pytest.approx(18.5 / 14.0)
+    assert rows.loc["0.0001", "control: valid PPL at the end"] == "not run"
+    chosen = rows.index[rows["chosen"] == "yes"].tolist()
+    assert chosen == [f"{table['control'].lr:g}"] or (chosen == [] and table["control"].lr not in X.LR_SWEEP)
+    # the dialogue sweep reads the gold reply's perplexity (hits@1 moves in whole examples), at step 0 and the end
+    dialogue = X.runs("dialogue-lr", "cpu")
+    assert list(dialogue) == ["teacher"] + [f"control-lr{lr:g}" for lr in X.LR_SWEEP]
+    assert all(c.curve_points == 0 and c.max_steps == X.runs("dialogue-table", "cpu")["control"].max_steps // 4
+               for k, c in dialogue.items() if k != "teacher")
+    for key, ppl in (("teacher", 20.0), ("control-lr0.0001", 20.2)):
+        write_json(X.result_path(dialogue[key]), {"config": asdict(dialogue[key]), "steps": 37, "curve": [
+            {"step": 0, "valid_reply_ppl": 20.0}], "metrics": {"valid_reply_ppl": ppl, "valid_mc_acc": 50.0}})
+    rows = report.lr_sweep_table("cpu", "dialogue-lr").set_index("learning rate")
+    assert rows.loc["0.0001", "/ teacher"] == pytest.approx(1.01)
+
+
+def test_the_sweep_rule_picks_the_largest_rate_within_two_percent(dirs):
+    runs = X.runs("xsum-lr", "cpu")
+    ends = {"teacher": 14.0, "control-lr3e-05": 14.1, "control-lr0.0001": 14.27, "control-lr0.0003": 14.5}
+    for key, ppl in list(ends.items())[:-1]:
+        write_json(X.result_path(runs[key]), {"config": asdict(runs[key]), "metrics": {"valid_ppl": ppl}})
+    assert report.swept_rate("cpu", "xsum-lr") is None  # a swept control has not landed
+    last = runs["control-lr0.0003"]
+    write_json(X.result_path(last), {"config": asdict(last), "metrics": {"valid_ppl": ends["control-lr0.0003"]}})
+    assert report.swept_rate("cpu", "xsum-lr") == 1e-4  # 14.27 / 14.0 = 1.019; 14.5 / 14.0 = 1.036
+    assert report.swept_rate("paper", "xsum-lr") is None
+
+
+def test_every_committed_sweep_chose_the_rate_its_table_uses():
+    """The students' rates are written in the code; the committed sweeps must pick the same ones by the rule."""
+    from qlib.experiments import task_base
+
+    checked = 0
+    for grid, table_rate in (("lm-lr", X.STUDENT_LR["cpu"]), ("xsum-lr", task_base("xsum-table", "cpu")["lr"]),
+                             ("dialogue-lr", task_base("dialogue-table", "cpu")["lr"])):
+        picked = report.swept_rate("cpu", grid)
+        if picked is not None:
+            checked += 1
+            assert picked == table_rate, (grid, picked, table_rate)
+    assert checked >= 2  # the lm-lr and xsum-lr sweeps are committed
+
+
+def test_claims_take_their_verdicts_from_the_seed_band(dirs):
+    t, seeds = X.runs("lm-table", "cpu"), X.runs("lm-seeds", "cpu")
+    claims = (lambda: report.claims("cpu").set_index("claim (paper: GPT-2 small on PTB)")["verdict"])
+    assert set(claims()) == {"not run"}
+    key = "At 2-2-8, QuantGPT reaches a lower PPL than LAQ."
+    _fake_result(t["mds-228"], 100.0)
+    _fake_result(t["laq-228"], 110.0)
+    assert claims()[key].startswith("inconclusive (seed band not measured")
+    assert "not measured yet" in report.seed_band_note("cpu")
+    _fake_result(seeds["mds-228-seed1"], 97.0)
+    _fake_result(seeds["mds-228-seed2"], 99.0)
+    # one method's three seeds give a band, labelled as partial
+    assert report.seed_band("cpu") == pytest.approx(100.0 / 97.0 - 1)
+    assert "LAQ (1 of 3) have run yet" in report.seed_band_note("cpu") and "QuantGPT 3.1%" in report.seed_band_note("cpu")
+    for name, ppl in (("mds-228-seed1", 102.0), ("mds-228-seed2", 98.0), ("laq-228-seed1", 111.0),
+                      ("laq-228-seed2", 109.0)):
+        _fake_result(seeds[name], ppl)
+    assert report.seed_band("cpu") == pytest.approx(102.0 / 98.0 - 1)
+    assert "have run yet" not in report.seed_band_note("cpu")
+    assert claims()[key] == "reproduced"  # 100 * (1 + 4.1%) < 110
+    _fake_result(t["laq-228"], 103.0)
+    assert claims()[key].startswith("inconclusive (inside")
+    _fake_result(t["lsq-228"], 90.0)  # not a seed run: the band stays
+    assert claims()["At 2-2-8, QuantGPT reaches a lower PPL than LSQ."] == "contradicted"
+    _fake_result(t["teacher"], 99.0)
+    ratio = "At 2-2-8, QuantGPT stays within 10% of the full-precision teacher's PPL (ratio below 1.10)."
+    assert claims()[ratio] == "reproduced"  # 100 / 99 = 1.010: below 1.10 by more than the band (7.8%)
+
+
+def test_key_results_read_the_committed_ratios(dirs):
+    t = X.runs("lm-table", "cpu")
+    assert "have not landed" in report.key_results("cpu")
+    _fake_result(t["teacher"], 25.0)
+    _fake_result(t["pact-228"], 90000.0)
+    _fake_result(t["lsq-228"], 125.0)
+    text = report.key_results("cpu")
+    assert "PACT 3,600x, LSQ 5.00x" in text and "not run yet: LAQ" in text and "QuantGPT 2-2-8 has not" in text
+    assert "4-4-8" not in text
+    _fake_result(t["mds-448"], 150.0)
+    _fake_result(t["lsq-448"], 30.0)
+    assert "gamma = 1 ends at 6.00x the teacher's PPL, LSQ at 1.20x (paper: QuantGPT 1.02x, LSQ 5.42x)." \
+        in report.key_results("cpu")
+    _fake_result(X.runs("lm-gamma-init", "cpu")["mds-448-gamma3.5"], 32.5)
+    assert "started at gamma = 3.5, where a SmolLM2 matrix's 4-bit error is least (chapter 7), QuantGPT ends at " \
+           "1.30x (paper:" in report.key_results("cpu", gamma_from="chapter 7")
+
+
+def test_table_rows_say_where_gamma_started(dirs):
+    rows = report.ablation_table("cpu", ("mds-448", "mds-448-gamma3.5", "lsq-448"))["variant"].tolist()
+    assert rows == ["QuantGPT 4-4-8", "QuantGPT 4-4-8, gamma started at 3.5", "LSQ 4-4-8"]
+
+
+def test_gap_text_says_how_far_and_whether_outside_the_band():
+    assert report.gap_text(105.5, 100.0, "QuantGPT", 0.048) == "5.5% above QuantGPT (outside the seed band)"
+    assert report.gap_text(98.4, 100.0, "it", 0.048) == "1.6% below it (inside the seed band)"
+    assert report.gap_text(101.0, 100.0, "it", None) == "1.0% above it"
+
+
+def test_the_generative_xtc_reading_is_computed_from_the_results(dirs):
+    """Chapter 8's reading of Table 8.3 follows the result files: each run's PPL appears, a gap is called outside the
+    band exactly when it is, and a run without a result is named instead of read."""
+    assert report.lm_xtc_reading("cpu", title="Table 8.3").startswith("**Reading Table 8.3:** not run yet")
+    t, x = X.runs("lm-table", "cpu"), X.runs("lm-xtc", "cpu")
+    ppl = {"teacher": 24.0, "mds-228": 110.0, "twn-228-xtc": 112.0, "bwn-118-xtc": 140.0, "xtc-15L": 150.0,
+           "twn-228-xtc-15L": 170.0}  # bwn-118-xtc-15L not run
+    for key, value in ppl.items():
+        cfg = {**t, **x}[key]
+        result = {"config": asdict(cfg), "metrics": {"test_ppl": value},
+                  "size_mb": 300.0 if cfg.method == "fp" else 30.0,
+                  "steps": 400, "tokens_per_step": 512, "device": "cpu", "dtype": "fp32", "date": "2026-12-06",
+                  "curve": [{"step": 0, "valid_ppl": 1e6}]}
+        write_json(X.result_path(cfg), result)
+    for band, inside in ((0.05, {"QuantGPT"}), (0.01, set())):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(report.verdicts, "seed_band", lambda preset, runs=None: band)
+            text = report.lm_xtc_reading("cpu", band_source="chapter 7")
+        for value in ppl.values():
+            assert f"{value:.2f}" in text or value == 24.0
+        assert ("1.8% above QuantGPT (inside the seed band)" in text) == ("QuantGPT" in inside)
+        assert "13.3% above that student (outside the seed band)" in text
+        assert "Binary weights on the reduced student" not in text and "Not run yet: `bwn-118-xtc-15L`" in text
+
+
+def test_the_sst2_xtc_reading_is_computed_from_the_results(dirs):
+    """Chapter 8's reading of Table 8.1 follows the result files: each gap in points, the compression beside it,
+    the paper's 1-bit gap beside ours, and a run without a result named instead of read."""
+    assert report.xtc_reading("cpu", title="Table 8.1").startswith("**Reading Table 8.1:** not run yet")
+    runs = X.runs("xtc-sst2", "cpu")
+    acc = {("fp", False): 90.0, ("fp", True): 88.0, ("twn", False): 86.5, ("bwn", False): 80.0, ("bwn", True): 81.5}
+    for key, cfg in runs.items():
+        value = acc.get((cfg.method, bool(cfg.keep_layers)))
+        if value is None:
+            continue  # the reduced ternary student: not run
+        result = {"config": asdict(cfg), "metrics": {"valid_accuracy": value}, "steps": cfg.max_steps or 500,
+                  "size_mb": 80.0 / (1 + 10 * (cfg.method != "fp")) / (2 if cfg.keep_layers else 1),
+                  "device": "cpu", "code_version": "abc1234"}
+        write_json(X.result_path(cfg), result)
+    text = report.xtc_reading("cpu")
+    assert "The teacher reaches 90.0 dev accuracy" in text and "code abc1234" in text
+    assert "ternary weights lose 3.5 points and binary weights 10.0 (11.0x and 11.0x smaller" in text
+    assert "Halving the depth in full precision costs 2.0 points (2.0x smaller)" in text
+    assert "Halving a binary student's depth moves it from 80.0 to 81.5 (+1.5 points) for 11.0x to 22.0x" in text
+    assert "0.8 points below its teacher on MNLI-m (84.1 against 84.9)" in text
+    assert "10.0 points below ours on SST-2" in text
+    reduced_twn = next(k for k, c in runs.items() if c.method == "twn" and c.keep_layers)
+    assert f"Not run yet: `{reduced_twn}`" in text and "Halving a ternary" not in text
+
+
+def test_the_benchmark_reading_is_computed_from_the_file(dirs):
+    """Chapter 7's reading of Tables 7.5 and 7.6 follows the benchmark file: its provenance, its command, each
+    phase's figures and every target's verdict; a missing file says how to make it."""
+    from qlib import bench
+
+    assert report.bench_reading("nothing", title="Tables 7.5 and 7.6").startswith(
+        "**Reading Tables 7.5 and 7.6:** not run yet")
+
+    def phase(secs, dtype, mem=1000.0):
+        return {"sec_per_iter": sorted(secs)[1], "tokens_per_s": 512 / sorted(secs)[1], "peak_mem_mib": mem,
+                "dtype": dtype, "repeat_sec_per_iter": secs, "spread": max(secs) / min(secs) - 1, "steal_frac": 0.001,
+                "mfu": 0.1}
+    b = {"model": "smollm2-135m", "w_bits": 2, "batch_size": 4, "seq_len": 128, "steps": 15, "warmup": 3,
+         "repeats": 3, "device": "cpu", "code_version": "abc1234", "cores": 2, "date": "2026-12-06", "load_avg": 0.1,
+         "busy": False, "others_busy_cores": {"x": 0.02}, "cpu_bf16_matrix_units": True,
+         "peak_flops": {"fp32": 1e11, "bf16": 5e11}, "phases": {}}
+    for dtype, scale in (("fp32", 2.0), ("bf16", 1.0)):
+        b["phases"].update({f"c_qat_dist_cont/{dtype}": phase([2.0 * scale, 2.2 * scale, 2.1 * scale], dtype, 1010.0),
+                            f"c_qat_dist_cont/{dtype}+compile": phase([1.5 * scale, 1.6 * scale, 1.4 * scale], dtype),
+                            f"a_fp_finetune/{dtype}": phase([1.0 * scale] * 3, dtype),
+                            f"b_qat_dist/{dtype}": phase([2.0 * scale] * 3, dtype),
+                            f"a_fp_finetune/{dtype}+compile": phase([0.9 * scale] * 3, dtype)})
+    write_json(X.results_dir() / "bench" / "some-bench.json", b)
+    text = report.bench_reading("some-bench")
+    assert "measured on 2026-12-06 with code abc1234 on 2 CPU cores with AMX" in text
+    assert ("`python -m qlib.bench --model smollm2-135m --w-bits 2 --batch-size 4 --seq-len 128 --steps 15 --repeats 3"
+            " --phases a_fp_finetune b_qat_dist c_qat_dist_cont --dtypes fp32 bf16 --compile`") in text
+    assert "other work at most 0.02 cores" in text and "BUSY" not in text
+    # tokens/s of the median repeat, fp32 / bf16: 512 / 4.2 and 512 / 2.1
+    assert "$\\mathcal{L}_{dist} + \\lambda\\mathcal{L}_{cont}$ 122 / 244 eager and 171 / 341 compiled" in text
+    for r in bench.target_checks(b):
+        assert f"{r['dtype']}, {r['check']}: {r['median']:.3g}" in text and f"**{r['verdict']}**" in text
+    assert "time / compiled fp fine-tuning step" in text  # like with like where the file has both compiled
+    assert "1.00x, 1.10x, 1.05x the $\\mathcal{L}_{dist}$ step's time" in text and "1.010x its peak memory" in text
+    assert "(the paper: 1.10x and 1.009x)" in text and "A ratio below 1" not in text
+    faster = {**b, "phases": {**b["phases"], "c_qat_dist_cont/fp32": phase([3.0, 4.4, 4.2], "fp32", 1010.0)}}
+    write_json(X.results_dir() / "bench" / "some-bench.json", faster)  # one round where L_cont looks free: said so
+    assert "A ratio below 1 is not the contrastive loss's cost" in report.bench_reading("some-bench")
+    assert "in alternation in one process" not in text
+    write_json(X.results_dir() / "bench" / "some-bench-interleaved.json", {
+        "kind": "interleaved", **{k: b[k] for k in ("model", "w_bits", "batch_size", "seq_len", "device", "date",
+                                                    "code_version", "load_avg", "busy")}, "steps": 16,
+        "dtypes": {"bf16": {"median_ratio": 1.031, "quartiles": [1.012, 1.06]}}})
+    text = report.bench_reading("some-bench")
+    assert ("Timed in alternation in one process (16 pairs of steps per dtype, 2026-12-06, code abc1234, eager, load "
+            "average 0.1; `python -m qlib.bench --interleave`), the contrastive loss takes bf16 1.031x (quartiles "
+            "1.012-1.060; **met, but not its upper quartile**)") in text
+    assert len(report.bench_table()) == len(b["phases"]) + 1  # the interleaved file has no phases to show
+    write_json(X.results_dir() / "bench" / "some-bench.json", {**b, "busy": True})
+    assert "**BUSY: these are not the machine's figures**" in report.bench_reading("some-bench")
+
+
+def test_the_ablation_readings_are_computed_from_the_results(dirs):
+    """Chapter 7's readings of Tables 7.1, 7.2 and Fig. 7 follow the result files: each variant's gap to QuantGPT
+    and whether it lies outside the seed band, the paper's gap beside it, a compared pair, the curves' range at a
+    few common steps, and a variant without a result named instead of read."""
+    keys = ("mds-228", "mds-228-dist-only", "mds_pact_grad-228-dist-only")
+    assert report.ablation_reading("cpu", keys, "Table 7.1").startswith("**Reading Table 7.1:** not run yet")
+    configs = {**X.runs("lm-table", "cpu"), **X.runs("lm-ablations", "cpu")}
+    for key, ppl, curve in (("mds-228", 100.0, (400.0, 200.0, 120.0)), ("mds-228-dist-only", 106.0, (440.0, 210.0,
+                                                                                                      126.0))):
+        points = [{"step": s, "valid_ppl": v} for s, v in zip((0, 36, 121, 400), (1e6, *curve))]
+        write_json(X.result_path(configs[key]), {"config": asdict(configs[key]), "metrics": {"test_ppl": ppl},
+                                                   "steps": 400, "device": "cpu", "code_version": "abc1234",
+                                                   "curve": points})
+    pairs = (("mds_pact_grad-228-dist-only", "mds-228-dist-only"),)
+    for band, outside in ((0.05, True), (0.08, False)):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(report.verdicts, "seed_band", lambda preset, runs=None: band)
+            text = report.ablation_reading("cpu", keys, "Table 7.1", report.PAPER_TABLE7_PTB, pairs=pairs)
+        where = "outside" if outside else "inside"
+        assert f"L_dist only: 106.00, 6.0% above QuantGPT ({where} the seed band)" in text
+        assert f"the seed band is {100 * band:.1f}%" in text and "ends at 100.00 test PPL" in text
+    assert "paper: 16.93 against 16.12, 5.0% above QuantGPT." in text
+    assert "400.0-440.0 at step 36, 200.0-210.0 at step 121, 120.0-126.0 at step 400 (at step 400 within 5.0%" in text
+    assert "Not run yet: `mds_pact_grad-228-dist-only`" in text and "against L_dist only" not in text
+
+
+def test_fig7_runs_are_looked_up_in_each_presets_grid():
+    """The smoke preset's Fig. 7 uses other negative counts than the others: its reading must find them by name."""
+    for preset in ("smoke", "cpu"):
+        keys = report.negatives_keys(preset)
+        assert set(keys) <= set(X.runs("lm-ablations", preset)) | {"mds-228"} and len(keys) == 4
+    assert report.negatives_keys("smoke")[:2] == ("mds-228-neg2", "mds-228-neg4")
+
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Every grid build (``experiments.runs``) and result read (``experiments.load_result``) the report makes."""
+    calls = {"runs": [], "load_result": []}
+    runs, load = X.runs, X.load_result
+    monkeypatch.setattr(X, "runs", lambda name, preset: calls["runs"].append(name) or runs(name, preset))
+    monkeypatch.setattr(X, "load_result", lambda cfg: calls["load_result"].append(cfg.out_dir) or load(cfg))
+    return calls
+
+
+def test_a_reading_builds_each_grid_and_reads_each_result_once(dirs, counted):
+    t, x = X.runs("lm-table", "cpu"), X.runs("lm-xtc", "cpu")
+    for cfg, ppl in ((t["teacher"], 24.0), (t["mds-228"], 100.0), (x["twn-228-xtc"], 110.0)):
+        write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": ppl}, "size_mb": 30.0,
+                                        "steps": 4, "tokens_per_step": 512, "device": "cpu", "code_version": "abc1234",
+                                        "curve": [{"step": 0, "valid_ppl": 1e6}, {"step": 4, "valid_ppl": ppl}]})
+    calls = {"claims": lambda: report.claims("cpu"), "lm_xtc_reading": lambda: report.lm_xtc_reading("cpu"),
+             "key_results": lambda: report.key_results("cpu"), "seed_band_note": lambda: report.seed_band_note("cpu"),
+             "ablation_reading": lambda: report.ablation_reading("cpu", ("mds-228", "mds-228-neg8"), "the figure"),
+             "not_run": lambda: report.not_run("cpu", "xsum-lr", "xsum-table")}  # the two share their teacher
+    for name, call in calls.items():
+        counted["runs"].clear()
+        counted["load_result"].clear()
+        call()
+        assert len(counted["runs"]) == len(set(counted["runs"])), (name, counted["runs"])
+        assert len(counted["load_result"]) == len(set(counted["load_result"])), (name, counted["load_result"])
+
+
+def test_a_result_written_after_a_call_is_read_by_the_next(dirs):
+    t = X.runs("lm-table", "cpu")
+    assert report.teacher_test_ppl("cpu") is None and report.lm_table("cpu").set_index("run").loc[
+        "teacher", "ours: test PPL"] == "not run"
+    _fake_result(t["teacher"], 24.0)
+    assert report.teacher_test_ppl("cpu") == 24.0
+
+
+def test_grid_results_look_runs_up_by_name_across_grids(dirs, counted):
+    runs = report.load_grids("cpu", "lm-table", "lm-ablations")
+    assert counted["runs"] == ["lm-table", "lm-ablations"] and not counted["load_result"]  # results read on first use
+    assert "mds-228-dist-only" in runs and "teacher" in runs and runs.metric("teacher") is None
+    _fake_result(runs.configs["mds-228"], 101.0)
+    cfg, res = runs["mds-228"]
+    assert cfg == X.runs("lm-table", "cpu")["mds-228"] and res["metrics"]["test_ppl"] == 101.0
+    assert list(runs.done()) == ["mds-228"] and runs.metric("mds-228") == 101.0
+    assert counted["load_result"].count(cfg.out_dir) == 1
+
+
+def test_the_library_leaves_titles_and_paper_numbers_to_the_notebooks_and_paper_py():
+    """Book numbers (``Table 8.1``, ``chapter 7``) are arguments the notebooks pass; the paper's numbers come from
+    ``qlib.paper`` only (the teacher PPLs are never written inline in the library or a notebook's code)."""
+    library = {p: p.read_text() for p in (ROOT / "qlib" / "report").glob("*.py")}
+    for path, text in library.items():
+        assert not re.search(r"(Tables? \d+\.\d|[Cc]hapter \d)", text), path
+        assert "16.12" not in text and "14.72" not in text, path
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+        assert "16.12" not in code and "14.72" not in code, path
+    assert report.paper_ratio() == report.PAPER_TABLE1[("mds", "2-2-8")][2] / report.PAPER_PTB_TEACHER
+
+
+def test_the_readings_take_their_titles_and_references_as_arguments(dirs):
+    assert report.xtc_reading("cpu", title="Table X.1").startswith("**Reading Table X.1:** not run yet")
+    assert report.lm_xtc_reading("cpu", title="Table X.3").startswith("**Reading Table X.3:** not run yet")
+    assert report.bench_reading("nothing", title="Tables X.5 and X.6").startswith("**Reading Tables X.5 and X.6:**")
+    t, a = X.runs("lm-table", "cpu"), X.runs("lm-ablations", "cpu")
+    for cfg, ppl in ((t["mds-228"], 100.0), (a["mds-228-dist-only"], 103.0)):
+        write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": ppl}, "steps": 4,
+                                        "device": "cpu", "code_version": "abc1234"})
+    seeds = X.runs("lm-seeds", "cpu")
+    for key, ppl in (("mds-228-seed1", 98.0), ("mds-228-seed2", 102.0)):
+        _fake_result(seeds[key], ppl)
+    text = report.ablation_reading("cpu", ("mds-228", "mds-228-dist-only"), "Table X.1", band_ref="Table X.3")
+    assert text.startswith("**Reading Table X.1** (`cpu` preset, CPU, 4 steps each, code abc1234;")
+    assert "the seed band is 4.1% (Table X.3)." in text

@@ -37,7 +37,7 @@ $(abspath .venv/bin/python):
 test: setup
 	$(PY) -m pytest -q tests
 
-# the unit tests for the edit-test loop (< 2 minutes): everything not marked slow
+# the unit tests for the edit-test loop (under 90 s on 2 cores): everything not marked slow
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 

@@ -21,7 +21,7 @@ STAMP := build/.setup-$(shell $(if $(VENV),$(BASE_PY),$(PY)) -c "import hashlib;
 BOOK_PRESET ?= cpu
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-.PHONY: setup test test-fast book notebooks clean
+.PHONY: setup test test-fast book notebooks clean llama-cpp
 
 $(STAMP): pyproject.toml $(VENV)
 	$(PY) -m pip install -q -e ".[dev]"
@@ -52,6 +52,11 @@ notebooks: setup
 book: setup
 	$(PY) -c "from jupyter_book.cli.main import main; main()" build . -W -n --keep-going
 	@echo "The book is at $(abspath _build/html/index.html)"
+
+# optional: llama.cpp's tools, built from PyPI's llama-cpp-python source archive (about 12 minutes on 2 cores), for the
+# GGUF export's llama.cpp tests and the book's deployment numbers
+llama-cpp:
+	nice tools/llama_cpp.sh
 
 clean:
 	rm -rf _build build

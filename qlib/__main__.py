@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="the .gguf file to write")
     e.add_argument("--teacher-gguf", default=None,
                    help="the GGUF file whose tokenizer and metadata to copy (default: the model's own, when known)")
+    d = sub.add_parser("deploy-bench", help="a trained student in llama.cpp beside PyTorch: sizes, tokens/s, PTB PPL "
+                                            "(needs `make llama-cpp`; measure on an idle machine)")
+    d.add_argument("run_folder", help="a finished run folder of a quantized Llama-family student")
+    d.add_argument("--out", default=None, help="the result file (default: results/deploy/<run>.json)")
+    d.add_argument("--threads", type=int, default=2)
     return p
 
 
@@ -133,6 +138,11 @@ def main(argv=None) -> int:
         from .gguf_export import export_gguf_cli
         report = export_gguf_cli(args["source"], args["out"], args["teacher_gguf"])
         print(json.dumps({k: v for k, v in report.items() if k != "tensors"}, indent=1))
+        return 0
+    if command == "deploy-bench":
+        from .deploy import deploy_benchmark
+        res = deploy_benchmark(args["run_folder"], args["out"], args["threads"])
+        print(json.dumps({k: res[k] for k in ("sizes", "llama_cpp", "qlib_torch", "perplexity")}, indent=1))
         return 0
     if command == "gpu-run":
         from .gpu_slot import gpu_run

@@ -371,7 +371,7 @@ def teacher_gguf_of(config) -> Path | None:
     return Path(*smollm2_path())
 
 
-def _run_student(folder: Path):
+def run_student(folder: Path):
     """The trained student of a run folder (``result.json`` + ``checkpoint.pt``), as the book's evaluations build it."""
     result, ckpt = folder / "result.json", folder / "checkpoint.pt"
     for f in (result, ckpt):
@@ -388,7 +388,7 @@ def export_gguf_cli(source: str, out: str, teacher_gguf: str | None = None) -> d
     the teacher's GGUF (tokenizer) is found from the model's config unless given."""
     src = Path(source)
     if src.is_dir():
-        model, encodings = _run_student(src), None
+        model, encodings = run_student(src), None
     elif src.is_file():
         model, encodings = load_packed(src), packed_encodings(src)
     else:

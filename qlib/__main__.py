@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="after each run, greedy continuations of the book's prompts, saved under samples/")
     g.add_argument("--figures", action="store_true",
                    help="after each run, the data of the 'why hard' figures (Figs. 2-4), saved under figures/")
+    _tool_parsers(sub)
+    return p
+
+
+def _tool_parsers(sub) -> None:
+    """The commands beside training: a lent GPU slot, the GGUF export, the deployment benchmark."""
     s = sub.add_parser("gpu-run", help="a lent GPU slot: benchmark, then the queue of runs, within MINUTES; packs "
                                        "the result files into OUT/results.tar.gz")
     s.add_argument("--minutes", type=float, required=True)
@@ -82,7 +88,6 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("run_folder", help="a finished run folder of a quantized Llama-family student")
     d.add_argument("--out", default=None, help="the result file (default: results/deploy/<run>.json)")
     d.add_argument("--threads", type=int, default=2)
-    return p
 
 
 def _selects(only: str, cfg, configs) -> bool:

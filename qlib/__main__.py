@@ -85,7 +85,11 @@ def _tool_parsers(sub) -> None:
                    help="the GGUF file whose tokenizer and metadata to copy (default: the model's own, when known)")
     d = sub.add_parser("deploy-bench", help="a trained student in llama.cpp beside PyTorch: sizes, tokens/s, PTB PPL "
                                             "(needs `make llama-cpp`; measure on an idle machine)")
-    d.add_argument("run_folder", help="a finished run folder of a quantized Llama-family student")
+    d.add_argument("run_folder", nargs="?", default=None,
+                   help="a finished run folder of a quantized Llama-family student (or --grid and --run)")
+    d.add_argument("--grid", default=None, help="with --run: a grid's run, trained first when its weights are missing")
+    d.add_argument("--run", default=None, help="the run's short name in --grid (e.g. mds-228)")
+    d.add_argument("--preset", default="cpu")
     d.add_argument("--out", default=None, help="the result file (default: results/deploy/<run>.json)")
     d.add_argument("--threads", type=int, default=2)
 
@@ -145,8 +149,9 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in report.items() if k != "tensors"}, indent=1))
         return 0
     if command == "deploy-bench":
-        from .deploy import deploy_benchmark
-        res = deploy_benchmark(args["run_folder"], args["out"], args["threads"])
+        from .deploy import deploy_benchmark, run_folder_of
+        folder = args["run_folder"] or run_folder_of(args["grid"], args["run"], args["preset"])
+        res = deploy_benchmark(folder, args["out"], args["threads"])
         print(json.dumps({k: res[k] for k in ("sizes", "llama_cpp", "qlib_torch", "perplexity")}, indent=1))
         return 0
     if command == "gpu-run":

@@ -66,6 +66,18 @@ def perplexities(model, gguf_file: Path, folder: Path, n_ctx: int = 512, chunks:
     return {"n_ctx": n_ctx, "chunks": chunks, **L.agreement(L.qlib_log_probs(model, theirs["tokens"]), theirs)}
 
 
+def run_folder_of(grid: str | None, run: str | None, preset: str) -> Path:
+    """The run folder of run ``run`` of ``grid``, its weights rebuilt (teacher first) when they are not on this
+    machine: run folders are not committed."""
+    from .experiments import runs, trained_model
+
+    if not grid or not run:
+        raise ValueError("name a run folder, or a grid and a run (--grid lm-table --run mds-228)")
+    cfg = runs(grid, preset)[run]
+    trained_model(cfg)
+    return Path(cfg.out_dir)
+
+
 def deploy_benchmark(run_folder: str | Path, out: str | Path | None = None, threads: int = 2) -> dict:
     """Everything the deployment page shows, for the trained student of ``run_folder``, in one run."""
     run_folder = Path(run_folder)

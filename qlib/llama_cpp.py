@@ -99,12 +99,13 @@ def qlib_log_probs(model, tokens: torch.Tensor, bos_id: int | None = None) -> to
 def agreement(ours: torch.Tensor, theirs: dict) -> dict:
     """How far llama.cpp's log-probabilities (``read_logits_file``) lie from ours on the same positions: the largest
     difference where llama.cpp kept the value (above its floor), the share of positions with the same most likely
-    token, the mean KL(ours || llama.cpp) and both perplexities of the scored tokens."""
+    token, the mean KL(ours || llama.cpp) over the kept entries (below the floor llama.cpp's file has no value) and
+    both perplexities of the scored tokens."""
     lp, keep = theirs["log_probs"], theirs["above_floor"]
     n_ctx = theirs["n_ctx"]
     targets = theirs["tokens"][:, n_ctx // 2 + 1:n_ctx]
     diff = (ours - lp).abs().masked_fill(~keep, 0.0)
-    kl = (ours.exp() * (ours - lp)).sum(-1)
+    kl = (ours.exp() * (ours - lp)).masked_fill(~keep, 0.0).sum(-1)
     top1 = (ours.argmax(-1) == lp.argmax(-1)).float().mean().item()
     return {"max_abs_log_prob_diff": diff.max().item(), "top1_agreement": top1, "mean_kl": kl.mean().item(),
             "ppl_qlib": _ppl(ours, targets), "ppl_llama_cpp": _ppl(lp, targets), "positions": int(targets.numel())}
@@ -115,11 +116,14 @@ def _ppl(log_probs: torch.Tensor, targets: torch.Tensor) -> float:
 
 
 def logits_file(model_gguf: str | Path, text_file: str | Path, out: str | Path, n_ctx: int, chunks: int,
-                threads: int = 2) -> dict:
-    """Run ``llama-perplexity`` on ``text_file`` and keep its log-probabilities (fp32 KV cache, so that the cache
-    adds no rounding of its own); returns ``read_logits_file(out)``."""
+                threads: int = 2, exact: bool = False) -> dict:
+    """Run ``llama-perplexity`` on ``text_file`` and keep its log-probabilities; returns ``read_logits_file(out)``.
+    ``exact``: an fp32 KV cache and no flash attention (whose CPU kernel rounds through fp16: 2e-2 in
+    log-probability on SmolLM2, against 2e-4 without), so that llama.cpp adds no rounding of its own; else
+    llama.cpp's defaults, as people run it."""
+    exact_args = ("-ctk", "f32", "-ctv", "f32", "-fa", "off") if exact else ()
     run("llama-perplexity", "-m", model_gguf, "-f", text_file, "-c", n_ctx, "-b", n_ctx, "--chunks", chunks,
-        "-t", threads, "-ctk", "f32", "-ctv", "f32", "--kl-divergence-base", out)
+        "-t", threads, *exact_args, "--kl-divergence-base", out)
     return read_logits_file(out)
 
 

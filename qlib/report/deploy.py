@@ -1,0 +1,98 @@
+"""The deployment page: a trained 2-bit student in llama.cpp beside qlib's PyTorch student, read from
+``results/deploy/<run>.json`` (``python -m qlib deploy-bench``)."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from .. import experiments as X
+
+# the student the page deploys: the longest-trained QuantGPT 2-2-8 of these, once its result is committed
+DEPLOY_CANDIDATES = (("lm-long", "mds-228-long"), ("lm-table", "mds-228"))
+
+
+def deploy_run(preset: str):
+    """The config of the longest-trained QuantGPT 2-2-8 student with a committed result (None: none has run)."""
+    best, best_steps = None, -1
+    for grid, key in DEPLOY_CANDIDATES:
+        cfg = X.runs(grid, preset)[key]
+        res = X.load_result(cfg)
+        if res is not None and res["steps"] > best_steps:
+            best, best_steps = cfg, res["steps"]
+    return best
+
+
+def deploy_result(preset: str) -> dict | None:
+    cfg = deploy_run(preset)
+    path = X.results_dir() / "deploy" / f"{cfg.out_dir.rsplit('/', 1)[-1]}.json" if cfg else None
+    return json.loads(path.read_text()) if path and path.is_file() else None
+
+
+def deploy_command(preset: str) -> str:
+    """The commands that make the page's measurements: llama.cpp's tools, then the benchmark (which trains the
+    student again when its weights are not on the machine: run folders are not committed)."""
+    cfg = deploy_run(preset)
+    if cfg is None:
+        return f"python -m qlib grid lm-table --preset {preset} --only mds-228, then this page's deploy-bench"
+    grid = next(g for g, key in DEPLOY_CANDIDATES if key == cfg.name)
+    return f"make llama-cpp && python -m qlib deploy-bench --grid {grid} --run {cfg.name} --preset {preset}"
+
+
+def deploy_table(preset: str, which: str) -> pd.DataFrame:
+    """One of ``deploy_tables``' tables ("sizes", "speeds", "perplexity", "agreement"), or a row that says it has
+    not run with the command that runs it."""
+    tables = deploy_tables(preset)
+    return tables[which] if tables else pd.DataFrame([{"not run": deploy_command(preset)}])
+
+
+def export_demo(preset: str, bits: tuple[int, int, int] = (2, 2, 8)) -> pd.DataFrame:
+    """The exporter on a real model: the preset's model quantized by dynamic scaling at ``bits`` (untrained: the
+    export does not care), written to GGUF and read back; per GGUF type, how many quantized tensors and the largest
+    difference between the file's weights and qlib's codes times their fp16-rounded steps (exact: 0)."""
+    from .. import QuantConfig, quantize_model
+    from ..gguf_export import export_gguf, gguf_names, read_gguf, student_encodings, teacher_gguf_of
+    from ..models import load_model
+
+    model = quantize_model(load_model(X.lm_base(preset)["model"]),
+                           QuantConfig(method="mds", w_bits=bits[0], e_bits=bits[1], a_bits=bits[2]))
+    encodings, to_gguf = student_encodings(model), gguf_names(model.config.num_hidden_layers)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = export_gguf(model, Path(tmp) / "student.gguf", teacher_gguf_of(model.config))
+        back = read_gguf(Path(tmp) / "student.gguf")
+    rows = {}
+    for name, enc in encodings.items():
+        qtype = out["tensors"][to_gguf[name]]
+        diff = (back[name] - enc.codes.float() * enc.step.half().float()).abs().max().item()
+        n, worst = rows.get(qtype, (0, 0.0))
+        rows[qtype] = (n + 1, max(worst, diff))
+    table = [{"GGUF type": t, "quantized tensors": n, "largest |file - qlib|": w} for t, (n, w) in sorted(rows.items())]
+    return pd.DataFrame(table + [{"GGUF type": f"whole file: {out['mib']:.1f} MiB", "quantized tensors": len(encodings),
+                                  "largest |file - qlib|": max(w for _, w in rows.values())}])
+
+
+def deploy_tables(preset: str) -> dict[str, pd.DataFrame] | None:
+    """Sizes, speeds and perplexities of the deployed student (None until ``deploy_command`` has run)."""
+    res = deploy_result(preset)
+    if res is None:
+        return None
+    s, lc, pt, ppl = res["sizes"], res["llama_cpp"], res["qlib_torch"], res["perplexity"]
+    types = ", ".join(f"{n} {t}" for t, n in sorted(s["gguf_types"].items()))
+    sizes = pd.DataFrame([
+        {"file": "paper's accounting (bits per weight + one fp32 scale per group)", "MiB": s["accounted_mib"]},
+        {"file": "qlib's bit-packed safetensors", "MiB": s["packed_mib"]},
+        {"file": f"GGUF for llama.cpp ({types})", "MiB": s["gguf_mib"]}])
+    speeds = pd.DataFrame([
+        {"runtime": f"llama.cpp ({lc['threads']} threads)", "prompt tokens/s": lc["prompt_tokens_per_s"],
+         "generation tokens/s": lc["generation_tokens_per_s"]},
+        {"runtime": f"qlib, PyTorch fake-quantized ({pt['threads']} threads)",
+         "prompt tokens/s": pt["prompt_tokens_per_s"], "generation tokens/s": pt["generation_tokens_per_s"]}])
+    ppls = pd.DataFrame([
+        {"computed by": "llama.cpp, its defaults (8-bit matrix inputs per block of 32 or 256, f16 KV cache)",
+         "PTB test PPL": ppl["ppl_llama_cpp"]},
+        {"computed by": "qlib (8-bit activations per token)", "PTB test PPL": ppl["ppl_qlib"]}])
+    return {"sizes": sizes, "speeds": speeds, "perplexity": ppls,
+            "agreement": pd.DataFrame([{"scored tokens": ppl["positions"], "same top-1 token": ppl["top1_agreement"],
+                                        "mean KL (nats)": ppl["mean_kl"]}])}

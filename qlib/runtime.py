@@ -215,6 +215,17 @@ def provenance(device: torch.device, dtype: str | None = None) -> dict:
     out = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
            "code_version": code_version(), "cores": os.cpu_count(), "load_average": os.getloadavg()[0],
            "date": time.strftime("%Y-%m-%d")}
+    if device.type == "cpu":  # the CPU by name, and whether bf16 runs on matrix units: speeds depend on both
+        out.update(cpu_model=cpu_model(), cpu_bf16_matrix_units=cpu_has_bf16_matrix_units())
     if dtype is not None:
         out["dtype"] = resolve_dtype(device, dtype)
     return out
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name as /proc/cpuinfo gives it (None where there is none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)

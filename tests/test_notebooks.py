@@ -175,6 +175,41 @@ def test_the_page_check_finds_bare_images_and_index_columns():
     assert page.bare_images == 0 and page.empty_first_th == 0
 
 
+
+def _page_text(dom: str) -> str:
+    """The prose a reader sees in a rendered page's article: without scripts, styles, code blocks and rendered
+    math (MathJax's containers), tags stripped and entities decoded (a table cell's ``&lt;unk&gt;`` is "<unk>")."""
+    found = re.search(r"<article[^>]*>(.*)</article>", dom, re.S)
+    body = found.group(1) if found else dom
+    for tag in ("script", "style", "pre", "mjx-container", "mjx-assistive-mml"):
+        body = re.sub(rf"<{tag}\b.*?</{tag}>", " ", body, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", body))
+
+
+def _prose_words(dom: str) -> int:
+    """Words of a page's text outside its tables (a table is read, not counted as prose)."""
+    return len(_page_text(re.sub(r"<table\b.*?</table>", " ", dom, flags=re.S)).split())
+
+
+_RAW_LATEX = re.compile(r"\\(?:mathcal|mathrm|mathbf|frac|alpha|gamma|lambda|max|mathbb)\b|\$\\")
+
+
+def _raw_latex(text: str) -> list[str]:
+    """LaTeX left unrendered in a page's text ("$\\mathcal{L}", "\\frac{")."""
+    return sorted({m.group(0) for m in _RAW_LATEX.finditer(text)})
+
+
+def test_the_page_text_checks_find_raw_latex_swallowed_tokens_and_long_pages():
+    rendered = ('<article><p>loss <mjx-container><mjx-c></mjx-c></mjx-container> falls</p>'
+                '<table><tr><td>the &lt;unk&gt; of</td></tr></table><pre>s = "$\\mathcal{L}$"</pre></article>')
+    assert _raw_latex(_page_text(rendered)) == [] and "<unk>" in _page_text(rendered)
+    assert _raw_latex(_page_text("<article><p>a $\\mathcal{L}_{dist}$ b</p></article>"))
+    swallowed = "<article><table><tr><td>the <unk> of</td></tr></table></article>"  # unescaped: a tag, no text
+    assert "<unk>" not in _page_text(swallowed)
+    assert _prose_words("<article><p>" + "word " * 50 + "</p><table><tr><td>" + "x " * 99 +
+                        "</td></tr></table></article>") == 50
+
+
 def _chromium():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
@@ -260,6 +295,13 @@ def test_every_page_renders_in_headless_chromium(built_book, tmp_path):
                 continue
             target = (base / src.split("#")[0]).resolve()
             assert target.is_file() and target.stat().st_size > 100, f"{page.name}: broken image {src}"
+        text = _page_text(dom)
+        assert not _raw_latex(text), f"{page.name}: raw LaTeX in the page's text: {_raw_latex(text)}"
+        assert _prose_words(dom) <= 4000, f"{page.name}: {_prose_words(dom)} words of prose (at most ~4,000)"
+        if page.name == "04_language_modeling.html":  # Table 4.4's samples: escaped tokens survive as text
+            assert "<unk>" in text, f"{page.name}: the samples' <unk> tokens were swallowed as HTML tags"
+        if page.name == "00_intro.html":  # the answer on the first screen
+            assert "TL;DR" in " ".join(text.split()[:120]), f"{page.name}: no TL;DR on the first screen"
         has_math = "math notranslate" in dom or 'class="math' in dom
         if has_math:
             assert "mjx-container" in dom, f"{page.name}: math was not rendered by MathJax"

@@ -256,9 +256,9 @@ def test_task_claims_read_the_bootstrap_spread_of_each_comparison(monkeypatch):
     monkeypatch.setattr(X, "load_result", fake)
     rows = {r["claim"]: r["verdict"] for r in report.task_claims("dialogue-table", "cpu").to_dict("records")}
     assert rows["At 2-2-8, QuantGPT scores higher than LSQ."] == "reproduced"  # 78 vs 5: far outside the spread
-    assert rows["At 2-2-8, QuantGPT scores higher than LAQ."].startswith("inconclusive")  # 78 vs 75 of 100
+    assert rows["At 2-2-8, QuantGPT scores higher than LAQ."] == "inside the noise"  # 78 vs 75 of 100
     assert rows["At 2-2-8, QuantGPT scores higher than PACT."] == "not run"
-    assert report.verdict(5.0, 1.0, 2.0, absolute=True) == "contradicted"
+    assert report.verdict(5.0, 1.0, 2.0, absolute=True).startswith("contradicted")
     assert report.verdict(1.0, 5.0, 2.0, absolute=True) == "reproduced"
 
 
@@ -348,7 +348,7 @@ def test_distill_span_table_pairs_each_variant_with_the_grids_run(monkeypatch):
     assert X.grid("xsum-distill-all", "paper") == [] and "no such runs" in report.distill_span_table("paper").iloc[0, 0]
 
 
-def test_a_claim_between_two_collapsed_runs_is_inconclusive(monkeypatch):
+def test_a_claim_between_two_collapsed_runs_is_untestable(monkeypatch):
     from qlib import report
     from qlib.report import collapsed
 
@@ -359,9 +359,9 @@ def test_a_claim_between_two_collapsed_runs_is_inconclusive(monkeypatch):
     monkeypatch.setattr(X, "load_result", lambda cfg: {"metrics": {"test_rougeL_per_article": rl[
         names[Path(cfg.out_dir).name]]}} if names[Path(cfg.out_dir).name] in rl else None)
     rows = {r["claim"]: r["verdict"] for r in report.task_claims("xsum-table", "cpu").to_dict("records")}
-    assert rows["At 2-2-8, QuantBART scores higher than LAQ."] == "inconclusive (both collapsed)"
-    assert rows["At 2-2-8, QuantBART scores higher than LSQ."] == "contradicted"  # one of them works: judged
+    assert rows["At 2-2-8, QuantBART scores higher than LAQ."].startswith("untestable: both collapsed")
+    assert rows["At 2-2-8, QuantBART scores higher than LSQ."].startswith("contradicted")  # one of them works: judged
     assert rows["At 2-2-8, QuantBART stays within 1.5 of the full-precision teacher (the teacher minus 1.5 is "
-                "below QuantBART)."] == "contradicted"
+                "below QuantBART)."].startswith("contradicted")
     # the paper's own runs: PACT 2-2-8 collapsed on XSum, PACT 4-4-8 on Persona-Chat did not (chance 5%)
     assert collapsed(6.96, 33.05, 0.0) and not collapsed(25.13, 77.01, 5.0) and collapsed(5.52, 77.01, 5.0)

@@ -8,6 +8,11 @@ from matplotlib import ticker
 
 from ..labels import METHOD_COLORS, method_name
 
+# one style for every figure, set once: text a reader can read at page width (a 7-inch figure shrinks to about
+# 0.9x in the book's column)
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11, "xtick.labelsize": 10,
+                     "ytick.labelsize": 10, "legend.fontsize": 10, "figure.dpi": 100})
+
 
 class PlainLogFormatter(ticker.LogFormatter):
     """Log-axis labels as plain numbers up to 10,000 (14, 1,000) instead of 1.4 x 10^1; powers of ten above it
@@ -37,6 +42,14 @@ def columns(n: int, size: float = 3.0):
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes
+
+
+def off_scale(ax, x: float, value: float, top: float, label: str, color=None) -> None:
+    """Mark a point above the axis' top (a collapsed run) with an arrow at the top edge and its value, so that the
+    axis can stay on the runs that can be told apart."""
+    ax.annotate(f"{label}: {value:,.0f}" if value < 1e7 else f"{label}: {value:.1e}", xy=(x, top), xytext=(4, -28),
+                textcoords="offset points", ha="left", fontsize=10, color=color,
+                arrowprops={"arrowstyle": "->", "color": color or "black"})
 
 
 def method_color(name: str):

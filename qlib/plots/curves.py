@@ -4,25 +4,34 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from ..labels import METHOD_COLORS, method_name
-from .common import log_y, method_color
+from .common import log_y, method_color, off_scale
 
 
-def metric_vs_bits(rows: list[dict], metric: str = "test_ppl", log: bool = True, fp_value: float | None = None):
-    """Fig. 1: a metric against weight bits, one line per method. ``rows``: dicts with method, w_bits, value."""
+def metric_vs_bits(rows: list[dict], metric: str = "test_ppl", log: bool = True, fp_value: float | None = None,
+                   clip: float | None = 20.0):
+    """Fig. 1: a metric against weight bits, one line per method. ``rows``: dicts with method, w_bits, value. With
+    ``fp_value`` and ``clip``, a point above ``clip`` times ``fp_value`` (a collapsed run) is drawn off-scale, an
+    arrow at the top with its value, so the methods that work can be told apart."""
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    top = clip * fp_value if clip and fp_value else None
+    fig, ax = plt.subplots(figsize=(7, 3.8))
     for method in sorted({r["method"] for r in rows}):
         pts = sorted((r["w_bits"], r["value"]) for r in rows if r["method"] == method)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method_name(method),
-                color=METHOD_COLORS.get(method))
+        shown = [p for p in pts if top is None or p[1] <= top]
+        color = METHOD_COLORS.get(method)
+        ax.plot([p[0] for p in shown], [p[1] for p in shown], marker="o", label=method_name(method), color=color)
+        for x, v in (p for p in pts if top is not None and p[1] > top):
+            off_scale(ax, x, v, top, method_name(method), color)
     if fp_value is not None:
         ax.axhline(fp_value, color="black", ls="--", lw=1, label="teacher")
-    ax.set_xlabel("weight bits"), ax.set_ylabel(metric.replace("_", " "))
+    ax.set_xlabel("weight bits"), ax.set_ylabel(metric.replace("_", " ").replace("ppl", "PPL"))
     ax.set_xticks(sorted({r["w_bits"] for r in rows}))
     if log:
         log_y(ax)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: never over a point
+    if top is not None:
+        ax.set_ylim(top=top)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: never over a point
     fig.tight_layout()
     return fig
 
@@ -49,8 +58,8 @@ def learning_curves(curves: dict[str, list[tuple[int, float]]], teacher: float |
     if logy:
         log_y(ax)
     ax.set_xlabel(f"{xlabel} (step 0 at the left edge)"), ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: never over a point
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: never over a point
     fig.tight_layout()
     return fig
 
@@ -70,6 +79,6 @@ def negatives_plot(points: dict[str, list[tuple[int, float]]], band: float | Non
         ax.fill_between([min(bank), k], bank[k] / (1 + band), bank[k] * (1 + band), alpha=0.15, color="grey",
                         label="seed band of the main run")
     ax.set_xscale("log", base=2), ax.set_xlabel("negatives K"), ax.set_ylabel("test PPL")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig

@@ -17,7 +17,7 @@ def embedding_maps(data: dict[str, dict]):
     for ax, (name, c) in zip(axes, coords.items()):
         ax.scatter(c[:, 0], c[:, 1], s=4, alpha=0.7)
         title = name + (f"\nmean cos {spread[name]:.2f}" if spread else "")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=10)
         ax.set_xlim(-lim, lim), ax.set_ylim(-lim, lim), ax.set_xticks([]), ax.set_yticks([])
     fig.tight_layout()
     return fig
@@ -30,6 +30,6 @@ def similarity_maps(data: dict[str, dict]):
     fig, axes = columns(len(data))
     for ax, (name, d) in zip(axes, data.items()):
         im = ax.imshow(np.asarray(d["token_similarity"]), vmin=-1, vmax=1, cmap="RdBu_r")
-        ax.set_title(name, fontsize=9), ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(name, fontsize=10), ax.set_xticks([]), ax.set_yticks([])
     fig.colorbar(im, ax=[a for a in axes if a.get_visible()], shrink=0.8)
     return fig

@@ -25,7 +25,7 @@ def quantizer_grid(w: torch.Tensor, bits: int = 2,
             wq = q(w)
         ax.plot(w[order].numpy(), wq[order].numpy(), lw=1.5)
         ax.plot(w[order].numpy(), w[order].numpy(), lw=0.6, color="grey", ls="--")
-        ax.set_title(f"{method_name(method)}\n{b}-bit, {wq.unique().numel()} values", fontsize=9)
+        ax.set_title(f"{method_name(method)}\n{b}-bit, {wq.unique().numel()} values", fontsize=10)
         ax.set_xlabel("w")
     axes[0].set_ylabel("quantized w")
     fig.tight_layout()
@@ -33,14 +33,16 @@ def quantizer_grid(w: torch.Tensor, bits: int = 2,
 
 
 def gamma_gradient(curves: dict):
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    """Eq. 7 against PACT's rule on one matrix: the reconstruction error over gamma (left) and its gradient
+    under each rule (right), from ``analysis.gamma_gradient_curve``."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.2, 3.4))
     a1.plot(curves["gamma"], curves["loss"], color="black")
     a1.set_xlabel(r"$\gamma$"), a1.set_ylabel(r"$\frac{1}{2}\|w_q - w\|^2$"), a1.set_title("reconstruction error")
-    a2.plot(curves["gamma"], curves["mds"], label="Eq. 7 (inside and outside the range)")
-    a2.plot(curves["gamma"], curves["mds_pact_grad"], label="PACT rule (outside only)", ls="--")
+    a2.plot(curves["gamma"], curves["mds"], label="Eq. 7: inside and outside")
+    a2.plot(curves["gamma"], curves["mds_pact_grad"], label="PACT's rule: outside only", ls="--")
     a2.axhline(0, color="grey", lw=0.5)
-    a2.set_xlabel(r"$\gamma$"), a2.set_ylabel(r"$\partial L / \partial \gamma$"), a2.set_title("gradient")
-    a2.legend(fontsize=8)
+    a2.set_xlabel(r"$\gamma$"), a2.set_ylabel(r"$\partial \ell / \partial \gamma$"), a2.set_title("its gradient")
+    a2.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -52,7 +54,7 @@ def weight_distribution(data: dict[str, dict], reference: str = "teacher"):
     if reference not in data:
         return None
     modules = list(data[reference]["modules"])
-    fig, axes = plt.subplots(1, len(modules), figsize=(4.2 * len(modules) + 1.6, 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(modules), figsize=(4.1 * len(modules), 3.4), squeeze=False)
     for ax, module in zip(axes[0], modules):
         hist = data[reference]["modules"][module]["weight_hist"]
         clips = {name: (d["modules"][module]["clip"]["neg"], d["modules"][module]["clip"]["pos"])
@@ -65,10 +67,11 @@ def weight_distribution(data: dict[str, dict], reference: str = "teacher"):
         lim = max([float(np.abs(edges).max())] + [max(abs(a), abs(b)) for a, b in clips.values()])
         ax.set_xlim(-1.1 * lim, 1.1 * lim), ax.set_xlabel("weight"), ax.set_ylabel("density")
         ax.set_title(f"{module.removeprefix('model.')}\n{100 * hist['outside']:.2f}% beyond the axis, "
-                     f"max |w| {hist['max_abs']:.2f}", fontsize=8)
+                     f"max |w| {hist['max_abs']:.2f}", fontsize=9)
     handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
+    # below the panels, not beside them: a legend on the right shrinks the figure at page width
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(handles, labels, fontsize=9, loc="lower center", ncol=min(len(labels), 5), frameon=False)
     return fig
 
 
@@ -92,8 +95,8 @@ def gammas(gamma: dict[str, float] | None, title: str = "learned scaling gamma p
     dev = max(float(np.nanmax(np.abs(grid - 1.0))) if cells else 0.0, 1e-3)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.25 * len(layers) + 2), 0.35 * len(kinds) + 1.6))
     im = ax.imshow(grid, cmap="RdBu_r", vmin=1 - dev, vmax=1 + dev, aspect="auto")
-    ax.set_yticks(range(len(kinds)), kinds, fontsize=7)
-    ax.set_xticks(range(len(layers)), layers, fontsize=6)
+    ax.set_yticks(range(len(kinds)), kinds, fontsize=8)
+    ax.set_xticks(range(len(layers)), layers, fontsize=7)
     ax.set_xlabel("layer")
     extra = ", ".join(f"{n}: {g:.3f}" for n, g in outside.items())
     ax.set_title(title + (f"\n{extra}" if extra else ""), fontsize=9)

@@ -1,14 +1,13 @@
-"""The ablation chapter's tables and readings: variants of QuantGPT 2-2-8 (loss, negatives, layer, seeds, gamma's
-start) by name, their gaps to QuantGPT against the seed band, and the negatives figure's data."""
+"""The ablation chapter's tables: variants of QuantGPT 2-2-8 (loss, negatives, layer, seeds, gamma's start) by
+name, each one's change from QuantGPT against QuantGPT's seed band, the chapter's answer first, and the negatives
+figure's data."""
 from __future__ import annotations
 
 import pandas as pd
 
-from ..labels import number_text, run_name
-from . import verdicts
-from .common import (GridResults, bullets, device_label, load_grid, load_grids, missing_text, not_run_reading,
-                     ppl_text, provenance, reading_head)
-from .verdicts import gap_text
+from ..labels import run_name
+from .common import GridResults, load_grid, load_grids, missing_text, ppl_text, provenance
+from .contrastive import band_words, bands, change_text, contrastive_verdict
 
 VARIANT_NAMES = {"mds-228": "QuantGPT (teacher negatives, memory bank, last layer)",
                  "mds-228-dist-only": "L_dist only", "mds_pact_grad-228-dist-only": "Ours with PACT",
@@ -22,78 +21,78 @@ VARIANT_NAMES = {"mds-228": "QuantGPT (teacher negatives, memory bank, last laye
 ABLATION_GRIDS = ("lm-table", "lm-ablations", "lm-seeds")  # where a variant is looked up by name
 
 
-def ablation_table(preset: str, keys: tuple[str, ...], paper: dict[str, float] | None = None) -> pd.DataFrame:
-    """Variants of QuantGPT 2-2-8 (looked up by name in the table, ablation, seed and gamma-start grids) with their
-    test PPL and, when given, the paper's."""
+def ablation_table(preset: str, keys: tuple[str, ...], paper: dict[str, float] | None = None,
+                   reference: str = "mds-228") -> pd.DataFrame:
+    """Variants of QuantGPT (looked up by name in the table, ablation, seed and gamma-start grids) with their test
+    PPL; where ``reference`` is among ``keys``, each one's change from it and whether that lies beyond QuantGPT's
+    seed band; the paper's PPL and change beside them when ``paper`` is given."""
     runs = load_grids(preset, *ABLATION_GRIDS, "lm-gamma-init")
+    band, widest = bands(preset, runs)
+    ref = runs.metric(reference) if reference in keys else None
     rows = []
     for key in keys:
-        cfg, res = runs[key]
-        row = {"variant": VARIANT_NAMES.get(key, run_name(cfg)),
-               "ours: test PPL": round(res["metrics"]["test_ppl"], 2) if res else "not run",
-               "ours: on": device_label(res) if res else ""}
+        ppl = runs.metric(key)
+        row = {"variant": VARIANT_NAMES.get(key, run_name(runs.configs[key])),
+               "test PPL": ppl_text(ppl) if ppl is not None else "not run"}
+        if reference in keys:
+            rel = None if ppl is None or ref is None or key == reference else ppl / ref - 1
+            row["vs QuantGPT"] = change_text(rel) if rel is not None else ""
+            row["seed band"] = band_words(rel, variant_band(runs.configs[key], band, widest)).split(" (")[0] \
+                if rel is not None else ""
         if paper is not None:
-            row["paper (GPT-2, PTB)"] = paper.get(key)
+            p, p_ref = paper.get(key), paper.get(reference)
+            row["paper: PTB PPL"] = f"{p:.2f}" if p else ""
+            row["paper: vs QuantGPT"] = change_text(p / p_ref - 1) if p and p_ref and key != reference else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def ablation_reading(preset: str, keys: tuple[str, ...], title: str, paper: dict[str, float] | None = None,
-                     reference: str = "mds-228", pairs: tuple[tuple[str, str], ...] = (),
-                     band_ref: str = "the seed table") -> str:
-    """An ablation table read from the committed results (Markdown): each variant's test PPL as a gap to
-    ``reference`` (QuantGPT 2-2-8), inside or outside the measured seed band (``band_ref``: where the book shows
-    it), beside the paper's gap where it has one; each of ``pairs`` (variant, the variant it is compared with) the
-    same way; the validation curves' range over the variants at a few common steps; missing runs named."""
-    runs = load_grids(preset, *ABLATION_GRIDS)
-    keys = (reference, *[k for k in keys if k != reference])
+def variant_band(cfg, own: float | None, widest: float | None) -> float | None:
+    """The band a one-seed variant is read against: QuantGPT's own seed spread when it is QuantGPT with one part
+    changed, the largest measured spread when its quantizer differs ("Ours with PACT")."""
+    return own if cfg.method == "mds" else widest
+
+
+def ablations_note(preset: str, keys: tuple[str, ...]) -> str:
+    """One line under an ablation table: where and how long its runs trained, the band it is read against, and
+    the runs still missing with the command that makes them."""
+    runs = load_grids(preset, *ABLATION_GRIDS, "lm-gamma-init")
     done = runs.done(keys)
-    if reference not in done or len(done) < 2:
-        return not_run_reading(title, preset, "lm-ablations")
-    band = verdicts.seed_band(preset, runs)
-    ppl = {k: r["metrics"]["test_ppl"] for k, r in done.items()}
+    if not done:
+        return f"Not run yet: `python -m qlib grid lm-ablations --preset {preset}`."
     facts = provenance(done.values())
-    head = (reading_head(title, preset, facts["devices"], f"{facts['steps']} steps each", f"code {facts['versions']}")
-            + f" {VARIANT_NAMES[reference]} ends at {ppl_text(ppl[reference])} test PPL; "
-            + (f"the seed band is {100 * band:.1f}% ({band_ref})." if band is not None else
-               "the seed band is not measured yet, so no gap can be called outside it."))
-    lines = [gap_line(k, reference, ppl, paper, band, against=False) for k in keys[1:] if k in ppl]
-    lines += [gap_line(k, base, ppl, paper, band) for k, base in pairs if k in ppl and base in ppl]
-    lines += curve_spans(done)
+    own, widest = bands(preset, runs)
+    tokens = "/".join(f"{r['steps'] * r.get('tokens_per_step', 0):,}" for r in {r["steps"]: r for r in
+                                                                               done.values()}.values())
+    text = (f"`{preset}` preset, {facts['devices']} {facts['dtypes']}, {tokens} training tokens per run, one seed "
+            f"each, runs of {facts['dates']}. ")
+    text += (f"Seed band: QuantGPT's three seeds span {100 * own:.2f}%, the band of a variant of QuantGPT; a "
+             f"variant with another quantizer is read against the largest measured spread, {100 * widest:.2f}%."
+             if own is not None and widest
+             else "Seed band: not measured yet, so no change is called beyond it.")
     missing = [k for k in keys if k not in done]
     if missing:
-        lines.append(missing_text(missing))
-    return bullets(head, lines)
+        text += " " + missing_text(missing, hint=False)
+    return text
 
 
-def gap_line(key: str, base: str, ppl: dict[str, float], paper: dict[str, float] | None, band: float | None,
-             against: bool = True) -> str:
-    """One variant's gap to ``base`` in words, ours and (where it has both) the paper's. ``against``: name the
-    variant against ``base``; else give its test PPL and its gap to QuantGPT."""
-    name = VARIANT_NAMES.get(base, base) if against else "QuantGPT"
-    text = (f"{VARIANT_NAMES.get(key, key)} against {name}: " if against else
-            f"{VARIANT_NAMES.get(key, key)}: {ppl_text(ppl[key])}, ") + gap_text(ppl[key], ppl[base], name, band)
-    if paper and key in paper and base in paper:
-        text += f"; paper: {paper[key]} against {paper[base]}, {gap_text(paper[key], paper[base], name, None)}"
-    return text + "."
-
-
-def curve_spans(done: dict[str, dict]) -> list[str]:
-    """The bullet on the validation curves of ``done``: their range at up to three common steps (none of them step
-    0, none before a twentieth of the last), and how close they end."""
-    curves = {k: {p["step"]: p["valid_ppl"] for p in r.get("curve") or []} for k, r in done.items()}
-    common = sorted(set.intersection(*(set(c) for c in curves.values())) - {0})
-    if not common or len(curves) < 2:
-        return []
-    picks = sorted({s for s in common if s >= common[-1] / 20}, key=common.index)
-    picks = [picks[0], picks[len(picks) // 2], picks[-1]] if len(picks) > 3 else picks
-    spans = []
-    for s in picks:
-        v = [c[s] for c in curves.values()]
-        spans.append(f"{number_text(min(v))}-{number_text(max(v))} at step {s}")
-    end = [c[picks[-1]] for c in curves.values()]
-    return [f"Validation PPL of these {len(curves)} runs along the way: " + ", ".join(spans)
-            + f" (at step {picks[-1]} within {100 * (max(end) / min(end) - 1):.1f}% of one another)."]
+def ablations_tldr(preset: str) -> str:
+    """The chapter's answer first (Markdown bullets): how many ablations move QuantGPT 2-2-8 beyond its seed band,
+    what L_cont's weight and the long runs show, and what gamma's start does."""
+    runs = load_grids(preset, *ABLATION_GRIDS, "lm-gamma-init")
+    own, widest = bands(preset, runs)
+    ref = runs.metric("mds-228")
+    keys = [k for k in VARIANT_NAMES if k.startswith("mds") and "seed" not in k and k != "mds-228"]
+    done = {k: runs.metric(k) / ref - 1 for k in keys if ref is not None and runs.metric(k) is not None}
+    if not done or own is None:
+        return f"- Not run yet: `python -m qlib grid lm-ablations --preset {preset}`."
+    beyond = {k: v for k, v in done.items() if abs(v) > variant_band(runs.configs[k], own, widest)}
+    lines = [f"**{len(done) - len(beyond)} of {len(done)} ablations** of QuantGPT 2-2-8 end within QuantGPT's seed "
+             f"band of it (+/-{100 * own:.2f}%; another quantizer: the largest spread, {100 * widest:.2f}%); " + (", ".join(f"{VARIANT_NAMES[k]} {change_text(v)}" for k, v in
+                                                            beyond.items()) + " beyond it." if beyond else
+                                                  "none beyond it.")]
+    lines += [x.lstrip("- ") for x in contrastive_verdict(preset).splitlines()[1:]]
+    return "\n".join(f"- {x}" for x in lines)
 
 
 def negatives_keys(preset: str, runs: GridResults | None = None) -> tuple[str, ...]:

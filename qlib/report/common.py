@@ -12,9 +12,22 @@ from .. import experiments as X
 BASELINES = tuple(m for m in X.LM_METHODS if m != "mds")  # the paper's baselines, each compared with QuantGPT
 
 
-def show(df: pd.DataFrame, caption: str = ""):
-    """A table as the book shows it: no index column, a caption."""
-    return df.style.hide(axis="index").set_caption(caption).format(precision=2, na_rep="-")
+def show(df: pd.DataFrame, caption: str = "", html_columns: tuple[str, ...] = ()):
+    """A table as the book shows it: no index column, a caption, every cell's text escaped (a sample's ``<unk>``
+    is text, not a tag) except in ``html_columns`` (links the library wrote), big numbers with thousands
+    separators."""
+    style = df.style.hide(axis="index").set_caption(caption)
+    rest = [c for c in df.columns if c not in html_columns]
+    style = style.format(number_cell, na_rep="-", escape="html", subset=rest)
+    return style.format(na_rep="-", subset=list(html_columns)) if html_columns else style
+
+
+def number_cell(v) -> str:
+    """A table cell: floats with two decimals (thousands separated; three significant digits once astronomical),
+    everything else as its text."""
+    if isinstance(v, float) and not isinstance(v, bool):
+        return ppl_text(v) if abs(v) >= 1e5 else f"{v:,.2f}"
+    return str(v)
 
 
 def markdown(text: str):

@@ -1,14 +1,14 @@
 """The language-modeling chapter's tables from the committed results: the PTB table, learning curves, step-0
-perplexities, zero-shot transfer, samples, the paper's claims with their verdicts and the key results."""
+perplexities, zero-shot transfer, samples, and the paper's claims with their verdicts."""
 from __future__ import annotations
 
 import pandas as pd
 
 from .. import experiments as X
-from ..labels import method_name, number_text, ratio_text, run_name
+from ..labels import method_name, run_name
 from ..paper import PAPER_PTB_TEACHER, PAPER_TABLE1, PAPER_TABLE4_PTB, PAPER_TABLE7_PTB
 from .common import BASELINES, device_label, load_grid, load_grids, ppl_text
-from .verdicts import seed_band, verdict
+from .verdicts import budget_text, last_half_fall, pair_band, seed_spreads, verdict
 
 
 def paper_ratio(method: str = "mds", label: str = "2-2-8") -> float:
@@ -20,7 +20,7 @@ def lm_table(preset: str, dataset: str = "ptb") -> pd.DataFrame:
     """The paper's Table 1 (PTB column): teacher, control and the 12 students, with step-0 and final validation
     PPL, test PPL and its ratio to our teacher, beside the paper's test PPL and ratio to its teacher."""
     runs = load_grid("lm-table", preset)
-    teacher = runs.result("teacher")
+    teacher, step0_keys = runs.result("teacher"), set(X.runs("lm-step0", preset))
     rows = []
     for key, (cfg, res) in runs.items():
         paper = PAPER_TABLE1.get((cfg.method, cfg.label))
@@ -28,7 +28,8 @@ def lm_table(preset: str, dataset: str = "ptb") -> pd.DataFrame:
         if res is None:
             row.update({"ours: valid PPL at step 0": None, "ours: test PPL": "not run", "ours: / teacher": None})
         else:
-            row.update({"ours: valid PPL at step 0": ppl_text(res["curve"][0]["valid_ppl"]),
+            row.update({"ours: valid PPL at step 0": ppl_text(step0_ppl(preset, key)) if key in step0_keys
+                        else ppl_text(res["curve"][0]["valid_ppl"]),
                         "ours: test PPL": round(res["metrics"]["test_ppl"], 2),
                         "ours: / teacher": res["metrics"]["test_ppl"] / teacher["metrics"]["test_ppl"]
                         if teacher else None,
@@ -71,17 +72,30 @@ def teacher_valid_ppl(preset: str) -> float | None:
     return load_grid("lm-table", preset).metric("teacher", "valid_ppl")
 
 
+def step0_ppl(preset: str, key: str) -> float | None:
+    """The one step-0 validation PPL of run ``key`` of ``lm-step0`` that every table prints: the first point of the
+    run's own learning curve when the run has a result (made from the teacher it trained from, by the code it ran
+    with), else the separate step-0 evaluation (``experiments.step0_eval``), which the student-less rows (8-bit
+    activations only) have alone. The two differ for rows whose step-0 evaluation was made by earlier code than
+    the run."""
+    runs = load_grid("lm-table", preset)
+    if key in runs.configs and (res := runs.result(key)) is not None:
+        return res["curve"][0]["valid_ppl"]
+    res = X.step0_eval(X.runs("lm-step0", preset)[key], run_missing=False)
+    return res["valid_ppl"] if res else None
+
+
 def step0_table(preset: str) -> pd.DataFrame:
-    """Validation PPL of each student before its first update (``experiments.step0_eval``): what each quantizer
-    costs at initialisation, with the teacher's for reference."""
+    """Validation PPL of each student before its first update (``step0_ppl``): what each quantizer costs at
+    initialisation, with the teacher's for reference."""
     rows = [{"student": "teacher (no quantization)", "activations": "-",
              "valid PPL at step 0": teacher_valid_ppl(preset) or "not run"}]
     for key, cfg in X.runs("lm-step0", preset).items():
-        res = X.step0_eval(cfg, run_missing=False)
+        v = step0_ppl(preset, key)
         name = "8-bit activations only (weights fp32)" if cfg.method != "fp" and cfg.w_bits == 32 else run_name(cfg)
         rows.append({"student": name, "activations": f"per {cfg.act_granularity}, eval batch "
                      f"{cfg.eval_batch_size}" if cfg.method != "fp" else "-",
-                     "valid PPL at step 0": ppl_text(res["valid_ppl"]) if res else "not run"})
+                     "valid PPL at step 0": ppl_text(v) if v is not None else "not run"})
     return pd.DataFrame(rows)
 
 
@@ -129,95 +143,77 @@ ABLATION_CLAIMS = (
 CLAIM_SHAPES = {"mds-228-immediate": "bank below immediate", "mds-228-first-layer": "last below first"}
 
 
-def claims(preset: str) -> pd.DataFrame:
-    """The paper's language-modeling claims, each with the paper's numbers, ours and the verdict of ``verdict``
-    against the measured seed band. Claims about distance to the teacher use ratios (student PPL / teacher PPL), as
-    the paper's are relative."""
+def run_curve(res: dict | None) -> list[tuple[float, float]]:
+    """A run's learning curve as (training tokens, validation PPL) points; [] until it has run."""
+    return [(p.get("tokens", p["step"]), p["valid_ppl"]) for p in res.get("curve", [])] if res else []
+
+
+def run_tokens(res: dict | None) -> int | None:
+    """The training tokens of one run (its steps times tokens per step), None until it has run."""
+    return res["steps"] * res["tokens_per_step"] if res and res.get("tokens_per_step") else None
+
+
+def gap_fall(runs, lower: str, higher: str) -> float | None:
+    """How much the ratio of run ``lower``'s curve to run ``higher``'s fell over the last half of the budget: the gap
+    between two runs is the curve an ordering claim can still close (``verdicts.last_half_fall``)."""
+    a, b = dict(run_curve(runs.result(lower))), dict(run_curve(runs.result(higher)))
+    return last_half_fall([(t, a[t] / b[t]) for t in a if t in b and b[t]])
+
+
+def claim_row(runs, spreads, text: str, paper: str, pair: tuple[str, str], names: tuple[str, str],
+              threshold: float | None = None, where: str = "lm") -> dict:
+    """One LM claim with its verdict: run ``pair[0]`` below run ``pair[1]`` (or, with ``threshold``, its ratio to
+    run ``pair[1]`` below that bound); ``names`` are the two sides' methods for their spreads."""
+    lo, hi = (runs.metric(k) for k in pair)
+    band, band_words = pair_band(spreads, *names)
+    res = runs.result(pair[0])
+    budget = budget_text(run_tokens(res))
+    if threshold is None:
+        judged = verdict(lo, hi, band, budget=budget, falling=gap_fall(runs, *pair) if lo and hi else None)
+    else:
+        judged = verdict(lo / hi if lo and hi else None, threshold, band, budget=budget, threshold=True,
+                         falling=last_half_fall(run_curve(res)))
+    return {"claim": text, "paper": paper,
+            "ours (test PPL)": " vs ".join("-" if v is None else ppl_text(v) for v in (lo, hi)),
+            "band": "-" if lo is None or hi is None else (f"{100 * band:.1f}%" if band else "none") +
+            f" ({band_words})", "verdict": judged, "where": where}
+
+
+def claims(preset: str, where: str | None = None) -> pd.DataFrame:
+    """The paper's language-modeling claims, each with the paper's numbers, ours, the band of its comparison
+    (``verdicts.pair_band``) and the one verdict (``verdicts.verdict``). Claims about the distance to the teacher use
+    ratios (student PPL / teacher PPL), as the paper's are relative. Each row's "where" is "lm" (the
+    language-modeling page) or "ablations"; ``where`` keeps only those rows (and drops the column)."""
     runs = load_grids(preset, "lm-table", "lm-ablations", "lm-seeds")
-    band, ppl = seed_band(preset, runs), runs.metric
+    spreads = seed_spreads(preset, runs)
     rows = []
-
-    def claim(text, paper, lower, higher, shown):
-        rows.append({"claim (paper: GPT-2 small on PTB)": text, "paper": paper,
-                     "ours (test PPL)": " vs ".join("-" if v is None else f"{v:.2f}" for v in shown),
-                     "verdict": verdict(lower, higher, band)})
-
     for bits in ("228", "448", "888"):
         label = "-".join(bits)
         for base in BASELINES:
-            ours = [ppl(f"mds-{bits}"), ppl(f"{base}-{bits}")]
             paper = [PAPER_TABLE1[(m, label)][2] for m in ("mds", base)]
-            claim(f"At {label}, QuantGPT reaches a lower PPL than {method_name(base)}.",
-                  f"{paper[0]} vs {paper[1]}", ours[0], ours[1], ours)
-    q, tr = ppl("mds-228"), ppl("teacher")
-    claim("At 2-2-8, QuantGPT stays within 10% of the full-precision teacher's PPL (ratio below 1.10).",
-          f"{PAPER_TABLE1[('mds', '2-2-8')][2]} / {PAPER_PTB_TEACHER} = {paper_ratio():.3f}",
-          q / tr if q and tr else None, 1.10, [q, tr])
-    control = ppl("control")
-    claim("The full-precision control stays within 2% of the teacher: the training loop itself costs little.",
-          "(not in the paper)", control / tr if control and tr else None, 1.02, [control, tr])
+            rows.append(claim_row(runs, spreads, f"At {label}, QuantGPT reaches a lower PPL than {method_name(base)}.",
+                                  f"{paper[0]} vs {paper[1]}", (f"mds-{bits}", f"{base}-{bits}"), ("mds", base)))
+    rows.append(claim_row(runs, spreads, "At 2-2-8, QuantGPT stays within 10% of the full-precision teacher's PPL.",
+                          f"{PAPER_TABLE1[('mds', '2-2-8')][2]} vs {PAPER_PTB_TEACHER} ({paper_ratio():.3f}x)",
+                          ("mds-228", "teacher"), ("mds", "teacher"), threshold=1.10))
+    rows.append(claim_row(runs, spreads, "The full-precision control stays within 2% of the teacher: the training "
+                          "loop itself costs little.", "(not in the paper)", ("control", "teacher"),
+                          ("the control", "teacher"), threshold=1.02))
     for key, what in ABLATION_CLAIMS:
-        ours = [ppl("mds-228"), ppl(key)]
         paper = PAPER_TABLE7_PTB.get(key) or PAPER_TABLE4_PTB.get(key)
-        claim(what[0].upper() + what[1:] + ".", f"{PAPER_TABLE7_PTB['mds-228']} vs {paper}" if paper
-              else CLAIM_SHAPES[key], ours[0], ours[1], ours)
-    ours = [ppl("mds-228-dist-only"), ppl("mds_pact_grad-228-dist-only")]
-    claim("Eq. 7's gradient for gamma beats PACT's rule for it: L_dist only below 'Ours with PACT' (Table 7).",
-          f"{PAPER_TABLE7_PTB['mds-228-dist-only']} vs {PAPER_TABLE7_PTB['mds_pact_grad-228-dist-only']}",
-          ours[0], ours[1], ours)
-    return pd.DataFrame(rows)
+        rows.append(claim_row(runs, spreads, what[0].upper() + what[1:] + ".",
+                              f"{PAPER_TABLE7_PTB['mds-228']} vs {paper}" if paper else CLAIM_SHAPES[key],
+                              ("mds-228", key), ("mds", "mds"), where="ablations"))
+    rows.append(claim_row(runs, spreads, "Eq. 7's gradient for gamma beats PACT's rule for it: L_dist only below "
+                          "'Ours with PACT' (Table 7).", f"{PAPER_TABLE7_PTB['mds-228-dist-only']} vs "
+                          f"{PAPER_TABLE7_PTB['mds_pact_grad-228-dist-only']}",
+                          ("mds-228-dist-only", "mds_pact_grad-228-dist-only"), (VARIANT_SIDE, VARIANT_SIDE),
+                          where="ablations"))
+    table = pd.DataFrame(rows)
+    return table if where is None else table[table["where"] == where].drop(columns="where")
 
 
-def key_results(preset: str, verdicts_in: str = "the results chapter", gamma_from: str = "the ablation chapter") -> str:
-    """The book's key results, as sentences read from the committed results of ``preset`` (Markdown).
-    ``verdicts_in``: where the book calls the differences against the seed band; ``gamma_from``: where it finds the
-    least-error gamma."""
-    runs = load_grids(preset, "lm-table", "lm-gamma-init")
-    teacher, control, q = (runs.result(k) for k in ("teacher", "control", "mds-228"))
-    if teacher is None:
-        return ("**Key results:** the re-runs with the corrected library (fair baselines, causal activations, "
-                "learning curves) have not landed for the `%s` preset yet; every table below says which runs are "
-                "missing and the command that makes them." % preset)
-    t = teacher["metrics"]["test_ppl"]
-    lines = [f"The teacher (SmolLM2-135M-Instruct fine-tuned on PTB) has test PPL "
-             f"{t:.2f} at context {teacher['config'].get('eval_seq_len') or 512}."]
-    if control is not None:
-        lines.append(f"The full-precision control, trained by the students' loop for the same budget, ends at "
-                     f"{control['metrics']['test_ppl'] / t:.3f}x the teacher's PPL.")
-    if q is not None:
-        c = q["curve"]
-        lines.append(f"QuantGPT 2-2-8 reaches {q['metrics']['test_ppl'] / t:.2f}x the "
-                     f"teacher's PPL after {q['steps'] * q['tokens_per_step']:,} training tokens (paper: "
-                     f"{paper_ratio():.3f}x after 120 epochs); its validation PPL went from "
-                     f"{number_text(c[0]['valid_ppl'])} at step 0 to {number_text(c[-1]['valid_ppl'])}, and from "
-                     f"{number_text(c[-2]['valid_ppl'])} to {number_text(c[-1]['valid_ppl'])} "
-                     f"over the last {c[-1]['step'] - c[-2]['step']} steps.")
-    else:
-        lines.append("QuantGPT 2-2-8 has not been re-run yet.")
-    done = {m: r["metrics"]["test_ppl"] / t for m in BASELINES if (r := runs.result(f"{m}-228")) is not None}
-    if done:
-        lines.append("With the same budget the baselines at 2-2-8 end at " + ", ".join(
-            f"{method_name(m)} {ratio_text(v)}" for m, v in done.items()) + " (paper: " + ", ".join(
-            f"{method_name(m)} {ratio_text(paper_ratio(m))}" for m in done) + ")" + (
-            "; not run yet: " + ", ".join(method_name(m) for m in BASELINES if m not in done)
-            if len(done) < len(BASELINES) else "")
-            + f". {verdicts_in[0].upper() + verdicts_in[1:]} says which differences lie outside the measured seed "
-              "spread.")
-    return "**Key results (`%s` preset):** " % preset + " ".join(lines + four_bit_start(runs, t, gamma_from))
-
-
-def four_bit_start(runs, teacher_ppl: float, gamma_from: str = "the ablation chapter") -> list[str]:
-    """The 4-4-8 sentence of the key results (``runs``: grids ``lm-table`` and ``lm-gamma-init`` loaded): QuantGPT
-    from the paper's gamma = 1 and from the least-error start, beside LSQ; nothing until the paper-start run and LSQ
-    have both landed."""
-    paper, lsq, fitted = (runs.result(k) for k in ("mds-448", "lsq-448", "mds-448-gamma3.5"))
-    if paper is None or lsq is None:
-        return []
-    ratio = lambda r: ratio_text(r["metrics"]["test_ppl"] / teacher_ppl)  # noqa: E731
-    text = (f"At 4-4-8, QuantGPT started at the paper's gamma = 1 ends at {ratio(paper)} the teacher's PPL, "
-            f"LSQ at {ratio(lsq)}")
-    if fitted is not None:
-        text += (f"; started at gamma = {fitted['config']['gamma_init']:g}, where a SmolLM2 matrix's 4-bit error is "
-                 f"least ({gamma_from}), QuantGPT ends at {ratio(fitted)}")
-    return [text + f" (paper: QuantGPT {ratio_text(paper_ratio('mds', '4-4-8'))}, "
-                   f"LSQ {ratio_text(paper_ratio('lsq', '4-4-8'))})."]
+# a variant of QuantGPT with one part of its loss changed is read against QuantGPT's own seed spread (the same
+# quantizer and recipe); a variant with another quantizer ("Ours with PACT") runs one seed of a method never seeded:
+# its spread is the largest measured (``method_spread``), as in the ablation chapter's tables
+VARIANT_SIDE = "the variant"

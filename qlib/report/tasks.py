@@ -9,7 +9,7 @@ from .. import experiments as X
 from ..labels import method_name, number_text, ratio_text, run_name
 from ..paper import PAPER_TABLE1, PAPER_TABLE3
 from .common import BASELINES, device_label, load_grid
-from .verdicts import collapsed, verdict
+from .verdicts import budget_text, collapsed, last_half_fall, verdict
 
 # the other two tasks: what each grid reports, and the paper's columns beside it
 TASK_METRICS = {"dialogue-table": (("valid_reply_ppl", "valid reply PPL"), ("valid_mc_acc", "valid hits@1 (%)"),
@@ -192,10 +192,24 @@ def dialogue_example(split: str = "test", index: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def task_fall(runs, grid: str, a: str, b: str) -> float | None:
+    """How much the curve a task claim can still close fell over the last half of the budget (``last_half_fall``):
+    the validation PPL of run ``a`` against the teacher's, or its ratio to run ``b``'s for an ordering of two
+    students (the score itself sits at chance once a student collapses; its perplexity shows where it heads)."""
+    metric = TASK_READING[grid][0]
+    curve = {k: {p["step"]: p[metric] for p in r.get("curve", [])} for k in (a, b) if (r := runs.result(k))}
+    if a not in curve:
+        return None
+    if b == "teacher" or b not in curve:
+        return last_half_fall(sorted(curve[a].items()))
+    return last_half_fall(sorted((s, v / curve[b][s]) for s, v in curve[a].items() if curve[b].get(s)))
+
+
 def task_claims(grid: str, preset: str) -> pd.DataFrame:
-    """The paper's claims on the other two tasks with the verdict of ``verdict``. No seed spread is measured for
-    these tasks: the band is the half-width of the paired bootstrap 95% interval of each comparison over the test
-    examples (``evaluate.paired_bootstrap``), in the metric's own units."""
+    """The paper's claims on the other two tasks with the one verdict (``verdicts.verdict``). No seed spread is
+    measured for these tasks: the band is the half-width of the paired bootstrap 95% interval of each comparison over
+    the test examples (``evaluate.paired_bootstrap``), in the metric's own units; two collapsed students
+    (``collapsed``) make a claim untestable. ``where``: the grid, for the page that shows it."""
     from ..evaluate import paired_bootstrap
 
     key, metric, paper_of, scale = TASK_SCORES[grid]
@@ -206,15 +220,20 @@ def task_claims(grid: str, preset: str) -> pd.DataFrame:
 
     def claim(text, paper, a, b, margin=0.0):
         """Claim: mean(a) > mean(b) + margin, judged against the bootstrap spread of a - b."""
-        if per[a] is None or per[b] is None:
-            rows.append({"claim": text, "paper": paper, f"ours ({metric}, test)": "-", "verdict": "not run"})
-            return
-        lo, hi = paired_bootstrap(per[a], per[b])
-        failed = mean["teacher"] is not None and b != "teacher" and all(
-            collapsed(mean[k], mean["teacher"], TASK_FLOOR[grid]) for k in (a, b))
-        rows.append({"claim": text, "paper": paper, f"ours ({metric}, test)": f"{mean[a]:.2f} vs {mean[b]:.2f}",
-                     "verdict": verdict(mean[b] + margin, mean[a], (hi - lo) / 2, absolute=True,
-                                        both_collapsed=failed)})
+        row = {"claim": text, "paper": paper, f"ours ({metric}, test)": "-", "band": "-", "verdict": "not run",
+               "where": grid}
+        if per[a] is not None and per[b] is not None:
+            lo, hi = paired_bootstrap(per[a], per[b])
+            failed = mean["teacher"] is not None and b != "teacher" and all(
+                collapsed(mean[k], mean["teacher"], TASK_FLOOR[grid]) for k in (a, b))
+            res = runs.result(a)
+            row.update({f"ours ({metric}, test)": f"{mean[a]:.2f} vs {mean[b]:.2f}",
+                        "band": f"{(hi - lo) / 2:.2f} (bootstrap over the test examples)",
+                        "verdict": verdict(mean[b] + margin, mean[a], (hi - lo) / 2, absolute=True,
+                                           both_collapsed=failed, falling=task_fall(runs, grid, a, b),
+                                           budget=budget_text(res["steps"] * res["effective_batch"], "examples")
+                                           if "steps" in res else "this budget")})
+        rows.append(row)
 
     name = "QuantGPT" if grid == "dialogue-table" else "QuantBART"
     for base in BASELINES:

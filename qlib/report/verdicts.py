@@ -1,5 +1,6 @@
-"""How the book calls a claim: the measured seed band of the language-modeling runs, the verdict of a claimed
-ordering against a band, a gap in words, and when a run counts as collapsed."""
+"""How the book calls a claim: the measured run-to-run spread of each method, the band of a comparison, the one
+verdict function (reproduced / contradicted / inside the noise / not reached at this budget / untestable), a gap in
+words, and when a run counts as collapsed."""
 from __future__ import annotations
 
 from ..labels import method_name
@@ -38,11 +39,12 @@ def seed_band_note(preset: str) -> str:
     spreads = seed_spreads(preset, runs)
     if not spreads:
         return ("**Seed band:** not measured yet (needs three seeds of QuantGPT or LAQ at 2-2-8: "
-                "`python -m qlib grid lm-seeds --preset " + preset + "`); every verdict stays inconclusive.")
+                "`python -m qlib grid lm-seeds --preset " + preset + "`); an ordering of two runs cannot be called yet.")
     parts = [f"{method_name(m)} {100 * v:.1f}%" for m, v in spreads.items()]
     missing = [m for m in SEED_METHODS if m not in spreads]
-    text = (f"**Seed band:** {100 * max(spreads.values()):.1f}%, the largest relative range of 2-2-8 test PPL over "
-            f"three seeds ({', '.join(parts)}).")
+    text = (f"**Seed spread** (relative range of 2-2-8 test PPL over three seeds): {', '.join(parts)}. Each "
+            f"comparison reads the spreads of the methods it compares; a method run with one seed takes the largest, "
+            f"{100 * max(spreads.values()):.1f}%.")
     if missing:
         have = {method_name(m): sum(p is not None for p in _seed_ppls(runs, m)) for m in missing}
         text += (f" Not all seeds of {' and '.join(f'{k} ({v} of 3)' for k, v in have.items())} have run yet "
@@ -51,24 +53,79 @@ def seed_band_note(preset: str) -> str:
     return text
 
 
+def method_spread(preset_or_spreads, method: str) -> tuple[float | None, str]:
+    """The run-to-run spread a comparison reads for ``method``, with the words that say where it comes from: its own
+    measured spread over three seeds when it has one, else the largest measured spread ("one seed"). ``None`` while
+    no method has three seeds. Accepts a preset or a ``seed_spreads`` dict already computed."""
+    spreads = seed_spreads(preset_or_spreads) if isinstance(preset_or_spreads, str) else preset_or_spreads
+    if method in spreads:
+        return spreads[method], f"{method_name(method)} {100 * spreads[method]:.1f}% over 3 seeds"
+    if not spreads:
+        return None, f"{method_name(method)}: no spread measured yet"
+    return max(spreads.values()), f"{method_name(method)}: 1 seed, the largest spread"
+
+
+def pair_band(spreads: dict[str, float], *methods: str) -> tuple[float | None, str]:
+    """The band of a comparison between ``methods`` (a "teacher" or a fixed threshold has none): the largest of
+    their spreads (``method_spread``), and the words for each."""
+    parts = [method_spread(spreads, m) for m in methods if m not in ("teacher", "fp")]
+    values = [v for v, _ in parts if v is not None]
+    return (max(values) if values else None), "; ".join(dict.fromkeys(t for _, t in parts))
+
+
+def last_half_fall(curve: list[tuple[float, float]]) -> float | None:
+    """How much a curve of (budget, value) points fell over the last half of its budget: value at the last point at
+    or before half the final budget over the final value, minus 1 (0.35: 35% lower at the end). None for a curve
+    without a point in its first half past step 0."""
+    if len(curve) < 2:
+        return None
+    end_x, end_v = curve[-1]
+    half = [v for x, v in curve[:-1] if 0 < x <= end_x / 2]
+    return half[-1] / end_v - 1 if half else None
+
+
+def budget_text(amount: int | None, unit: str = "tokens") -> str:
+    """A budget as a verdict names it: "204,800 tokens"."""
+    return "this budget" if amount is None else f"{amount:,} {unit}"
+
+
 def verdict(lower: float | None, higher: float | None, band: float | None, absolute: bool = False,
-            both_collapsed: bool = False) -> str:
-    """The paper claims ``lower < higher`` (both PPL, or ratios to a teacher). "reproduced" when ours is lower by
-    more than the band, "contradicted" when it is higher by more than the band, else "inconclusive". The band is
-    relative (the seed band of the LM runs) or, with ``absolute``, in the values' own units (the bootstrap spread
-    of a comparison on the other tasks' test examples). ``both_collapsed``: the claim compares two runs that both
-    failed the task (``collapsed``); which failure scores higher says nothing about the methods."""
+            both_collapsed: bool = False, budget: str = "this budget", threshold: bool = False,
+            falling: float | None = None) -> str:
+    """The one verdict of a claim that ``lower < higher`` (PPLs, ratios to a teacher, or a score and a threshold).
+
+    - "reproduced": the claim is met: for a threshold (``threshold``: ``higher`` is a fixed bound, e.g. 1.10x the
+      teacher) whenever ``lower`` is below it; for an ordering of two runs when ``lower`` is below by more than the
+      band (a smaller win is noise);
+    - "untestable": both sides failed the task (``both_collapsed``): which failure scores higher says nothing;
+    - "not reached at <budget>": not met by more than the band, but the relevant curve (``falling``: its fall over
+      the last half of the budget, ``last_half_fall``; the gap between the two runs for an ordering, the run itself
+      for a threshold) still falls by more than the band, so a longer budget could still meet it;
+    - "contradicted at <budget>": not met by more than the band and the curve has settled;
+    - "inside the noise": the two sides lie within the band.
+
+    ``band`` is relative (run-to-run spread, ``pair_band``) or, with ``absolute``, in the values' own units (a
+    bootstrap spread over test examples). Without a band only a met threshold or a collapse can be called."""
     if lower is None or higher is None:
         return "not run"
     if both_collapsed:
-        return "inconclusive (both collapsed)"
-    if band is None:
-        return "inconclusive (seed band not measured yet)"
-    if (lower + band if absolute else lower * (1 + band)) < higher:
+        return f"untestable: both collapsed at {budget}"
+    if threshold and lower < higher:
         return "reproduced"
-    if (lower > higher + band) if absolute else (lower > higher * (1 + band)):
-        return "contradicted"
-    return "inconclusive (inside the " + ("test-set spread)" if absolute else "seed band)")
+    if band is None:
+        return "inside the noise (no spread measured yet)"
+    beyond = (lambda a, b: a + band < b) if absolute else (lambda a, b: a * (1 + band) < b)  # noqa: E731
+    if beyond(lower, higher):
+        return "reproduced"
+    if beyond(higher, lower):
+        still = falling is not None and falling > (band if not absolute else NOISE_FALL)
+        return f"not reached at {budget}" if still else f"contradicted at {budget}"
+    return "inside the noise"
+
+
+# where the band is in a score's own units (hits@1, ROUGE), the fall of the task's perplexity curve over the last half
+# of its budget that counts as "still falling": about the largest run-to-run spread of a PPL the LM seeds measure
+NOISE_FALL = 0.05
 
 
 def gap_text(value: float, reference: float, what: str, band: float | None) -> str:

@@ -172,3 +172,70 @@ def lm_xtc_lines(res: dict[str, dict | None], configs: dict, band: float | None)
             f"{gap('bwn-118-xtc-15L', 'xtc-15L', 'the full-precision reduced student')} and "
             f"{gap('bwn-118-xtc-15L', 'twn-228-xtc-15L', 'its ternary counterpart')}.")
     return lines
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# compact tables and the chapter's answer first
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def xtc_gaps(preset: str, task: str = "sst2") -> pd.DataFrame:
+    """The XTC table's comparisons in one row each: what is changed, the metric before and after, the change in
+    points and the compression after it. One seed per student: gaps, not verdicts."""
+    metric = XTC_METRIC.get(task, "valid_accuracy")
+    runs = load_grid(f"xtc-{task}", preset)
+    t = runs.result("teacher")
+    first = {}
+    for k, c in runs.configs.items():
+        if k != "teacher":
+            first.setdefault((c.method, bool(c.keep_layers)), runs.result(k))
+    pairs = [("ternary weights, full depth", t, first.get(("twn", False))),
+             ("binary weights, full depth", t, first.get(("bwn", False))),
+             ("half the layers, full precision", t, first.get(("fp", True))),
+             ("half the layers, binary", first.get(("bwn", False)), first.get(("bwn", True))),
+             ("half the layers, ternary", first.get(("twn", False)), first.get(("twn", True)))]
+    rows = [{"change": what, "before": f"{a['metrics'][metric]:.1f}", "after": f"{b['metrics'][metric]:.1f}",
+             "points": f"{b['metrics'][metric] - a['metrics'][metric]:+.1f}",
+             "compression after": f"{t['size_mb'] / b['size_mb']:.1f}x"}
+            for what, a, b in pairs if t and a and b]
+    return pd.DataFrame(rows or [{"change": f"not run: python -m qlib grid xtc-{task} --preset {preset}"}])
+
+
+def lm_xtc_gaps(preset: str) -> pd.DataFrame:
+    """XTC's recipe on SmolLM2 in one row per comparison: test PPL of both sides, the relative change and whether
+    it lies beyond the largest measured seed band (one seed each)."""
+    lm, xtc = load_grids(preset, *SEED_GRIDS), load_grid("lm-xtc", preset)
+    ppl = {k: v for k, v in {"mds-228": lm.metric("mds-228"), **{k: xtc.metric(k) for k in xtc}}.items() if v}
+    band = verdicts.seed_band(preset, lm)
+    reduced = next(k for k in xtc if k.startswith("xtc-"))  # the full-precision reduced student ("xtc-15L")
+    pairs = [("ternary (XTC) against QuantGPT, 2-2-8", "twn-228-xtc", "mds-228"),
+             ("binary against ternary", "bwn-118-xtc", "twn-228-xtc"),
+             ("ternary on the reduced student against it in full precision", f"twn-228-{reduced}", reduced),
+             ("binary on the reduced student against it in full precision", f"bwn-118-{reduced}", reduced)]
+    rows = []
+    for what, a, b in pairs:
+        if a in ppl and b in ppl:
+            rel = ppl[a] / ppl[b] - 1
+            rows.append({"comparison": what, "test PPL": f"{ppl[a]:.2f} vs {ppl[b]:.2f}", "change": f"{100 * rel:+.1f}%",
+                         "seed band": "no band yet" if band is None else
+                         "inside" if abs(rel) <= band else "beyond"})
+        else:
+            rows.append({"comparison": what, "test PPL": f"not run: python -m qlib grid lm-xtc --preset {preset}"})
+    return pd.DataFrame(rows)
+
+
+def xtc_tldr(preset: str, task: str = "sst2") -> str:
+    """The chapter's answer first (Markdown bullets), from the two compact tables."""
+    cls, lm = xtc_gaps(preset, task), lm_xtc_gaps(preset).set_index("comparison")
+    lines = []
+    if "points" in cls:
+        row = cls.set_index("change")
+        lines.append(f"On {GLUE_TASKS[task][0]} (MiniLM teacher, one seed each), binary weights at full depth lose "
+                     f"{row.loc['binary weights, full depth', 'points'].lstrip('-')} points, ternary weights "
+                     f"{row.loc['ternary weights, full depth', 'points'].lstrip('-')}; halving a binary student's "
+                     f"depth changes it by {row.loc['half the layers, binary', 'points']} points.")
+    first = lm.iloc[0]
+    if "change" in lm and isinstance(first.get("change"), str):
+        lines.append(f"On SmolLM2 at 2-2-8, XTC's ternary student ends {first['change']} from QuantGPT "
+                     f"({first['seed band']} the largest measured seed band).")
+    return "\n".join(f"- {x}" for x in lines) or f"- Not run yet: `python -m qlib grid xtc-{task} --preset {preset}`."

@@ -1,0 +1,255 @@
+"""Does the contrastive loss matter? Its gradient beside L_dist's (``result["cont_grad"]``), its weight lambda
+against the seed band (grid ``lm-lambda``) and the paired runs at five times the budget (grid ``lm-long``).
+
+Every comparison here is between QuantGPT students, so it is read against QuantGPT's own seed spread (the range
+of its three 2-2-8 seeds); the gap to LAQ against the larger of the two methods' spreads."""
+from __future__ import annotations
+
+import statistics
+
+import pandas as pd
+
+from . import verdicts
+from .common import GridResults, load_grids, ppl_text
+
+LAMBDA_GRID, LONG_GRID = "lm-lambda", "lm-long"
+# lambda -> the run of grid lm-lambda trained with it (0: L_dist alone; 0.1: the paper's weight, the main run)
+LAMBDA_RUNS = {0.0: "mds-228-dist-only", 0.1: "mds-228", 1.0: "mds-228-lam1", 10.0: "mds-228-lam10"}
+# the long runs and the preset's own runs of the same methods, whose curves they continue
+LONG_RUNS = {"QuantGPT, L_dist + L_cont": ("mds-228-long", "mds-228"),
+             "QuantGPT, L_dist only": ("mds-228-dist-only-long", "mds-228-dist-only"),
+             "LAQ, L_dist only": ("laq-228-long", "laq-228")}
+
+
+def grid_command(grid: str, preset: str, key: str | None = None) -> str:
+    """The command that runs grid ``grid`` (or only its run ``key``): resumable, it skips what has run."""
+    return f"python -m qlib grid {grid} --preset {preset}" + (f" --only {key}" if key else "")
+
+
+def bands(preset: str, runs: GridResults | None = None) -> tuple[float | None, float | None]:
+    """QuantGPT's seed spread (for QuantGPT against QuantGPT) and the largest measured spread (for QuantGPT against
+    LAQ); the first falls back to the second while QuantGPT's three seeds are incomplete. ``runs``: loaded grids
+    that include ``verdicts.SEED_GRIDS``, so nothing is read twice."""
+    spreads = verdicts.seed_spreads(preset, runs)
+    widest = max(spreads.values()) if spreads else None
+    return spreads.get("mds", widest), widest
+
+
+def band_words(rel: float, band: float | None, direction: bool = False) -> str:
+    """Where a relative change of PPL lies against a band: "no effect (inside the band)" or "beyond the band"
+    (``direction``: "lower PPL, beyond the band")."""
+    if band is None:
+        return "no band measured yet"
+    if abs(rel) <= band:
+        return "no effect (inside the band)"
+    return (("lower" if rel < 0 else "higher") + " PPL, " if direction else "") + "beyond the band"
+
+
+def change_text(rel: float) -> str:
+    """A relative change to two decimals: read beside a band of about a percent, one decimal can tie."""
+    return f"{100 * rel:+.2f}%"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the gradient split (qlib.diagnostics)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def grad_share_curves(preset: str) -> dict[str, list[dict]]:
+    """Each L_cont run of grids ``lm-lambda`` and ``lm-long`` whose result records the gradient split, by a display
+    name with its lambda and budget: its ``cont_grad`` points (step, tokens, ratio, cosine, ...)."""
+    runs = load_grids(preset, LAMBDA_GRID, LONG_GRID)
+    curves = {}
+    for key, res in runs.done().items():
+        points = res.get("cont_grad") or []
+        if points:
+            cfg = runs.configs[key]
+            curves[f"lambda = {cfg.lam:g}, {cfg.max_steps * cfg.batch_size * cfg.seq_len:,} tokens"] = points
+    return curves
+
+
+def grad_share_table(preset: str) -> pd.DataFrame:
+    """Per L_cont run with diagnostics: the ratio |lambda dL_cont/dW| / |dL_dist/dW| and the cosine between the two
+    at the first and the last recorded step and their medians over the later half of the run."""
+    rows = []
+    for name, points in grad_share_curves(preset).items():
+        late = [p for p in points if p["step"] >= points[-1]["step"] / 2]
+        rows.append({"run": name, "ratio at step 0": f"{points[0]['ratio']:.3f}",
+                     "ratio, later half (median)": f"{statistics.median(p['ratio'] for p in late):.3f}",
+                     "ratio at the end": f"{points[-1]['ratio']:.3f}",
+                     "cosine, later half (median)": f"{statistics.median(p['cosine'] for p in late):.2f}",
+                     "L_cont's share of the update, end": f"{100 * points[-1]['cont_share']:.1f}%"})
+    return pd.DataFrame(rows or [{"run": "not run: " + grid_command(LAMBDA_GRID, preset)}])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the weight lambda, at the preset's budget
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def lambda_table(preset: str) -> pd.DataFrame:
+    """lambda (0, 0.1, 1, 10) against test PPL, each as a change from the paper's 0.1 read against QuantGPT's seed
+    band; a missing run says "not run" with its command."""
+    runs = load_grids(preset, LAMBDA_GRID)
+    band, _ = bands(preset)
+    ref = runs.metric(LAMBDA_RUNS[0.1])
+    rows = []
+    for lam, key in LAMBDA_RUNS.items():
+        ppl = runs.metric(key)
+        row = {"lambda": f"{lam:g}" + (" (L_dist only)" if lam == 0 else " (paper)" if lam == 0.1 else ""),
+               "test PPL": ppl_text(ppl) if ppl is not None else "not run", "against lambda = 0.1": "",
+               "reading": ""}
+        if ppl is None:
+            row["reading"] = grid_command(LAMBDA_GRID, preset, key)
+        elif ref is not None and lam != 0.1:
+            row["against lambda = 0.1"] = change_text(ppl / ref - 1)
+            row["reading"] = band_words(ppl / ref - 1, band, direction=True)
+        rows.append(row)
+    rows.append({"lambda": "0.1, three seeds", "test PPL": seed_range_text(preset),
+                 "against lambda = 0.1": f"band +/-{100 * band:.2f}%" if band is not None else "",
+                 "reading": "QuantGPT's run-to-run spread"})
+    return pd.DataFrame(rows)
+
+
+def seed_range_text(preset: str) -> str:
+    """The range of QuantGPT 2-2-8's test PPL over its three seeds, or "not run"."""
+    runs = load_grids(preset, *verdicts.SEED_GRIDS)
+    ppl = [runs.metric(k) for k in ("mds-228", "mds-228-seed1", "mds-228-seed2")]
+    return "not run" if None in ppl else f"{ppl_text(min(ppl))}-{ppl_text(max(ppl))}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# five times the budget
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def long_points(runs: GridResults) -> tuple[int, int]:
+    """The two steps the long runs are read at: where the preset's own runs end (``curve_at``) and their end."""
+    cfg = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]
+    return cfg.curve_at[0], cfg.max_steps
+
+
+def long_curves(preset: str) -> dict[str, list[tuple[int, float]]]:
+    """Validation PPL against training tokens: each long run (5x the budget) and the preset's own run of the same
+    method ("..., cpu budget"), by display name; runs without a result are left out."""
+    runs = load_grids(preset, "lm-table", "lm-ablations", LONG_GRID)
+    curves = {}
+    for name, (long, short) in LONG_RUNS.items():
+        for key, label in ((long, name), (short, f"{name} ({preset} budget)")):
+            res = runs.result(key)
+            if res and res.get("curve"):
+                per_step = res.get("tokens_per_step") or runs.configs[key].batch_size * runs.configs[key].seq_len
+                curves[label] = [(p.get("tokens", p["step"] * per_step), p["valid_ppl"]) for p in res["curve"]]
+    return curves
+
+
+def long_marker(preset: str) -> int:
+    """The training tokens where the preset's own 2-2-8 runs end (the long curves' first reading point)."""
+    runs = load_grids(preset, LONG_GRID)
+    cfg = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]
+    return long_points(runs)[0] * cfg.batch_size * cfg.seq_len
+
+
+def missing_note(preset: str, grid: str) -> str:
+    """For a figure: "not run: <runs>" and the grid's command, or "" once every run of ``grid`` has landed."""
+    runs = load_grids(preset, grid)
+    missing = [k for k in runs if runs.result(k) is None]
+    return f"not run: {', '.join(missing)}\n({grid_command(grid, preset)})" if missing else ""
+
+
+def valid_at(res: dict | None, step: int) -> float | None:
+    """A run's validation PPL at ``step`` (None when it has not run or was not evaluated there)."""
+    return next((p["valid_ppl"] for p in (res or {}).get("curve") or [] if p["step"] == step), None)
+
+
+def long_table(preset: str) -> pd.DataFrame:
+    """Validation PPL of the long runs where the preset's runs end and at 5x that, then the effect of L_cont (L_dist
+    only over with L_cont; against QuantGPT's seed band) and the gap to LAQ (LAQ over QuantGPT with L_cont; against
+    the larger band) at both points."""
+    runs = load_grids(preset, LONG_GRID)
+    short, end = long_points(runs)
+    per_step = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]
+    cols = [f"{s * per_step.batch_size * per_step.seq_len:,} tokens" for s in (short, end)]
+    vals = {name: [valid_at(runs.result(long), s) for s in (short, end)] for name, (long, _) in LONG_RUNS.items()}
+    rows = [{"validation PPL": name, **{c: ppl_text(v) if v is not None else
+                                        "not run: " + grid_command(LONG_GRID, preset, LONG_RUNS[name][0])
+                                        for c, v in zip(cols, vs)}} for name, vs in vals.items()]
+    own, widest = bands(preset)
+    cont, dist, laq = vals.values()
+    for what, num, den, band in (("effect of L_cont (L_dist only / with L_cont)", dist, cont, own),
+                                 ("LAQ / QuantGPT with L_cont", laq, cont, widest)):
+        rows.append({"validation PPL": what, **{c: ratio_reading(n, d, band) for c, n, d in zip(cols, num, den)}})
+    return pd.DataFrame(rows)
+
+
+def ratio_reading(num: float | None, den: float | None, band: float | None) -> str:
+    """"1.006x: no effect (inside the band)", or "not run"."""
+    if num is None or den is None:
+        return "not run"
+    return f"{num / den:.3f}x: {band_words(num / den - 1, band)}" + (f" +/-{100 * band:.2f}%" if band else "")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# what they show, in words
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def contrastive_verdict(preset: str) -> str:
+    """What the gradient split, the weight and the long runs show (Markdown bullets), "no effect" included; for
+    what has not run, what would decide it and the command."""
+    return "\n".join(f"- {x}" for x in (gradient_sentence(preset), lambda_sentence(preset), long_sentence(preset)))
+
+
+def gradient_sentence(preset: str) -> str:
+    curves = grad_share_curves(preset)
+    if not curves:
+        return ("**Gradient share:** not recorded yet; it shows whether lambda L_cont moves the weights at all "
+                f"(`{grid_command(LAMBDA_GRID, preset)}`).")
+    parts = []
+    for name, points in curves.items():
+        late = [p for p in points if p["step"] >= points[-1]["step"] / 2]
+        parts.append(f"{name}: {100 * statistics.median(p['ratio'] for p in late):.1f}% of L_dist's gradient, "
+                     f"cosine {statistics.median(p['cosine'] for p in late):.2f}")
+    return ("**Gradient share** (median over the later half of each run): " + "; ".join(parts) + ".")
+
+
+def lambda_sentence(preset: str) -> str:
+    runs = load_grids(preset, LAMBDA_GRID)
+    band, _ = bands(preset)
+    ref = runs.metric(LAMBDA_RUNS[0.1])
+    done = {lam: runs.metric(k) for lam, k in LAMBDA_RUNS.items() if lam != 0.1 and runs.metric(k) is not None}
+    missing = [k for lam, k in LAMBDA_RUNS.items() if runs.metric(k) is None]
+    if ref is None or not done or band is None:
+        return ("**Weight lambda:** not run yet; it is decided by whether lambda = 1 or 10 ends beyond QuantGPT's "
+                f"seed band from lambda = 0.1 (`{grid_command(LAMBDA_GRID, preset)}`).")
+    beyond = {lam: v for lam, v in done.items() if abs(v / ref - 1) > band}
+    parts = ", ".join(f"lambda = {lam:g} {change_text(v / ref - 1)}" for lam, v in done.items())
+    text = (f"**Weight lambda:** against lambda = 0.1 ({ppl_text(ref)}), {parts}; QuantGPT's seed band is "
+            f"+/-{100 * band:.2f}%. ")
+    text += (f"No weight {'run so far ' if missing else ''}moves the test PPL beyond it: no effect at this budget."
+             if not beyond else
+             "Beyond the band: " + ", ".join(f"lambda = {lam:g} ({'lower' if v < ref else 'higher'} PPL)"
+                                              for lam, v in beyond.items()) + ".")
+    if missing:
+        text += " Not run yet: " + ", ".join(f"`{k}`" for k in missing) + f" (`{grid_command(LAMBDA_GRID, preset)}`)."
+    return text
+
+
+def long_sentence(preset: str) -> str:
+    runs = load_grids(preset, LONG_GRID)
+    short, end = long_points(runs)
+    cfg = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]
+    tokens = end * cfg.batch_size * cfg.seq_len
+    cont, dist, laq = (valid_at(runs.result(long), end) for long, _ in LONG_RUNS.values())
+    own, widest = bands(preset)
+    if cont is None or dist is None or own is None:
+        return (f"**Five times the budget:** not run yet; it is decided by whether, at {tokens:,} tokens, QuantGPT "
+                "with L_dist alone ends beyond QuantGPT's seed band from QuantGPT with L_cont "
+                f"(`{grid_command(LONG_GRID, preset)}`).")
+    rel = dist / cont - 1
+    text = (f"**Five times the budget** ({tokens:,} tokens): without L_cont QuantGPT's validation PPL is "
+            f"{change_text(rel)} from with it, {band_words(rel, own)} (+/-{100 * own:.2f}%)"
+            + ("." if rel <= own else ": L_cont helps once the budget is larger."))
+    if laq is not None and widest is not None:
+        text += f" LAQ ends {change_text(laq / cont - 1)} from QuantGPT with L_cont, {band_words(laq / cont - 1, widest)}."
+    return text

@@ -1,0 +1,210 @@
+"""What several pages state, computed once: the budget against the paper's, the device the runs were made on, the
+split of QuantGPT's 2-bit advantage into quantizer and loss, the ratios of the intro's figure, the TL;DR and the
+one synthesis table of every claim."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from .. import experiments as X
+from ..experiments.presets import PAPER_EPOCHS
+from ..labels import method_name, ratio_text
+from .common import BASELINES, load_grid, load_grids, ppl_text
+from .lm import claim_row, claims, paper_ratio, run_tokens
+from .tasks import task_claims
+from .verdicts import SEED_GRIDS, seed_spreads
+
+TASK_GRIDS = ("dialogue-table", "xsum-table")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# shared facts: the budget and the device
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def paper_budget_tokens(dataset: str = "ptb") -> int | None:
+    """The paper's training tokens per student: its epochs of ``dataset`` (120 for PTB) times one epoch at its batch
+    of 32 x 512, counted by the committed ``gpu``-preset teacher run of ``lm-teacher-budget`` (its steps per epoch
+    at that batch, in SmolLM2's tokens); None until that run is committed."""
+    for cfg in X.runs("lm-teacher-budget", "gpu").values():
+        res = X.load_result(cfg)
+        if res and cfg.epochs and res.get("tokens_per_step"):
+            return round(PAPER_EPOCHS[dataset] * res["steps"] / cfg.epochs) * res["tokens_per_step"]
+    return None
+
+
+def budget(preset: str) -> dict | None:
+    """Our training tokens per 2-2-8 student in ``preset`` against the paper's (``paper_budget_tokens``): "ours",
+    "paper", "share" (ours / paper) and "times" (paper / ours); None until QuantGPT 2-2-8 has run."""
+    ours, paper = run_tokens(load_grid("lm-table", preset).result("mds-228")), paper_budget_tokens()
+    if ours is None:
+        return None
+    return {"ours": ours, "paper": paper, "share": ours / paper if paper else None,
+            "times": paper / ours if paper else None}
+
+
+def budget_sentence(preset: str) -> str:
+    """The budget in words, the one way every page says it: "204,800 training tokens per 2-bit student, 0.15% of
+    the paper's 120 epochs of PTB (135,659,520 tokens: 662 times more)"."""
+    b = budget(preset)
+    if b is None:
+        return f"no 2-bit student has run in the `{preset}` preset yet"
+    text = f"{b['ours']:,} training tokens per 2-bit student"
+    if b["paper"] is None:
+        return text + " (the paper's budget is counted once `python -m qlib grid lm-teacher-budget --preset gpu` ran)"
+    return (text + f", {100 * b['share']:.2g}% of the paper's {PAPER_EPOCHS['ptb']} epochs of PTB "
+            f"({b['paper']:,} tokens: {b['times']:,.0f} times more)")
+
+
+def device_facts(preset: str) -> str:
+    """Where the runs of ``preset``'s Table 1 were made, read from their provenance: device, cores, dtype, and what
+    the committed CPU benchmarks record about AMX bf16 matrix units (the training runs do not record it)."""
+    done = load_grid("lm-table", preset).done()
+    if not done:
+        return f"No run of the `{preset}` preset has a result yet."
+    runs = list(done.values())
+    where = sorted({f"{r.get('device_name', r['device'])} ({r.get('cores', '?')} cores)" if r["device"] == "cpu"
+                    else r.get("device_name", r["device"]) for r in runs})
+    dtypes = sorted({r.get("dtype") or "?" for r in runs})
+    text = (f"The `{preset}` preset's language-modeling runs were made on {', '.join(where)}, in "
+            f"{', '.join(dtypes)}, from {min(r['date'] for r in runs)} to {max(r['date'] for r in runs)}.")
+    if any(r["device"] == "cpu" for r in runs):
+        text += (" Their result files name the CPU only by its architecture and do not record whether it has AMX "
+                 "bf16 matrix units.")
+        for b in cpu_benchmarks():
+            text += (f" The CPU benchmark of {b['date']} ran on a CPU {'with' if b['cpu_bf16_matrix_units'] else 'without'}"
+                     f" them.")
+    return text
+
+
+def cpu_benchmarks() -> list[dict]:
+    """The committed CPU benchmark results that record whether their CPU has bf16 matrix units, oldest first."""
+    files = [json.loads(p.read_text()) for p in sorted((X.results_dir() / "bench").glob("*.json"))]
+    return sorted((b for b in files if b.get("device") == "cpu" and "cpu_bf16_matrix_units" in b),
+                  key=lambda b: b.get("date", ""))[:1]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the 2-bit advantage: quantizer or loss
+# ----------------------------------------------------------------------------------------------------------------
+
+DIST_ONLY = "QuantGPT, L_dist only"
+
+
+def attribution_table(preset: str) -> pd.DataFrame:
+    """QuantGPT's 2-2-8 advantage split in two: the quantizer (dynamic scaling: QuantGPT trained with L_dist only,
+    as LSQ and LAQ are, against each of them) and the loss (QuantGPT with L_cont against without it), each gap with
+    the band of its comparison and the one verdict (``lm.claim_row``)."""
+    runs = load_grids(preset, "lm-table", "lm-ablations", *SEED_GRIDS)
+    spreads = seed_spreads(preset, runs)
+    rows = []
+    for base in ("lsq", "laq"):
+        rows.append(("the quantizer: dynamic scaling", f"{DIST_ONLY} vs {method_name(base)}",
+                     claim_row(runs, spreads, "", "", ("mds-228-dist-only", f"{base}-228"), (DIST_ONLY, base))))
+    rows.append(("the loss: L_cont", f"QuantGPT vs {DIST_ONLY}",
+                 claim_row(runs, spreads, "", "", ("mds-228", "mds-228-dist-only"), ("mds", DIST_ONLY))))
+    out = []
+    for part, pair, row in rows:
+        a, b = (float(v) if v != "-" else None for v in row["ours (test PPL)"].split(" vs "))
+        out.append({"what it isolates": part, "compared (2-2-8)": pair, "test PPL": row["ours (test PPL)"],
+                    "gap": f"{100 * (1 - a / b):.1f}% lower" if a and b else "-", "band": row["band"],
+                    "verdict": row["verdict"]})
+    return pd.DataFrame(out)
+
+
+def attribution_text(preset: str) -> str:
+    """What ``attribution_table`` shows, in one sentence computed from it."""
+    t = attribution_table(preset)
+    if "not run" in set(t["verdict"]):
+        return ("The split of QuantGPT's 2-bit advantage into quantizer and loss needs `python -m qlib grid "
+                f"lm-table --preset {preset}` and `python -m qlib grid lm-ablations --preset {preset}`.")
+    quant, loss = t.iloc[:2], t.iloc[2]
+    q_words = " and ".join(f"{g} than {p.split(' vs ')[1]}" for g, p in zip(quant["gap"], quant["compared (2-2-8)"]))
+    if set(quant["verdict"]) == {"reproduced"} and loss["verdict"] == "inside the noise":
+        head = "At this budget QuantGPT's 2-bit win comes from dynamic scaling, not from the contrastive loss"
+    else:
+        head = "How QuantGPT's 2-bit advantage splits at this budget"
+    return (f"{head}: trained with L_dist only, as the baselines are, QuantGPT still ends {q_words} "
+            f"({' / '.join(quant['verdict'])}), while adding L_cont moves it by {loss['gap'].replace(' lower', '')} "
+            f"({loss['verdict']}).")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the intro's figure and TL;DR, and the synthesis table
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def final_ratios(preset: str, bits: str = "228") -> list[dict]:
+    """Test PPL over the teacher's per method at ``bits``: "method", "ratio" (the main run), "low" and "high" (the
+    range over the seeds that ran), "seeds", and "paper" (the paper's ratio); the intro's figure."""
+    runs = load_grids(preset, "lm-table", *SEED_GRIDS)
+    teacher = runs.metric("teacher")
+    out = []
+    for m in ("mds", *BASELINES):
+        keys = [k for k in (f"{m}-{bits}", f"{m}-{bits}-seed1", f"{m}-{bits}-seed2") if k in runs.configs]
+        vals = [v / teacher for k in keys if teacher and (v := runs.metric(k)) is not None]
+        if vals:
+            out.append({"method": m, "ratio": vals[0], "low": min(vals), "high": max(vals), "seeds": len(vals),
+                        "paper": paper_ratio(m, "-".join(bits))})
+    return out
+
+
+def tldr(preset: str) -> str:
+    """The book's answer in a few lines of Markdown, every fact computed from the committed results."""
+    lm = claims(preset).set_index("claim")["verdict"]
+    ratios = {r["method"]: r["ratio"] for r in final_ratios(preset)}
+    if "mds" not in ratios:
+        return f"**TL;DR:** no 2-bit student has run in the `{preset}` preset yet (`python -m qlib grid lm-table " \
+               f"--preset {preset}`)."
+    order = ", ".join(f"{method_name(m)} {ratio_text(ratios[m])}" for m in ("mds", "lsq", "laq") if m in ratios)
+    low_bits = [v for k, v in lm.items() if k.startswith(("At 4-4-8", "At 8-8-8"))]
+    tasks = [v for g in TASK_GRIDS for v in task_claims(g, preset)["verdict"]]
+    return "\n".join([
+        "**TL;DR**", "",
+        f"- **Setup:** QuantGPT's recipe on SmolLM2-135M-Instruct (its teacher a dequantized 4-bit model fine-tuned on "
+        f"PTB), {budget_sentence(preset)}.",
+        f"- **2-2-8:** test PPL over the teacher's: {order}; QuantGPT below LSQ and LAQ: "
+        f"{lm['At 2-2-8, QuantGPT reaches a lower PPL than LSQ.']} / "
+        f"{lm['At 2-2-8, QuantGPT reaches a lower PPL than LAQ.']}; PACT collapses "
+        f"({ratio_text(ratios['pact']) if 'pact' in ratios else 'not run'}).",
+        f"- **Why:** {attribution_text(preset)}",
+        f"- **Within 10% of the teacher at 2-2-8:** {lm[[k for k in lm.index if 'within 10%' in k][0]]}.",
+        f"- **4-4-8 and 8-8-8** (QuantGPT below each baseline, gamma started at the paper's 1): "
+        f"{verdict_counts(low_bits)}; **next-utterance and summarization** (offline stand-ins): "
+        f"{verdict_counts(tasks)}."])
+
+
+def verdict_counts(verdicts) -> str:
+    """How many claims got each kind of verdict, the budget named once: "5 not reached, 1 contradicted (at 102,400
+    tokens)"."""
+    verdicts = list(verdicts)
+    kinds = pd.Series([v.split(":")[0].split(" at ")[0] for v in verdicts]).value_counts()
+    budgets = sorted({v.split(" at ")[1] for v in verdicts if " at " in v})
+    return ", ".join(f"{n} {v}" for v, n in kinds.items()) + (f" (at {' / '.join(budgets)})" if budgets else "")
+
+
+def synthesis_table(preset: str, pages: dict[str, tuple[str, str]]) -> pd.DataFrame:
+    """Every claim the book tests, one row each: claim, paper, ours, band, verdict and a link to the page that shows
+    it. ``pages``: by a claim's "where" ("lm", "ablations", "dialogue-table", "xsum-table"), the link text and the
+    page's address."""
+    frames = [claims(preset)] + [task_claims(g, preset) for g in TASK_GRIDS]
+    rows = []
+    for frame in frames:
+        ours = [c for c in frame.columns if c.startswith("ours")][0]
+        for r in frame.to_dict("records"):
+            text, href = pages.get(r["where"], (r["where"], ""))
+            rows.append({"claim": r["claim"], "paper": r["paper"], "ours": f"{r[ours]} ({ours[6:-1]})"
+                         if r[ours] != "-" else "-", "verdict": r["verdict"],
+                         "shown in": f'<a href="{href}">{text}</a>' if href else text})
+    return pd.DataFrame(rows)
+
+
+def missing_runs_line(preset: str, grid: str = "lm-table") -> str:
+    """One line for the runs of ``grid`` in ``preset`` without a result: how many, and the command that runs them."""
+    runs = load_grid(grid, preset)
+    missing = [k for k in runs.configs if runs.result(k) is None]
+    if not missing:
+        return f"Every run of `{grid}` in the `{preset}` preset has a result."
+    return (f"**Not run:** {len(missing)} of the {len(runs.configs)} runs of `{grid}` in the `{preset}` preset "
+            f"(`python -m qlib grid {grid} --preset {preset}`).")

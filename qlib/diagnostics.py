@@ -2,8 +2,10 @@
 
 At a few steps of a run that uses L_cont, ``gradient_parts`` takes the gradients of L_dist and of lambda * L_cont
 over the student's weights (not the projection heads, not the quantizers' own parameters) in two extra backward
-passes, before the step's usual one, and ``clipped_shares`` reads how much of the clipped update each leaves:
-the clip multiplies both by the same factor, and each part's share of the update is its projection on the sum.
+passes, before the step's usual one, and ``clipped_shares`` reads what gradient clipping leaves of each: the clip
+multiplies both by the same factor, and each part's share is its projection on their sum. These are shares of the
+clipped gradient, not of AdamW's update, which rescales every coordinate. With ``grad_accum > 1`` the split is the
+last micro-batch's (scaled like it); the clip factor is the whole step's.
 """
 from __future__ import annotations
 

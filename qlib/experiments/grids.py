@@ -120,8 +120,12 @@ def lm_lambda_grid(preset: str) -> list[TrainConfig]:
 @grid_builder("lm-long")
 def lm_long_grid(preset: str) -> list[TrainConfig]:
     """QuantGPT 2-2-8 with and without L_cont and LAQ 2-2-8 for ``LONG_FACTOR`` times the preset's 2-2-8 budget,
-    evaluated at log-spaced steps and at the step where the preset's own runs end (their curves continue)."""
-    steps = lm_base(preset)["max_steps"]
+    evaluated at log-spaced steps and also at the step where the preset's own runs end (the same token count; each
+    long run has its own learning-rate schedule, so it is not the short run continued). Only presets that train a
+    number of steps have it: the gpu and paper presets train epochs, the paper's budget or a share of it."""
+    steps = lm_base(preset).get("max_steps")
+    if steps is None:
+        return []
     long = dict(max_steps=LONG_FACTOR * steps, curve_points=10, curve_at=(steps,))
     return [lm_student(preset, "mds", tag="long", lam=LONG_LAMBDA, **long),
             lm_student(preset, "mds", tag="dist-only-long", loss="dist", **long),

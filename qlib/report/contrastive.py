@@ -64,7 +64,7 @@ def grad_share_curves(preset: str) -> dict[str, list[dict]]:
         points = res.get("cont_grad") or []
         if points:
             cfg = runs.configs[key]
-            curves[f"lambda = {cfg.lam:g}, {cfg.max_steps * cfg.batch_size * cfg.seq_len:,} tokens"] = points
+            curves[f"lambda = {cfg.lam:g}, {res['steps'] * res['tokens_per_step']:,} tokens"] = points
     return curves
 
 
@@ -78,7 +78,7 @@ def grad_share_table(preset: str) -> pd.DataFrame:
                      "ratio, later half (median)": f"{statistics.median(p['ratio'] for p in late):.3f}",
                      "ratio at the end": f"{points[-1]['ratio']:.3f}",
                      "cosine, later half (median)": f"{statistics.median(p['cosine'] for p in late):.2f}",
-                     "L_cont's share of the update, end": f"{100 * points[-1]['cont_share']:.1f}%"})
+                     "L_cont's share of the clipped gradient, end": f"{100 * points[-1]['cont_share']:.1f}%"})
     return pd.DataFrame(rows or [{"run": "not run: " + grid_command(LAMBDA_GRID, preset)}])
 
 
@@ -249,7 +249,8 @@ def long_sentence(preset: str) -> str:
     rel = dist / cont - 1
     text = (f"**Five times the budget** ({tokens:,} tokens): without L_cont QuantGPT's validation PPL is "
             f"{change_text(rel)} from with it, {band_words(rel, own)} (+/-{100 * own:.2f}%)"
-            + ("." if rel <= own else ": L_cont helps once the budget is larger."))
+            + ("." if abs(rel) <= own else ": L_cont helps once the budget is larger." if rel > 0 else
+               ": L_cont hurts at this budget."))
     if laq is not None and widest is not None:
         text += f" LAQ ends {change_text(laq / cont - 1)} from QuantGPT with L_cont, {band_words(laq / cont - 1, widest)}."
     return text

@@ -18,8 +18,8 @@ def deploy_run(preset: str):
     """The config of the longest-trained QuantGPT 2-2-8 student with a committed result (None: none has run)."""
     best, best_steps = None, -1
     for grid, key in DEPLOY_CANDIDATES:
-        cfg = X.runs(grid, preset)[key]
-        res = X.load_result(cfg)
+        cfg = X.runs(grid, preset).get(key)
+        res = X.load_result(cfg) if cfg is not None else None
         if res is not None and res["steps"] > best_steps:
             best, best_steps = cfg, res["steps"]
     return best
@@ -68,9 +68,9 @@ def export_demo(preset: str, bits: tuple[int, int, int] = (2, 2, 8)) -> pd.DataF
         diff = (back[name] - enc.codes.float() * enc.step.half().float()).abs().max().item()
         n, worst = rows.get(qtype, (0, 0.0))
         rows[qtype] = (n + 1, max(worst, diff))
-    table = [{"GGUF type": t, "quantized tensors": n, "largest |file - qlib|": w} for t, (n, w) in sorted(rows.items())]
+    table = [{"GGUF type": t, "quantized tensors": n, "largest |file - codes x fp16(step)|": w} for t, (n, w) in sorted(rows.items())]
     return pd.DataFrame(table + [{"GGUF type": f"whole file: {out['mib']:.1f} MiB", "quantized tensors": len(encodings),
-                                  "largest |file - qlib|": max(w for _, w in rows.values())}])
+                                  "largest |file - codes x fp16(step)|": max(w for _, w in rows.values())}])
 
 
 def deploy_tables(preset: str) -> dict[str, pd.DataFrame] | None:
@@ -93,6 +93,7 @@ def deploy_tables(preset: str) -> dict[str, pd.DataFrame] | None:
         {"computed by": "llama.cpp, its defaults (8-bit matrix inputs per block of 32 or 256, f16 KV cache)",
          "PTB test PPL": ppl["ppl_llama_cpp"]},
         {"computed by": "qlib (8-bit activations per token)", "PTB test PPL": ppl["ppl_qlib"]}])
+    ppls["scored"] = f"{ppl['chunks']} chunks of {ppl['n_ctx']} tokens, the last half of each"
     return {"sizes": sizes, "speeds": speeds, "perplexity": ppls,
             "agreement": pd.DataFrame([{"scored tokens": ppl["positions"], "same top-1 token": ppl["top1_agreement"],
                                         "mean KL (nats)": ppl["mean_kl"]}])}

@@ -12,6 +12,15 @@ from __future__ import annotations
 import torch
 
 
+def keep_compiled_graphs_reusable() -> None:
+    """A compiled backward pass frees ("donates") the buffers it saved unless told not to; the split's extra
+    backward passes keep the graph (``retain_graph=True``) and fail on a graph compiled with donated buffers, as
+    happens when a resumed run compiles its layers on an ordinary step. Called before a contrastive run compiles."""
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
+
+
 def gradient_parts(l_dist: torch.Tensor, l_cont: torch.Tensor, weights: list[torch.Tensor]) -> dict:
     """Norms of dL_dist/dW and of d(lambda L_cont)/dW over ``weights``, their ratio and cosine, and each part's
     share of their sum (<g_part, g> / |g|^2; the two shares add up to 1). ``l_cont`` is already multiplied by

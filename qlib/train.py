@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as dist
-from .diagnostics import clipped_shares, gradient_parts
+from .diagnostics import clipped_shares, gradient_parts, keep_compiled_graphs_reusable
 from .config import DYNAMIC_SCALING, LAYERS, LOSSES, METHODS, TrainConfig  # noqa: F401 - re-exported
 from .losses import ContrastiveHeads, TokenContrastiveLoss
 from .models import load_tokenizer
@@ -96,6 +96,8 @@ def setup(cfg: TrainConfig, data=None) -> Run:
     teacher = teacher.to(device) if teacher is not None else None
     student.to(device).train()
     if cfg.compile:
+        if cfg.uses_contrastive:  # the L_cont split's extra backward passes reuse the compiled graphs
+            keep_compiled_graphs_reusable()
         compile_layers(student)
     heads = contrast = None
     if cfg.uses_contrastive:

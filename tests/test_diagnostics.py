@@ -60,3 +60,13 @@ def test_every_contrastive_run_records_the_split_beside_its_curve_points_without
     assert plain["cont_grad"] == [] and plain["metrics"] == res["metrics"]
     # a run without L_cont has no split to record
     assert "cont_grad" not in train(_tiny(tmp_path, "dist", loss="dist", max_steps=2))
+
+
+@pytest.mark.slow
+def test_the_split_runs_on_compiled_layers_first_compiled_on_an_ordinary_step(tmp_path, monkeypatch):
+    """A resumed run compiles its layers on an ordinary step; a later step's split (extra backward passes that keep
+    the graph) must still run: compiled backward passes must not free their saved buffers."""
+    offline_data()
+    monkeypatch.setattr(T, "diagnostic_steps", lambda *a: {2})  # steps 0 and 1 compile and run as usual
+    res = train(_tiny(tmp_path, "compiled", compile=True, max_steps=3, curve_points=0))
+    assert [d["step"] for d in res["cont_grad"]] == [3] and res["cont_grad"][0]["cont_grad_norm"] > 0

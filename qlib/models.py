@@ -129,7 +129,6 @@ def minilm_path() -> Path:
 
 def load_tokenizer(name: str):
     """The tokenizer of model ``name``. GPT-2's BPE loads from ``QLIB_DATA_DIR/gpt2-tokenizer`` when present."""
-    fam = family(name)
     if name == "smollm2-135m":
         folder, fname = smollm2_path()
         tok = tf.AutoTokenizer.from_pretrained(folder, gguf_file=fname)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist
 from .diagnostics import clipped_shares, gradient_parts, keep_compiled_graphs_reusable
-from .config import DYNAMIC_SCALING, LAYERS, LOSSES, METHODS, TrainConfig  # noqa: F401 - re-exported
+from .config import DYNAMIC_SCALING, TrainConfig
 from .losses import ContrastiveHeads, TokenContrastiveLoss
 from .models import load_tokenizer
 from .modules import compile_layers, quantizer_parameters
@@ -34,7 +34,7 @@ from .quant import bind_laq_hessians
 from .runtime import (adamw, atomic_torch_save, autocast, load_checkpoint, provenance, resolve_device, rng_state,
                       seed_everything, set_rng_state, write_json)
 from .students import build_models, save_weights
-from .objective import compute_loss  # noqa: F401 - re-exported (the benchmark's step)
+from .objective import compute_loss
 from .tasks import make_task
 
 

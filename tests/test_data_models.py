@@ -1,6 +1,5 @@
 """Offline data readers, model names and their errors."""
 import pytest
-import torch
 
 from qlib import data as D
 from qlib import models as M

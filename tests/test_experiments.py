@@ -288,3 +288,16 @@ def test_a_student_distilled_from_another_teacher_is_another_run():
     assert X.same_config({**cfg, "teacher": str(Path("/elsewhere/checkout/runs") / Path(cfg["teacher"]).name)}, cfg)
     assert not X.same_config({**cfg, "teacher": str(Path(cfg["teacher"]).parent / "another-teacher")}, cfg)
     assert not X.same_config({**cfg, "teacher": asdict(X.runs("lm-table", "gpu")["mds-228"])["teacher"]}, cfg)
+
+
+def test_a_grid_command_selects_exactly_the_run_it_names():
+    """The commands the book prints for a missing run (``X.grid_command``) parse back and select that run alone."""
+    from qlib.__main__ import _selects
+
+    for name in ("lm-table", "lm-seeds", "lm-lambda", "lm-long", "xtc-sst2", "xsum-table"):
+        configs = X.grid(name, "cpu")
+        for key, cfg in X.runs(name, "cpu").items():
+            args = vars(_parser().parse_args(shlex.split(X.grid_command(name, "cpu", key))[3:]))
+            assert (args["command"], args["name"], args["preset"]) == ("grid", name, "cpu")
+            chosen = [c for c in configs if any(_selects(o, c, configs) for o in args["only"])]
+            assert chosen == [cfg], (name, key)

@@ -1,6 +1,5 @@
 """The baselines as their papers describe them, checked from the formulas on realistic inputs (heavy tails, a real
 SmolLM2 matrix when the model is installed), and the causality of the quantized model."""
-import copy
 
 import pytest
 import torch

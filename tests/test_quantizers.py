@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from qlib.quant import (QUANTIZERS, ActQuantizer, LAQQuantizer, LSQQuantizer, MDSQuantizer, PACTQuantizer,
+from qlib.quant import (QUANTIZERS, ActQuantizer, LAQQuantizer, LSQQuantizer, MDSQuantizer,
                         bind_laq_hessians, check_bits, levels, make_quantizer)
 
 MULTIBIT = ["minmax", "pact", "pact_clip_grid", "lsq", "laq", "mds", "mds_pact_grad"]

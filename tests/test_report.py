@@ -230,43 +230,17 @@ def test_the_generative_xtc_reading_is_computed_from_the_results(dirs):
         assert "Binary weights on the reduced student" not in text and "Not run yet: `bwn-118-xtc-15L`" in text
 
 
-def test_the_sst2_xtc_reading_is_computed_from_the_results(dirs):
-    """Chapter 8's reading of Table 8.1 follows the result files: each gap in points, the compression beside it,
-    the paper's 1-bit gap beside ours, and a run without a result named instead of read."""
-    assert report.xtc_reading("cpu", title="Table 8.1").startswith("**Reading Table 8.1:** not run yet")
-    runs = X.runs("xtc-sst2", "cpu")
-    acc = {("fp", False): 90.0, ("fp", True): 88.0, ("twn", False): 86.5, ("bwn", False): 80.0, ("bwn", True): 81.5}
-    for key, cfg in runs.items():
-        value = acc.get((cfg.method, bool(cfg.keep_layers)))
-        if value is None:
-            continue  # the reduced ternary student: not run
-        result = {"config": asdict(cfg), "metrics": {"valid_accuracy": value}, "steps": cfg.max_steps or 500,
-                  "size_mb": 80.0 / (1 + 10 * (cfg.method != "fp")) / (2 if cfg.keep_layers else 1),
-                  "device": "cpu", "code_version": "abc1234"}
-        write_json(X.result_path(cfg), result)
-    text = report.xtc_reading("cpu")
-    assert "The teacher reaches 90.0 dev accuracy" in text and "code abc1234" in text
-    assert "ternary weights lose 3.5 points and binary weights 10.0 (11.0x and 11.0x smaller" in text
-    assert "Halving the depth in full precision costs 2.0 points (2.0x smaller)" in text
-    assert "Halving a binary student's depth moves it from 80.0 to 81.5 (+1.5 points) for 11.0x to 22.0x" in text
-    assert "0.8 points below its teacher on MNLI-m (84.1 against 84.9)" in text
-    assert "10.0 points below ours on SST-2" in text
-    reduced_twn = next(k for k, c in runs.items() if c.method == "twn" and c.keep_layers)
-    assert f"Not run yet: `{reduced_twn}`" in text and "Halving a ternary" not in text
-
-
-def test_the_benchmark_reading_is_computed_from_the_file(dirs):
-    """Chapter 7's reading of Tables 7.5 and 7.6 follows the benchmark file: its provenance, its command, each
-    phase's figures and every target's verdict; a missing file says how to make it."""
+def test_the_performance_page_is_computed_from_the_benchmark_file(dirs):
+    """The Performance page follows the benchmark file: one row per dtype and step kind with eager and compiled
+    tokens/s, and a reading whose ratios are the file's median step times and peak memories; no file: not run."""
     from qlib import bench
 
-    assert report.bench_reading("nothing", title="Tables 7.5 and 7.6").startswith(
-        "**Reading Tables 7.5 and 7.6:** not run yet")
+    assert report.performance_table().iloc[0, 0].startswith("not run: python -m qlib.bench")
+    assert report.performance_reading().startswith("Not run yet")
 
     def phase(secs, dtype, mem=1000.0):
         return {"sec_per_iter": sorted(secs)[1], "tokens_per_s": 512 / sorted(secs)[1], "peak_mem_mib": mem,
-                "dtype": dtype, "repeat_sec_per_iter": secs, "spread": max(secs) / min(secs) - 1, "steal_frac": 0.001,
-                "mfu": 0.1}
+                "dtype": dtype, "repeat_sec_per_iter": secs, "spread": max(secs) / min(secs) - 1, "mfu": 0.1}
     b = {"model": "smollm2-135m", "w_bits": 2, "batch_size": 4, "seq_len": 128, "steps": 15, "warmup": 3,
          "repeats": 3, "device": "cpu", "code_version": "abc1234", "cores": 2, "date": "2026-12-06", "load_avg": 0.1,
          "busy": False, "others_busy_cores": {"x": 0.02}, "cpu_bf16_matrix_units": True,
@@ -275,36 +249,19 @@ def test_the_benchmark_reading_is_computed_from_the_file(dirs):
         b["phases"].update({f"c_qat_dist_cont/{dtype}": phase([2.0 * scale, 2.2 * scale, 2.1 * scale], dtype, 1010.0),
                             f"c_qat_dist_cont/{dtype}+compile": phase([1.5 * scale, 1.6 * scale, 1.4 * scale], dtype),
                             f"a_fp_finetune/{dtype}": phase([1.0 * scale] * 3, dtype),
-                            f"b_qat_dist/{dtype}": phase([2.0 * scale] * 3, dtype),
-                            f"a_fp_finetune/{dtype}+compile": phase([0.9 * scale] * 3, dtype)})
-    write_json(X.results_dir() / "bench" / "some-bench.json", b)
-    text = report.bench_reading("some-bench")
-    assert "measured on 2026-12-06 with code abc1234 on 2 CPU cores with AMX" in text
-    assert ("`python -m qlib.bench --model smollm2-135m --w-bits 2 --batch-size 4 --seq-len 128 --steps 15 --repeats 3"
-            " --phases a_fp_finetune b_qat_dist c_qat_dist_cont --dtypes fp32 bf16 --compile`") in text
-    assert "other work at most 0.02 cores" in text and "BUSY" not in text
-    # tokens/s of the median repeat, fp32 / bf16: 512 / 4.2 and 512 / 2.1
-    assert "$\\mathcal{L}_{dist} + \\lambda\\mathcal{L}_{cont}$ 122 / 244 eager and 171 / 341 compiled" in text
-    for r in bench.target_checks(b):
-        assert f"{r['dtype']}, {r['check']}: {r['median']:.3g}" in text and f"**{r['verdict']}**" in text
-    assert "time / compiled fp fine-tuning step" in text  # like with like where the file has both compiled
-    assert "1.00x, 1.10x, 1.05x the $\\mathcal{L}_{dist}$ step's time" in text and "1.010x its peak memory" in text
-    assert "(the paper: 1.10x and 1.009x)" in text and "A ratio below 1" not in text
-    faster = {**b, "phases": {**b["phases"], "c_qat_dist_cont/fp32": phase([3.0, 4.4, 4.2], "fp32", 1010.0)}}
-    write_json(X.results_dir() / "bench" / "some-bench.json", faster)  # one round where L_cont looks free: said so
-    assert "A ratio below 1 is not the contrastive loss's cost" in report.bench_reading("some-bench")
-    assert "in alternation in one process" not in text
-    write_json(X.results_dir() / "bench" / "some-bench-interleaved.json", {
-        "kind": "interleaved", **{k: b[k] for k in ("model", "w_bits", "batch_size", "seq_len", "device", "date",
-                                                    "code_version", "load_avg", "busy")}, "steps": 16,
-        "dtypes": {"bf16": {"median_ratio": 1.031, "quartiles": [1.012, 1.06]}}})
-    text = report.bench_reading("some-bench")
-    assert ("Timed in alternation in one process (16 pairs of steps per dtype, 2026-12-06, code abc1234, eager, load "
-            "average 0.1; `python -m qlib.bench --interleave`), the contrastive loss takes bf16 1.031x (quartiles "
-            "1.012-1.060; **met, but not its upper quartile**)") in text
-    assert len(report.bench_table()) == len(b["phases"]) + 1  # the interleaved file has no phases to show
-    write_json(X.results_dir() / "bench" / "some-bench.json", {**b, "busy": True})
-    assert "**BUSY: these are not the machine's figures**" in report.bench_reading("some-bench")
+                            f"b_qat_dist/{dtype}": phase([2.0 * scale] * 3, dtype)})
+    write_json(X.results_dir() / "bench" / f"{report.CPU_BENCH}.json", b)
+    table = report.performance_table()
+    assert len(table) == 6 and table["device and dtype"].iloc[0] == "2-core x86-64 CPU with AMX matrix units, fp32"
+    cont = table[(table["step"] == "QAT, L_dist + L_cont")]
+    assert cont["tokens/s"].tolist() == ["122", "244"] and cont["tokens/s compiled"].tolist() == ["171", "341"]
+    assert table[table["step"] == "QAT, L_dist"]["tokens/s compiled"].tolist() == ["-", "-"]
+    text = report.performance_reading()
+    # medians: fine-tuning 2.0 s, L_dist 4.0 s, with L_cont 4.2 s (fp32); peak memory 1010 against 1000 MiB
+    assert ("on the 2-core x86-64 CPU with AMX matrix units in fp32, a QAT step with L_cont takes 2.1x the "
+            "fine-tuning step's time, and L_cont 1.05x the L_dist step's time and 1.01x its memory") in text
+    met = sum(r["verdict"].startswith("met") for r in bench.target_checks(b))
+    assert f"met in every round: {met} of {len(bench.target_checks(b))}." in text
 
 
 def test_the_ablation_tables_are_computed_from_the_results(dirs):
@@ -401,9 +358,7 @@ def test_the_library_leaves_titles_and_paper_numbers_to_the_notebooks_and_paper_
 
 
 def test_the_readings_take_their_titles_and_references_as_arguments(dirs):
-    assert report.xtc_reading("cpu", title="Table X.1").startswith("**Reading Table X.1:** not run yet")
     assert report.lm_xtc_reading("cpu", title="Table X.3").startswith("**Reading Table X.3:** not run yet")
-    assert report.bench_reading("nothing", title="Tables X.5 and X.6").startswith("**Reading Tables X.5 and X.6:**")
     t, a = X.runs("lm-table", "cpu"), X.runs("lm-ablations", "cpu")
     for cfg, ppl in ((t["mds-228"], 100.0), (a["mds-228-dist-only"], 103.0)):
         write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": ppl}, "steps": 4,

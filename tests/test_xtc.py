@@ -1,5 +1,4 @@
 """XTC: layer reduction, its one-stage distillation loss, GLUE data/metrics and a tiny end-to-end recipe."""
-import copy
 from types import SimpleNamespace
 
 import numpy as np

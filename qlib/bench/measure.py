@@ -26,7 +26,7 @@ from ..modules import compile_layers
 from ..packing import export_packed, load_packed, size_mb
 from ..runtime import adamw, autocast, cpu_busy_cores, cpu_steal_seconds, resolve_device
 from ..students import build_student, load_teacher
-from ..train import compute_loss
+from ..objective import compute_loss
 
 DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 BUSY_CORES = 0.25  # other work using more than a quarter of a core makes CPU figures not the machine's

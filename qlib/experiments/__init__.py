@@ -9,7 +9,7 @@
 from .presets import (EVAL_CONTEXT, GAMMA_INIT, LM_METHODS, LM_SETTINGS, LR_SWEEP, PRESET_DTYPE, PRESETS, ROW_STEPS,
                       STUDENT_LR, TEACHER_EPOCHS, lm_base, lm_control, lm_student, lm_teacher, preset_dtype,
                       xtc_teacher)
-from .registry import GRIDS, grid, grid_builder, run_key, runs
+from .registry import GRIDS, grid, grid_builder, grid_command, run_key, runs
 from .grids import (DTYPE_STEPS, LAMBDAS, LONG_FACTOR, LONG_LAMBDA, lm_dtype_grid, lm_long_grid, lm_xtc_grid,
                     xtc_grid)
 from .task_grids import TASK_GRIDS, task_base, task_grid, task_lr_grid, task_student, task_teacher, teacher_epochs

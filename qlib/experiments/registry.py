@@ -44,6 +44,12 @@ def runs(name: str, preset: str) -> dict[str, TrainConfig]:
     return out
 
 
+def grid_command(name: str, preset: str, key: str | None = None, flags: str = "") -> str:
+    """The command that runs grid ``name`` in ``preset`` (or only its run ``key``): resumable, it skips what has
+    run."""
+    return f"python -m qlib grid {name} --preset {preset}" + (f" --only {key}" if key else "") + flags
+
+
 def run_key(cfg: TrainConfig) -> str:
     """A run's short name inside its grid ("teacher", "control", "mds-228-dist-only"), set where it was built."""
     if not cfg.name:

@@ -23,8 +23,7 @@ from .ablations import (VARIANT_NAMES, ablation_table, ablations_note, ablations
                         negatives_curve, negatives_keys)
 from .analyses import (gamma_start_table, grid_text, homogeneity_table, init_error_table,  # noqa: F401
                        packed_roundtrip, size_table, why_hard_data)
-from .bench import (CPU_BENCH, PHASE_NAMES, bench_command, bench_reading, bench_table,  # noqa: F401
-                    bench_targets_table, paper_table5, performance_reading, performance_table)
+from .bench import CPU_BENCH, paper_table5, performance_reading, performance_table  # noqa: F401
 from .deploy import (DEPLOY_CANDIDATES, deploy_command, deploy_result, deploy_run, deploy_table,  # noqa: F401
                      deploy_tables, export_demo)
 from .contrastive import (LAMBDA_RUNS, LONG_RUNS, contrastive_verdict, grad_share_curves,  # noqa: F401
@@ -40,8 +39,8 @@ from .recipe import (RATE_RULE, SWEEP_METRIC, dtype_reading, dtype_table, lr_swe
                      teacher_budget_reading)
 from .tasks import (TASK_FLOOR, TASK_METRICS, TASK_READING, TASK_SCORES, TASK_TEACHER_GAP, TASK_TITLE,  # noqa: F401
                     chosen_replies, dialogue_example, distill_span_table, generated_summaries, task_claims,
-                    task_commands, task_curve_plot, task_curves, task_reading, task_table)
+                    task_curve_plot, task_curves, task_reading, task_table)
 from .verdicts import (COLLAPSED, SEED_METHODS, budget_text, collapsed, gap_text, last_half_fall,  # noqa: F401
                        method_spread, pair_band, seed_band, seed_band_note, seed_spreads, verdict)
 from .xtc import (XTC_METRIC, lm_xtc_gaps, lm_xtc_reading, lm_xtc_table, paper_xtc_table,  # noqa: F401
-                  xtc_gaps, xtc_reading, xtc_table, xtc_tldr)
+                  xtc_gaps, xtc_table, xtc_tldr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .. import experiments as X
 from ..labels import run_name
 from .common import GridResults, load_grid, load_grids, missing_text, ppl_text, provenance
 from .contrastive import band_words, bands, change_text, contrastive_verdict
@@ -59,7 +60,7 @@ def ablations_note(preset: str, keys: tuple[str, ...]) -> str:
     runs = load_grids(preset, *ABLATION_GRIDS, "lm-gamma-init")
     done = runs.done(keys)
     if not done:
-        return f"Not run yet: `python -m qlib grid lm-ablations --preset {preset}`."
+        return f"Not run yet: `{X.grid_command('lm-ablations', preset)}`."
     facts = provenance(done.values())
     own, widest = bands(preset, runs)
     tokens = "/".join(f"{r['steps'] * r.get('tokens_per_step', 0):,}" for r in {r["steps"]: r for r in
@@ -86,7 +87,7 @@ def ablations_tldr(preset: str) -> str:
             and k in runs.configs]  # the smoke preset's grids name fewer negatives
     done = {k: runs.metric(k) / ref - 1 for k in keys if ref is not None and runs.metric(k) is not None}
     if not done or own is None:
-        return f"- Not run yet: `python -m qlib grid lm-ablations --preset {preset}`."
+        return f"- Not run yet: `{X.grid_command('lm-ablations', preset)}`."
     beyond = {k: v for k, v in done.items() if abs(v) > variant_band(runs.configs[k], own, widest)}
     lines = [f"**{len(done) - len(beyond)} of {len(done)} ablations** of QuantGPT 2-2-8 end within QuantGPT's seed "
              f"band of it (+/-{100 * own:.2f}%; another quantizer: the largest spread, {100 * widest:.2f}%); " + (", ".join(f"{VARIANT_NAMES[k]} {change_text(v)}" for k, v in

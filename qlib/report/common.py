@@ -131,7 +131,7 @@ def reading_head(title: str, preset: str, *details: str) -> str:
 def not_run_reading(title: str, preset: str, grid: str) -> str:
     """A reading whose runs have not landed: its title and the command that makes them."""
     return (f"**Reading {title}:** not run yet in the `{preset}` preset "
-            f"(`python -m qlib grid {grid} --preset {preset}`).")
+            f"(`{X.grid_command(grid, preset)}`).")
 
 
 def missing_text(keys: Iterable[str], hint: bool = True) -> str:

@@ -9,6 +9,7 @@ import statistics
 
 import pandas as pd
 
+from .. import experiments as X
 from . import verdicts
 from .common import GridResults, load_grids, ppl_text
 
@@ -19,11 +20,6 @@ LAMBDA_RUNS = {0.0: "mds-228-dist-only", 0.1: "mds-228", 1.0: "mds-228-lam1", 10
 LONG_RUNS = {"QuantGPT, L_dist + L_cont": ("mds-228-long", "mds-228"),
              "QuantGPT, L_dist only": ("mds-228-dist-only-long", "mds-228-dist-only"),
              "LAQ, L_dist only": ("laq-228-long", "laq-228")}
-
-
-def grid_command(grid: str, preset: str, key: str | None = None) -> str:
-    """The command that runs grid ``grid`` (or only its run ``key``): resumable, it skips what has run."""
-    return f"python -m qlib grid {grid} --preset {preset}" + (f" --only {key}" if key else "")
 
 
 def bands(preset: str, runs: GridResults | None = None) -> tuple[float | None, float | None]:
@@ -79,7 +75,7 @@ def grad_share_table(preset: str) -> pd.DataFrame:
                      "ratio at the end": f"{points[-1]['ratio']:.3f}",
                      "cosine, later half (median)": f"{statistics.median(p['cosine'] for p in late):.2f}",
                      "L_cont's share of the clipped gradient, end": f"{100 * points[-1]['cont_share']:.1f}%"})
-    return pd.DataFrame(rows or [{"run": "not run: " + grid_command(LAMBDA_GRID, preset)}])
+    return pd.DataFrame(rows or [{"run": "not run: " + X.grid_command(LAMBDA_GRID, preset)}])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -100,7 +96,7 @@ def lambda_table(preset: str) -> pd.DataFrame:
                "test PPL": ppl_text(ppl) if ppl is not None else "not run", "against lambda = 0.1": "",
                "reading": ""}
         if ppl is None:
-            row["reading"] = grid_command(LAMBDA_GRID, preset, key)
+            row["reading"] = X.grid_command(LAMBDA_GRID, preset, key)
         elif ref is not None and lam != 0.1:
             row["against lambda = 0.1"] = change_text(ppl / ref - 1)
             row["reading"] = band_words(ppl / ref - 1, band, direction=True)
@@ -154,7 +150,7 @@ def missing_note(preset: str, grid: str) -> str:
     """For a figure: "not run: <runs>" and the grid's command, or "" once every run of ``grid`` has landed."""
     runs = load_grids(preset, grid)
     missing = [k for k in runs if runs.result(k) is None]
-    return f"not run: {', '.join(missing)}\n({grid_command(grid, preset)})" if missing else ""
+    return f"not run: {', '.join(missing)}\n({X.grid_command(grid, preset)})" if missing else ""
 
 
 def valid_at(res: dict | None, step: int) -> float | None:
@@ -172,7 +168,7 @@ def long_table(preset: str) -> pd.DataFrame:
     cols = [f"{s * per_step.batch_size * per_step.seq_len:,} tokens" for s in (short, end)]
     vals = {name: [valid_at(runs.result(long), s) for s in (short, end)] for name, (long, _) in LONG_RUNS.items()}
     rows = [{"validation PPL": name, **{c: ppl_text(v) if v is not None else
-                                        "not run: " + grid_command(LONG_GRID, preset, LONG_RUNS[name][0])
+                                        "not run: " + X.grid_command(LONG_GRID, preset, LONG_RUNS[name][0])
                                         for c, v in zip(cols, vs)}} for name, vs in vals.items()]
     own, widest = bands(preset)
     cont, dist, laq = vals.values()
@@ -204,7 +200,7 @@ def gradient_sentence(preset: str) -> str:
     curves = grad_share_curves(preset)
     if not curves:
         return ("**Gradient share:** not recorded yet; it shows whether lambda L_cont moves the weights at all "
-                f"(`{grid_command(LAMBDA_GRID, preset)}`).")
+                f"(`{X.grid_command(LAMBDA_GRID, preset)}`).")
     parts = []
     for name, points in curves.items():
         late = [p for p in points if p["step"] >= points[-1]["step"] / 2]
@@ -221,7 +217,7 @@ def lambda_sentence(preset: str) -> str:
     missing = [k for lam, k in LAMBDA_RUNS.items() if runs.metric(k) is None]
     if ref is None or not done or band is None:
         return ("**Weight lambda:** not run yet; it is decided by whether lambda = 1 or 10 ends beyond QuantGPT's "
-                f"seed band from lambda = 0.1 (`{grid_command(LAMBDA_GRID, preset)}`).")
+                f"seed band from lambda = 0.1 (`{X.grid_command(LAMBDA_GRID, preset)}`).")
     beyond = {lam: v for lam, v in done.items() if abs(v / ref - 1) > band}
     parts = ", ".join(f"lambda = {lam:g} {change_text(v / ref - 1)}" for lam, v in done.items())
     text = (f"**Weight lambda:** against lambda = 0.1 ({ppl_text(ref)}), {parts}; QuantGPT's seed band is "
@@ -231,7 +227,7 @@ def lambda_sentence(preset: str) -> str:
              "Beyond the band: " + ", ".join(f"lambda = {lam:g} ({'lower' if v < ref else 'higher'} PPL)"
                                               for lam, v in beyond.items()) + ".")
     if missing:
-        text += " Not run yet: " + ", ".join(f"`{k}`" for k in missing) + f" (`{grid_command(LAMBDA_GRID, preset)}`)."
+        text += " Not run yet: " + ", ".join(f"`{k}`" for k in missing) + f" (`{X.grid_command(LAMBDA_GRID, preset)}`)."
     return text
 
 
@@ -245,7 +241,7 @@ def long_sentence(preset: str) -> str:
     if cont is None or dist is None or own is None:
         return (f"**Five times the budget:** not run yet; it is decided by whether, at {tokens:,} tokens, QuantGPT "
                 "with L_dist alone ends beyond QuantGPT's seed band from QuantGPT with L_cont "
-                f"(`{grid_command(LONG_GRID, preset)}`).")
+                f"(`{X.grid_command(LONG_GRID, preset)}`).")
     rel = dist / cont - 1
     text = (f"**Five times the budget** ({tokens:,} tokens): without L_cont QuantGPT's validation PPL is "
             f"{change_text(rel)} from with it, {band_words(rel, own)} (+/-{100 * own:.2f}%)"

@@ -36,7 +36,7 @@ def deploy_command(preset: str) -> str:
     student again when its weights are not on the machine: run folders are not committed)."""
     cfg = deploy_run(preset)
     if cfg is None:
-        return f"python -m qlib grid lm-table --preset {preset} --only mds-228, then this page's deploy-bench"
+        return X.grid_command("lm-table", preset, "mds-228") + ", then this page's deploy-bench"
     grid = next(g for g, key in DEPLOY_CANDIDATES if key == cfg.name)
     return f"make llama-cpp && python -m qlib deploy-bench --grid {grid} --run {cfg.name} --preset {preset}"
 

@@ -25,6 +25,6 @@ def not_run(preset: str, *grids: str, after: str | None = None) -> None:
             if repr(cfg) not in found:
                 found[repr(cfg)] = (runs.result(key) if check is None else check(cfg)) is not None
             if not found[repr(cfg)]:
-                missing.append(f"  python -m qlib grid {name} --preset {preset} --only {key}{flag}")
+                missing.append("  " + X.grid_command(name, preset, key, flag))
     print("every run here has a committed result" if not missing else
           f"not run ({len(missing)}):\n" + "\n".join(missing))

@@ -60,7 +60,7 @@ def teacher_budget_reading(preset: str, grid: str = "lm-teacher-budget") -> str:
         return f"**Teacher budget:** the {preset} preset trains the paper's budget; it has no budget run."
     (key, (cfg, res)), = runs.items()
     if res is None:
-        return f"**Teacher budget:** not run (`python -m qlib grid {grid} --preset {preset}`)."
+        return f"**Teacher budget:** not run (`{X.grid_command(grid, preset)}`)."
     if cfg.task == "lm":
         epochs, chosen, what = cfg.epochs, X.lm_teacher(preset).epochs, "validation PPL"
         test = f"test PPL {res['metrics']['test_ppl']:.2f}"
@@ -83,7 +83,7 @@ def dtype_table(preset: str) -> pd.DataFrame:
     for key, (cfg, res) in load_grid("lm-dtype", preset).items():
         row = {"run": key, "dtype": cfg.dtype, "seed": cfg.seed, "steps": cfg.max_steps}
         if res is None:
-            rows.append({**row, "test PPL": f"not run: python -m qlib grid lm-dtype --preset {preset} --only {key}"})
+            rows.append({**row, "test PPL": "not run: " + X.grid_command("lm-dtype", preset, key)})
             continue
         row.update({f"valid @ {c['step']}": c["valid_ppl"] for c in res["curve"][1:]})
         rows.append({**row, "test PPL": res["metrics"]["test_ppl"], "device": res.get("device_name", res["device"]),
@@ -99,7 +99,7 @@ def dtype_reading(preset: str) -> str:
     runs = load_grid("lm-dtype", preset)
     ppl = {k: runs.metric(k) for k in runs}
     if None in ppl.values():
-        return f"**bf16 against fp32:** not run (`python -m qlib grid lm-dtype --preset {preset}`)."
+        return f"**bf16 against fp32:** not run (`{X.grid_command('lm-dtype', preset)}`)."
     bf16, seed1, fp32 = ppl["mds-228-bf16"], ppl["mds-228-bf16-seed1"], ppl["mds-228-fp32"]
     dtype_gap, seed_gap, other_gap = abs(bf16 / fp32 - 1), abs(bf16 / seed1 - 1), abs(seed1 / fp32 - 1)
     if dtype_gap <= seed_gap:

@@ -10,7 +10,7 @@ import pandas as pd
 from .. import experiments as X
 from ..experiments.presets import PAPER_EPOCHS
 from ..labels import method_name, ratio_text
-from .common import BASELINES, load_grid, load_grids, ppl_text
+from .common import BASELINES, load_grid, load_grids
 from .lm import claim_row, claims, paper_ratio, run_tokens
 from .tasks import task_claims
 from .verdicts import SEED_GRIDS, seed_spreads
@@ -52,7 +52,7 @@ def budget_sentence(preset: str) -> str:
         return f"no 2-bit student has run in the `{preset}` preset yet"
     text = f"{b['ours']:,} training tokens per 2-bit student"
     if b["paper"] is None:
-        return text + " (the paper's budget is counted once `python -m qlib grid lm-teacher-budget --preset gpu` ran)"
+        return text + " (the paper's budget is counted once `" + X.grid_command("lm-teacher-budget", "gpu") + "` ran)"
     return (text + f", {100 * b['share']:.2g}% of the paper's {PAPER_EPOCHS['ptb']} epochs of PTB "
             f"({b['paper']:,} tokens: {b['times']:,.0f} times more)")
 
@@ -116,8 +116,8 @@ def attribution_text(preset: str) -> str:
     """What ``attribution_table`` shows, in one sentence computed from it."""
     t = attribution_table(preset)
     if "not run" in set(t["verdict"]):
-        return ("The split of QuantGPT's 2-bit advantage into quantizer and loss needs `python -m qlib grid "
-                f"lm-table --preset {preset}` and `python -m qlib grid lm-ablations --preset {preset}`.")
+        return ("The split of QuantGPT's 2-bit advantage into quantizer and loss needs "
+                f"`{X.grid_command('lm-table', preset)}` and `{X.grid_command('lm-ablations', preset)}`.")
     quant, loss = t.iloc[:2], t.iloc[2]
     q_words = " and ".join(f"{g} than {p.split(' vs ')[1]}" for g, p in zip(quant["gap"], quant["compared (2-2-8)"]))
     if set(quant["verdict"]) == {"reproduced"} and loss["verdict"] == "inside the noise":
@@ -155,8 +155,8 @@ def tldr(preset: str) -> str:
     lm = claims(preset).set_index("claim")["verdict"]
     ratios = {r["method"]: r["ratio"] for r in final_ratios(preset)}
     if "mds" not in ratios:
-        return f"**TL;DR:** no 2-bit student has run in the `{preset}` preset yet (`python -m qlib grid lm-table " \
-               f"--preset {preset}`)."
+        return f"**TL;DR:** no 2-bit student has run in the `{preset}` preset yet " \
+               f"(`{X.grid_command('lm-table', preset)}`)."
     order = ", ".join(f"{method_name(m)} {ratio_text(ratios[m])}" for m in ("mds", "lsq", "laq") if m in ratios)
     low_bits = [v for k, v in lm.items() if k.startswith(("At 4-4-8", "At 8-8-8"))]
     tasks = [v for g in TASK_GRIDS for v in task_claims(g, preset)["verdict"]]
@@ -207,4 +207,4 @@ def missing_runs_line(preset: str, grid: str = "lm-table") -> str:
     if not missing:
         return f"Every run of `{grid}` in the `{preset}` preset has a result."
     return (f"**Not run:** {len(missing)} of the {len(runs.configs)} runs of `{grid}` in the `{preset}` preset "
-            f"(`python -m qlib grid {grid} --preset {preset}`).")
+            f"(`{X.grid_command(grid, preset)}`).")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .. import experiments as X
 from ..labels import method_name, number_text, ratio_text, run_name
 from ..paper import PAPER_TABLE1, PAPER_TABLE3
 from .common import BASELINES, device_label, load_grid
@@ -244,10 +243,3 @@ def task_claims(grid: str, preset: str) -> pd.DataFrame:
           f"below {name}).", f"{paper_of(('fp', 'fp32'))} vs {paper_of(('mds', '2-2-8'))}", "mds-228", "teacher",
           margin=-gap)
     return pd.DataFrame(rows)
-
-
-def task_commands(grid: str, preset: str) -> None:
-    """The commands that run grid ``grid`` (``dialogue-table``, ``xsum-table``) in ``preset``, one run each, teacher
-    first: each one works when copied (a student rebuilds a missing teacher itself)."""
-    for key in X.runs(grid, preset):
-        print(f"python -m qlib grid {grid} --preset {preset} --only {key}")

@@ -3,6 +3,7 @@ verdict function (reproduced / contradicted / inside the noise / not reached at 
 words, and when a run counts as collapsed."""
 from __future__ import annotations
 
+from ..experiments import grid_command
 from ..labels import method_name
 from .common import GridResults, load_grids
 
@@ -39,7 +40,7 @@ def seed_band_note(preset: str) -> str:
     spreads = seed_spreads(preset, runs)
     if not spreads:
         return ("**Seed band:** not measured yet (needs three seeds of QuantGPT or LAQ at 2-2-8: "
-                "`python -m qlib grid lm-seeds --preset " + preset + "`); an ordering of two runs cannot be called yet.")
+                f"`{grid_command('lm-seeds', preset)}`); an ordering of two runs cannot be called yet.")
     parts = [f"{method_name(m)} {100 * v:.1f}%" for m, v in spreads.items()]
     missing = [m for m in SEED_METHODS if m not in spreads]
     text = (f"**Seed spread** (relative range of 2-2-8 test PPL over three seeds): {', '.join(parts)}. Each "
@@ -48,7 +49,7 @@ def seed_band_note(preset: str) -> str:
     if missing:
         have = {method_name(m): sum(p is not None for p in _seed_ppls(runs, m)) for m in missing}
         text += (f" Not all seeds of {' and '.join(f'{k} ({v} of 3)' for k, v in have.items())} have run yet "
-                 f"(`python -m qlib grid lm-seeds --preset {preset}`): the band may still widen, and verdicts near it "
+                 f"(`{grid_command('lm-seeds', preset)}`): the band may still widen, and verdicts near it "
                  f"may move.")
     return text
 

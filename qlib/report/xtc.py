@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .. import experiments as X
 from ..data import GLUE_TASKS
 from ..labels import number_text, ratio_text
 from ..paper import PAPER_XTC_MNLI
@@ -36,62 +37,6 @@ def xtc_table(preset: str, task: str = "sst2") -> pd.DataFrame:
                      "compression": f"{teacher['size_mb'] / res['size_mb']:.1f}x" if res and teacher else None,
                      metric: round(res["metrics"][metric], 2) if res else "not run"})
     return pd.DataFrame(rows)
-
-
-def xtc_reading(preset: str, task: str = "sst2", title: str = "the XTC table") -> str:
-    """The XTC table (``title``) read from the committed results (Markdown): what ternary and binary weights cost at
-    full depth, what halving the depth costs alone and on top of them, and XTC's 1-bit claim beside our gap. No
-    seeds are run for these students, so the reading gives gaps, not verdicts."""
-    metric = XTC_METRIC.get(task, "valid_accuracy")
-    runs = load_grid(f"xtc-{task}", preset)
-    t = runs.result("teacher")
-    done = {k: r for k, r in runs.done().items() if k != "teacher"}
-    if t is None or not done:
-        return not_run_reading(title, preset, f"xtc-{task}")
-    name = metric.removeprefix("valid_").replace("mcc", "MCC").replace("f1", "F1")
-    val = lambda r: r["metrics"][metric]  # noqa: E731
-    smaller = lambda r: f"{t['size_mb'] / r['size_mb']:.1f}x"  # noqa: E731
-    first = {}  # the first run of the grid with each (method, reduced depth), and its result if it has one
-    for k, c in runs.configs.items():
-        if k != "teacher":
-            first.setdefault((c.method, bool(c.keep_layers)), done.get(k))
-    full = {m: first.get((m, False)) for m in ("twn", "bwn")}
-    reduced = {m: first.get((m, True)) for m in ("fp", "twn", "bwn")}
-    cfg = runs.configs[next(iter(done))]
-    facts, steps = provenance(done.values()), max(r["steps"] for r in done.values())
-    head = (reading_head(title, preset, facts["devices"], f"code {facts['versions']}")
-            + f" The teacher reaches {val(t):.1f} dev {name}. Each student trains {facts['steps']} steps of batch "
-            f"{cfg.batch_size} ({steps * cfg.batch_size:,} examples; XTC trains {cfg.epochs} epochs). No seeds are "
-            "run for these students, so what follows are gaps, not verdicts.")
-    lines = []
-    if all(full.values()):
-        lines.append("At full depth, ternary weights lose " + f"{val(t) - val(full['twn']):.1f} points and binary "
-                     f"weights {val(t) - val(full['bwn']):.1f} ({smaller(full['twn'])} and {smaller(full['bwn'])} "
-                     "smaller than the teacher).")
-    if reduced["fp"]:
-        lines.append(f"Halving the depth in full precision costs {val(t) - val(reduced['fp']):.1f} points "
-                     f"({smaller(reduced['fp'])} smaller).")
-    for m in ("bwn", "twn"):
-        if full[m] and reduced[m]:
-            d = val(reduced[m]) - val(full[m])
-            lines.append(f"Halving a {WORD[m]} student's depth moves it from {val(full[m]):.1f} to "
-                         f"{val(reduced[m]):.1f} ({'+' if d >= 0 else '-'}{abs(d):.1f} points) for "
-                         f"{smaller(full[m])} to {smaller(reduced[m])} smaller.")
-    if full["bwn"]:
-        lines.append(paper_one_bit_gap(val(t) - val(full["bwn"]), task, full["bwn"]["steps"] * cfg.batch_size))
-    missing = [k for k in runs if k != "teacher" and k not in done]
-    if missing:
-        lines.append(missing_text(missing, hint=False))
-    return bullets(head, lines)
-
-
-def paper_one_bit_gap(ours: float, task: str, examples: int) -> str:
-    """XTC's 1-bit gap to its teacher on MNLI-m beside ours (``ours`` points on ``task`` after ``examples``)."""
-    paper = {row["model"]: float(row["MNLI-m/mm"].split(" / ")[0]) for row in PAPER_XTC_MNLI}
-    p_teacher, p_1bit = paper["BERT-base baseline (12L, fp32)"], paper["12L, 1-bit (XTC)"]
-    return (f"XTC's paper puts its 1-bit BERT-base {p_teacher - p_1bit:.1f} points below its teacher on MNLI-m "
-            f"({p_1bit} against {p_teacher}); our binary student at full depth is {ours:.1f} points below ours on "
-            f"{GLUE_TASKS[task][0]}, after {examples:,} training examples.")
 
 
 def lm_xtc_table(preset: str) -> pd.DataFrame:
@@ -198,7 +143,7 @@ def xtc_gaps(preset: str, task: str = "sst2") -> pd.DataFrame:
              "points": f"{b['metrics'][metric] - a['metrics'][metric]:+.1f}",
              "compression after": f"{t['size_mb'] / b['size_mb']:.1f}x"}
             for what, a, b in pairs if t and a and b]
-    return pd.DataFrame(rows or [{"change": f"not run: python -m qlib grid xtc-{task} --preset {preset}"}])
+    return pd.DataFrame(rows or [{"change": "not run: " + X.grid_command(f"xtc-{task}", preset)}])
 
 
 def lm_xtc_gaps(preset: str) -> pd.DataFrame:
@@ -220,7 +165,7 @@ def lm_xtc_gaps(preset: str) -> pd.DataFrame:
                          "seed band": "no band yet" if band is None else
                          "inside" if abs(rel) <= band else "beyond"})
         else:
-            rows.append({"comparison": what, "test PPL": f"not run: python -m qlib grid lm-xtc --preset {preset}"})
+            rows.append({"comparison": what, "test PPL": "not run: " + X.grid_command("lm-xtc", preset)})
     return pd.DataFrame(rows)
 
 
@@ -238,4 +183,4 @@ def xtc_tldr(preset: str, task: str = "sst2") -> str:
     if "change" in lm and isinstance(first.get("change"), str):
         lines.append(f"On SmolLM2 at 2-2-8, XTC's ternary student ends {first['change']} from QuantGPT "
                      f"({first['seed band']} the largest measured seed band).")
-    return "\n".join(f"- {x}" for x in lines) or f"- Not run yet: `python -m qlib grid xtc-{task} --preset {preset}`."
+    return "\n".join(f"- {x}" for x in lines) or f"- Not run yet: `{X.grid_command(f'xtc-{task}', preset)}`."

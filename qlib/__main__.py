@@ -151,7 +151,9 @@ def main(argv=None) -> int:
     if command == "deploy-bench":
         from .deploy import deploy_benchmark, run_folder_of
         folder = args["run_folder"] or run_folder_of(args["grid"], args["run"], args["preset"])
-        res = deploy_benchmark(folder, args["out"], args["threads"])
+        command = (f"python -m qlib deploy-bench --grid {args['grid']} --run {args['run']} --preset {args['preset']}"
+                   if not args["run_folder"] else None)
+        res = deploy_benchmark(folder, args["out"], args["threads"], command)
         print(json.dumps({k: res[k] for k in ("sizes", "llama_cpp", "qlib_torch", "perplexity")}, indent=1))
         return 0
     if command == "gpu-run":

@@ -7,6 +7,7 @@ Measure on an idle machine: the file records the load average before and after.
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import tempfile
@@ -78,19 +79,25 @@ def run_folder_of(grid: str | None, run: str | None, preset: str) -> Path:
     return Path(cfg.out_dir)
 
 
-def deploy_benchmark(run_folder: str | Path, out: str | Path | None = None, threads: int = 2) -> dict:
-    """Everything the deployment page shows, for the trained student of ``run_folder``, in one run."""
+def deploy_benchmark(run_folder: str | Path, out: str | Path | None = None, threads: int = 2,
+                     command: str | None = None) -> dict:
+    """Everything the deployment page shows, for the trained student of ``run_folder``, in one run (``command``:
+    how it was invoked, recorded with the result)."""
     run_folder = Path(run_folder)
     model = run_student(run_folder)
+    trained = json.loads((run_folder / "result.json").read_text())
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        res = {"run": run_folder.name, "sizes": sizes(model, folder, teacher_gguf_of(model.config))}
+        # the run's config: the page shows this file only for the run it asks for (``report.deploy_result``)
+        res = {"run": run_folder.name, "config": trained["config"],
+               "sizes": sizes(model, folder, teacher_gguf_of(model.config))}
         res["llama_cpp"] = L.bench(folder / "student.gguf", PROMPT_TOKENS, GEN_TOKENS, threads, REPEATS)
         res["qlib_torch"] = torch_speeds(model, threads)
         res["perplexity"] = perplexities(model, folder / "student.gguf", folder)
+    # provenance's load_average is the one after the measurements
     res.update(provenance(torch.device("cpu")), load_average_before=load_before,
-               command=f"python -m qlib deploy-bench {run_folder}")
+               command=command or f"python -m qlib deploy-bench {run_folder}")
     out = Path(out) if out else results_dir() / "deploy" / f"{run_folder.name}.json"
     write_json(out, res)
     return res

@@ -368,3 +368,30 @@ def test_the_readings_take_their_titles_and_references_as_arguments(dirs):
         _fake_result(seeds[key], ppl)
     row = report.ablation_table("cpu", ("mds-228", "mds-228-dist-only")).iloc[1]
     assert (row["vs QuantGPT"], row["seed band"]) == ("+3.00%", "no effect")  # QuantGPT's seeds: 102 / 98 - 1
+
+
+def test_the_deployment_page_reads_the_longest_trained_student_and_only_its_own_benchmark(dirs):
+    """The page deploys the longest-trained QuantGPT 2-2-8 with a result, prints the command that measures it, and
+    shows a benchmark file only when the file's config is that run's."""
+    assert report.deploy_run("cpu") is None
+    assert report.deploy_table("cpu", "sizes").iloc[0, 0].startswith(X.grid_command("lm-table", "cpu", "mds-228"))
+    short, long = X.runs("lm-table", "cpu")["mds-228"], X.runs("lm-long", "cpu")["mds-228-long"]
+    for cfg, steps in ((short, 400), (long, 2000)):
+        write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": 100.0}, "steps": steps,
+                                        "tokens_per_step": 512, "device": "cpu", "dtype": "fp32"})
+    assert report.deploy_run("cpu") == long
+    assert report.deploy_command("cpu") == ("make llama-cpp && python -m qlib deploy-bench --grid lm-long "
+                                            "--run mds-228-long --preset cpu")
+    bench = {"run": long.out_dir.rsplit("/", 1)[-1], "config": asdict(long),
+             "sizes": {"accounted_mib": 30.0, "packed_mib": 34.0, "gguf_mib": 66.3, "gguf_types": {"Q4_0": 181}},
+             "llama_cpp": {"threads": 2, "prompt_tokens_per_s": 600.0, "generation_tokens_per_s": 115.0},
+             "qlib_torch": {"threads": 2, "prompt_tokens_per_s": 378.0, "generation_tokens_per_s": 13.0},
+             "perplexity": {"ppl_llama_cpp": 101.0, "ppl_qlib": 100.0, "chunks": 20, "n_ctx": 512, "positions": 5120,
+                            "top1_agreement": 0.9, "mean_kl": 0.03}}
+    path = X.results_dir() / "deploy" / f"{bench['run']}.json"
+    write_json(path, bench)
+    assert report.deploy_table("cpu", "speeds")["generation tokens/s"].tolist() == [115.0, 13.0]
+    assert report.deploy_table("cpu", "perplexity")["PTB test PPL"].tolist() == [101.0, 100.0]
+    write_json(path, {**bench, "config": {**asdict(long), "lam": 1.0}})  # another student under the same name
+    assert report.deploy_result("cpu") is None
+    assert report.deploy_table("cpu", "sizes").iloc[0, 0].startswith("make llama-cpp && python -m qlib deploy-bench")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -26,9 +27,12 @@ def deploy_run(preset: str):
 
 
 def deploy_result(preset: str) -> dict | None:
+    """The deployment benchmark of ``deploy_run``'s student (None: not run, or run on a student of another config,
+    which a retrained run of the same name would not reproduce)."""
     cfg = deploy_run(preset)
     path = X.results_dir() / "deploy" / f"{cfg.out_dir.rsplit('/', 1)[-1]}.json" if cfg else None
-    return json.loads(path.read_text()) if path and path.is_file() else None
+    res = json.loads(path.read_text()) if path and path.is_file() else None
+    return res if res is not None and X.same_config(res.get("config", {}), asdict(cfg)) else None
 
 
 def deploy_command(preset: str) -> str:

@@ -25,8 +25,8 @@ STUDENT_LR = {"smoke": 5e-4, "cpu": 3e-4, "gpu": 5e-4, "paper": 5e-4}
 LR_SWEEP = (3e-5, 1e-4, 3e-4)
 EVAL_CONTEXT = 512  # every preset evaluates with the paper's context, so presets compare
 # the compute dtype of each preset's runs where it is pinned (else "auto": bf16 autocast on CUDA and on CPUs with AMX).
-# cpu: fp32, the dtype its committed tables were made in (on a CPU without AMX); pinned so that a table stays one
-# dtype on any machine. bf16 against fp32 on a short real run: grid ``lm-dtype``.
+# cpu: fp32, the dtype its committed tables were made in; pinned so that a table stays one dtype on any machine,
+# with AMX or without. bf16 against fp32 on a short real run: grid ``lm-dtype``.
 PRESET_DTYPE = {"cpu": "fp32"}
 
 # the language-modeling runs of each preset (students; the teacher overrides a few fields). cpu: 400 steps of

@@ -91,13 +91,14 @@ def test_the_gradient_share_comes_from_the_recorded_diagnostics(dirs):
     assert "**Gradient share:** not recorded yet" in report.contrastive_verdict("cpu")
     assert plots.grad_share_plot({}, report.missing_note("cpu", "lm-lambda")) is not None  # says so, still draws
     cfg = X.runs("lm-lambda", "cpu")["mds-228-lam10"]
-    points = [{"step": s, "tokens": 512 * s, "ratio": r, "cosine": c, "cont_share": 0.1}
-              for s, r, c in ((0, 0.01, 0.0), (200, 0.2, 0.3), (400, 0.4, 0.5))]
+    # as train records them: the split of update s is measured on the gradient taken after s - 1 updates
+    points = [{"step": s, "tokens": 512 * (s - 1), "ratio": r, "cosine": c, "cont_share": 0.1}
+              for s, r, c in ((1, 0.01, 0.0), (200, 0.2, 0.3), (400, 0.4, 0.5))]
     _write(cfg, 100.0, cont_grad=points)
     curves = report.grad_share_curves("cpu")
     assert curves == {"lambda = 10, 204,800 tokens": points}
     row = report.grad_share_table("cpu").iloc[0]
-    assert row["ratio at step 0"] == "0.010" and row["ratio, later half (median)"] == "0.300"
+    assert row["ratio at the first update"] == "0.010" and row["ratio, later half (median)"] == "0.300"
     assert row["cosine, later half (median)"] == "0.40"
     assert "lambda = 10, 204,800 tokens: 30.0% of L_dist's gradient, cosine 0.40" in report.contrastive_verdict("cpu")
     assert plots.grad_share_plot(curves) is not None

@@ -66,11 +66,11 @@ def grad_share_curves(preset: str) -> dict[str, list[dict]]:
 
 def grad_share_table(preset: str) -> pd.DataFrame:
     """Per L_cont run with diagnostics: the ratio |lambda dL_cont/dW| / |dL_dist/dW| and the cosine between the two
-    at the first and the last recorded step and their medians over the later half of the run."""
+    at the first update (measured before it) and the last recorded one, and their medians over the later half of the run."""
     rows = []
     for name, points in grad_share_curves(preset).items():
         late = [p for p in points if p["step"] >= points[-1]["step"] / 2]
-        rows.append({"run": name, "ratio at step 0": f"{points[0]['ratio']:.3f}",
+        rows.append({"run": name, "ratio at the first update": f"{points[0]['ratio']:.3f}",
                      "ratio, later half (median)": f"{statistics.median(p['ratio'] for p in late):.3f}",
                      "ratio at the end": f"{points[-1]['ratio']:.3f}",
                      "cosine, later half (median)": f"{statistics.median(p['cosine'] for p in late):.2f}",

@@ -360,9 +360,11 @@ def _result(run: Run, final: dict, bank_checksums: list | None) -> dict:
         "config": asdict(cfg), "preset": cfg.preset, "setting": cfg.label, "loss": cfg.resolved_loss,
         "metrics": final, "steps": run.step, "tokens_per_step": run.tokens_per_step if cfg.task == "lm" else None,
         "curve": learning_curve(run.history), "size_mb": size_mb(run.student), **provenance(run.device, cfg.dtype),
-        "wall_time_s": run.wall_time_s, "history": run.history, "world_size": dist.world()[1],
+        "wall_time_s": run.wall_time_s, "world_size": dist.world()[1],
         "effective_batch": cfg.batch_size * dist.world()[1] * cfg.grad_accum, "bank_checksums": bank_checksums,
     }
+    # the history's L_cont split records go to their own key, once (the checkpoint keeps them in the history)
+    result["history"] = [h for h in run.history if "cont_grad" not in h]
     if cfg.uses_contrastive:
         result["cont_grad"] = [{"step": h["step"], "tokens": h["tokens"], **h["cont_grad"]}
                                for h in run.history if "cont_grad" in h]

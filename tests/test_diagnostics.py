@@ -54,6 +54,7 @@ def test_every_contrastive_run_records_the_split_beside_its_curve_points_without
         assert d["dist_grad_norm"] > 0 and d["cont_grad_norm"] > 0 and -1 <= d["cosine"] <= 1
         assert d["dist_share"] + d["cont_share"] == pytest.approx(1.0)
         assert 0 < d["clip_coef"] <= 1 and d["tokens"] == (d["step"] - 1) * 4 * 32
+    assert not any("cont_grad" in h for h in res["history"])  # kept once, under its own key
     # measuring costs extra backward passes and nothing else: the trained run is the same without them
     monkeypatch.setattr(T, "diagnostic_steps", lambda *a: set())
     plain = train(_tiny(tmp_path, "plain"))

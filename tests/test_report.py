@@ -374,6 +374,8 @@ def test_the_deployment_page_reads_the_longest_trained_student_and_only_its_own_
     """The page deploys the longest-trained QuantGPT 2-2-8 with a result, prints the command that measures it, and
     shows a benchmark file only when the file's config is that run's."""
     assert report.deploy_run("cpu") is None
+    assert report.deploy_reading("cpu") == ("**Reading the tables:** not run yet (`python -m qlib grid lm-table "
+                                            "--preset cpu --only mds-228, then this page's deploy-bench`).")
     assert report.deploy_table("cpu", "sizes").iloc[0, 0].startswith(X.grid_command("lm-table", "cpu", "mds-228"))
     short, long = X.runs("lm-table", "cpu")["mds-228"], X.runs("lm-long", "cpu")["mds-228-long"]
     for cfg, steps in ((short, 400), (long, 2000)):
@@ -387,11 +389,17 @@ def test_the_deployment_page_reads_the_longest_trained_student_and_only_its_own_
              "llama_cpp": {"threads": 2, "prompt_tokens_per_s": 600.0, "generation_tokens_per_s": 115.0},
              "qlib_torch": {"threads": 2, "prompt_tokens_per_s": 378.0, "generation_tokens_per_s": 13.0},
              "perplexity": {"ppl_llama_cpp": 101.0, "ppl_qlib": 100.0, "chunks": 20, "n_ctx": 512, "positions": 5120,
-                            "top1_agreement": 0.9, "mean_kl": 0.03}}
+                            "top1_agreement": 0.9, "mean_kl": 0.03},
+             "date": "2026-12-07", "cores": 2, "cpu_model": "Some CPU", "load_average_before": 0.1, "load_average": 0.2,
+             "command": "python -m qlib deploy-bench --grid lm-long --run mds-228-long --preset cpu"}
     path = X.results_dir() / "deploy" / f"{bench['run']}.json"
     write_json(path, bench)
     assert report.deploy_table("cpu", "speeds")["generation tokens/s"].tolist() == [115.0, 13.0]
     assert report.deploy_table("cpu", "perplexity")["PTB test PPL"].tolist() == [101.0, 100.0]
+    text = report.deploy_reading("cpu")
+    assert "measured on 2026-12-07 on 2 cores of Some CPU, load average 0.10 before and 0.20 after" in text
+    assert "reads the prompt 1.6x and generates 8.8x as fast" in text and "1.9x the size of qlib's packed" in text
+    assert "its perplexity is 101.00 against qlib's 100.00 (+1.0%)" in text and "at 90% of positions" in text
     write_json(path, {**bench, "config": {**asdict(long), "lam": 1.0}})  # another student under the same name
     assert report.deploy_result("cpu") is None
     assert report.deploy_table("cpu", "sizes").iloc[0, 0].startswith("make llama-cpp && python -m qlib deploy-bench")

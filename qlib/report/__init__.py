@@ -24,7 +24,7 @@ from .ablations import (VARIANT_NAMES, ablation_table, ablations_note, ablations
 from .analyses import (gamma_start_table, grid_text, homogeneity_table, init_error_table,  # noqa: F401
                        packed_roundtrip, size_table, why_hard_data)
 from .bench import CPU_BENCH, paper_table5, performance_reading, performance_table  # noqa: F401
-from .deploy import (DEPLOY_CANDIDATES, deploy_command, deploy_result, deploy_run, deploy_table,  # noqa: F401
+from .deploy import (DEPLOY_CANDIDATES, deploy_command, deploy_reading, deploy_result, deploy_run, deploy_table,  # noqa: F401
                      deploy_tables, export_demo)
 from .contrastive import (LAMBDA_RUNS, LONG_RUNS, contrastive_verdict, grad_share_curves,  # noqa: F401
                           grad_share_table, lambda_table, long_curves, long_marker, long_table, missing_note)

@@ -45,6 +45,26 @@ def deploy_command(preset: str) -> str:
     return f"make llama-cpp && python -m qlib deploy-bench --grid {grid} --run {cfg.name} --preset {preset}"
 
 
+def deploy_reading(preset: str) -> str:
+    """Tables 10.2-10.5 read from the deployment result (Markdown): where and how idle, the command, the speed and
+    size ratios, and how far llama.cpp's perplexity and next-token choices are from qlib's."""
+    res = deploy_result(preset)
+    if res is None:
+        return f"**Reading the tables:** not run yet (`{deploy_command(preset)}`)."
+    s, lc, pt, ppl = res["sizes"], res["llama_cpp"], res["qlib_torch"], res["perplexity"]
+    ratio = lambda key: lc[key] / pt[key]  # noqa: E731
+    return (f"**Reading the tables** (`results/deploy/{res['run']}.json`, measured on {res['date']} on "
+            f"{res['cores']} cores of {res.get('cpu_model') or 'an x86-64 CPU'}, load average "
+            f"{res['load_average_before']:.2f} before and {res['load_average']:.2f} after; `{res['command']}`): "
+            f"llama.cpp reads the prompt {ratio('prompt_tokens_per_s'):.1f}x and generates "
+            f"{ratio('generation_tokens_per_s'):.1f}x as fast as qlib's PyTorch student, from a file "
+            f"{s['gguf_mib'] / s['packed_mib']:.1f}x the size of qlib's packed one. On the same "
+            f"{ppl['positions']:,} scored tokens its perplexity is {ppl['ppl_llama_cpp']:.2f} against qlib's "
+            f"{ppl['ppl_qlib']:.2f} ({100 * (ppl['ppl_llama_cpp'] / ppl['ppl_qlib'] - 1):+.1f}%), and the two pick "
+            f"the same next token at {100 * ppl['top1_agreement']:.0f}% of positions (mean KL "
+            f"{ppl['mean_kl']:.3f} nats): the weights are the same, the activations' quantization is not.")
+
+
 def deploy_table(preset: str, which: str) -> pd.DataFrame:
     """One of ``deploy_tables``' tables ("sizes", "speeds", "perplexity", "agreement"), or a row that says it has
     not run with the command that runs it."""

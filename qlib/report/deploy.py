@@ -46,7 +46,7 @@ def deploy_command(preset: str) -> str:
 
 
 def deploy_reading(preset: str) -> str:
-    """Tables 10.2-10.5 read from the deployment result (Markdown): where and how idle, the command, the speed and
+    """The deployment tables read from the deployment result (Markdown): where and how idle, the command, the speed and
     size ratios, and how far llama.cpp's perplexity and next-token choices are from qlib's."""
     res = deploy_result(preset)
     if res is None:

@@ -103,3 +103,13 @@ def test_the_gradient_share_comes_from_the_recorded_diagnostics(dirs):
     assert "lambda = 10, 204,800 tokens: 30.0% of L_dist's gradient, cosine 0.40" in report.contrastive_verdict("cpu")
     assert plots.grad_share_plot(curves) is not None
     assert "mds-228-lam1" in report.missing_note("cpu", "lm-lambda")
+
+
+@pytest.mark.parametrize("preset", ["gpu", "paper"])
+def test_a_preset_that_trains_epochs_says_it_has_no_long_runs(dirs, preset):
+    """Chapter 7 under papermill with the gpu or paper preset: the long-run parts say why there is nothing."""
+    assert X.grid("lm-long", preset) == [] and report.long_curves(preset) == {} and report.long_marker(preset) is None
+    for text in (report.long_table(preset).iloc[0, 0], report.missing_note(preset, "lm-long"),
+                 report.contrastive_verdict(preset)):
+        assert f"no long runs in the `{preset}` preset: it trains by epochs" in text
+    assert plots.long_curves_plot({}, None, report.missing_note(preset, "lm-long")) is not None

@@ -119,6 +119,14 @@ def seed_range_text(preset: str) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def no_long_runs(preset: str) -> str | None:
+    """Why ``preset`` has no long runs (it trains epochs, not a number of steps to multiply), or None if it has."""
+    if X.grid(LONG_GRID, preset):
+        return None
+    return (f"no long runs in the `{preset}` preset: it trains by epochs, so it has no step budget to multiply "
+            f"(grid `{LONG_GRID}` exists for presets that train a number of steps, such as `cpu`)")
+
+
 def long_points(runs: GridResults) -> tuple[int, int]:
     """The two steps the long runs are read at: where the preset's own runs end (``curve_at``) and their end."""
     cfg = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]
@@ -127,7 +135,10 @@ def long_points(runs: GridResults) -> tuple[int, int]:
 
 def long_curves(preset: str) -> dict[str, list[tuple[int, float]]]:
     """Validation PPL against training tokens: each long run (5x the budget) and the preset's own run of the same
-    method ("..., cpu budget"), by display name; runs without a result are left out."""
+    method ("..., cpu budget"), by display name; runs without a result are left out (all: a preset without long
+    runs)."""
+    if no_long_runs(preset):
+        return {}
     runs = load_grids(preset, "lm-table", "lm-ablations", LONG_GRID)
     curves = {}
     for name, (long, short) in LONG_RUNS.items():
@@ -139,15 +150,21 @@ def long_curves(preset: str) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def long_marker(preset: str) -> int:
-    """The training tokens where the preset's own 2-2-8 runs end (the long curves' first reading point)."""
+def long_marker(preset: str) -> int | None:
+    """The training tokens where the preset's own 2-2-8 runs end (the long curves' first reading point); None for a
+    preset without long runs."""
+    if no_long_runs(preset):
+        return None
     runs = load_grids(preset, LONG_GRID)
     cfg = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]
     return long_points(runs)[0] * cfg.batch_size * cfg.seq_len
 
 
 def missing_note(preset: str, grid: str) -> str:
-    """For a figure: "not run: <runs>" and the grid's command, or "" once every run of ``grid`` has landed."""
+    """For a figure: "not run: <runs>" and the grid's command, or "" once every run of ``grid`` has landed (why
+    there is nothing, for a preset without long runs)."""
+    if grid == LONG_GRID and no_long_runs(preset):
+        return no_long_runs(preset)
     runs = load_grids(preset, grid)
     missing = [k for k in runs if runs.result(k) is None]
     return f"not run: {', '.join(missing)}\n({X.grid_command(grid, preset)})" if missing else ""
@@ -162,6 +179,8 @@ def long_table(preset: str) -> pd.DataFrame:
     """Validation PPL of the long runs where the preset's runs end and at 5x that, then the effect of L_cont (L_dist
     only over with L_cont; against QuantGPT's seed band) and the gap to LAQ (LAQ over QuantGPT with L_cont; against
     the larger band) at both points."""
+    if no_long_runs(preset):
+        return pd.DataFrame([{"validation PPL": no_long_runs(preset)}])
     runs = load_grids(preset, LONG_GRID)
     short, end = long_points(runs)
     per_step = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]
@@ -232,6 +251,8 @@ def lambda_sentence(preset: str) -> str:
 
 
 def long_sentence(preset: str) -> str:
+    if no_long_runs(preset):
+        return f"**Five times the budget:** {no_long_runs(preset)}."
     runs = load_grids(preset, LONG_GRID)
     short, end = long_points(runs)
     cfg = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]

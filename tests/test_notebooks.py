@@ -308,3 +308,34 @@ def test_every_page_renders_in_headless_chromium(built_book, tmp_path):
         if not redirect:  # a redirect's target is checked as its own page
             wide = _overflowing_blocks(browser, page, tmp_path / "profile")
             assert not wide, f"{page.name}: blocks wider than the column at 1366 px: {wide}"
+
+
+# the chapters that only read committed results (the others inspect the preset's model itself)
+READING_CHAPTERS = ("00_intro", "04_language_modeling", "05_next_utterance", "06_summarization", "07_ablations",
+                    "07b_performance", "08_xtc", "09_results")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["gpu", "paper"])
+def test_the_reading_chapters_run_in_the_other_presets_without_training(preset, monkeypatch):
+    """What a user with a GPU box does first: papermill with ``-p preset gpu`` (or ``paper``) and run_missing off.
+    Every chapter that reads results runs through, each table and figure saying what has not run, and nothing
+    trains. The cells run in one process (as papermill would run them, parameters replaced)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from qlib.experiments import runner
+
+    matplotlib.use("Agg")
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("a chapter trained with run_missing=False"))
+    monkeypatch.chdir(ROOT / "notebooks")
+    for name in READING_CHAPTERS:
+        scope = {}
+        for cell in json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            src = "\n".join(line for line in "".join(cell["source"]).splitlines() if not line.startswith("%"))
+            exec(compile(src, f"{name}.ipynb", "exec"), scope)
+            if "run_missing: bool" in src:  # the parameters cell: papermill's injected values
+                scope.update(preset=preset, run_missing=False)
+            plt.close("all")

@@ -174,7 +174,20 @@ def test_the_attribution_splits_the_2bit_gap_into_quantizer_and_loss(dirs):
     table = report.attribution_table("cpu")
     assert list(table["verdict"]) == ["reproduced", "reproduced", "inside the noise"]
     assert table["gap"].iloc[0] == "7.3% lower"
-    assert report.attribution_text("cpu").startswith("At this budget QuantGPT's 2-bit win comes from dynamic scaling")
+    text = report.attribution_text("cpu")
+    assert text.startswith("At this budget QuantGPT's 2-bit win comes from dynamic scaling")
+    assert text.endswith("Whether that changes with five times the tokens is not run yet "
+                         "(`python -m qlib grid lm-long --preset cpu`).")
+    long = X.runs("lm-long", "cpu")
+    for key, end_ppl in (("mds-228-long", 100.0), ("mds-228-dist-only-long", 101.0)):
+        cfg = long[key]
+        write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": end_ppl}, "steps": 2000,
+                                        "curve": [{"step": 400, "valid_ppl": 2 * end_ppl},
+                                                  {"step": 2000, "valid_ppl": end_ppl}]})
+    # 100 / 101: -0.99%, inside QuantGPT's seed band (114 / 112: 1.79%)
+    assert report.attribution_text("cpu").endswith("At five times the tokens (1,024,000), adding L_cont moves "
+                                                   "QuantGPT's validation PPL by -0.99%, inside QuantGPT's seed band "
+                                                   "(+/-1.79%).")
     _fake_result(ab["mds-228-dist-only"], 125.0)  # without L_cont QuantGPT would trail LSQ: the loss did it
     assert not report.attribution_text("cpu").startswith("At this budget QuantGPT's 2-bit win comes from dynamic")
 

@@ -250,6 +250,23 @@ def lambda_sentence(preset: str) -> str:
     return text
 
 
+def long_effect(preset: str) -> dict | None:
+    """The effect of L_cont at the long runs' end: training tokens, validation PPL with and without L_cont and
+    QuantGPT's seed band; None until both runs and the band exist (or for a
+    preset without long runs)."""
+    if no_long_runs(preset):
+        return None
+    runs = load_grids(preset, LONG_GRID)
+    end = long_points(runs)[1]
+    cfg = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]
+    cont, dist = (valid_at(runs.result(LONG_RUNS[name][0]), end)
+                  for name in ("QuantGPT, L_dist + L_cont", "QuantGPT, L_dist only"))
+    band = bands(preset)[0]
+    if cont is None or dist is None or band is None:
+        return None
+    return {"tokens": end * cfg.batch_size * cfg.seq_len, "with": cont, "without": dist, "band": band}
+
+
 def long_sentence(preset: str) -> str:
     if no_long_runs(preset):
         return f"**Five times the budget:** {no_long_runs(preset)}."

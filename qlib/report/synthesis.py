@@ -11,6 +11,7 @@ from .. import experiments as X
 from ..experiments.presets import PAPER_EPOCHS
 from ..labels import method_name, ratio_text
 from .common import BASELINES, load_grid, load_grids
+from .contrastive import long_effect, no_long_runs
 from .lm import claim_row, claims, paper_ratio, run_tokens
 from .tasks import task_claims
 from .verdicts import SEED_GRIDS, seed_spreads
@@ -127,7 +128,22 @@ def attribution_text(preset: str) -> str:
         head = "How QuantGPT's 2-bit advantage splits at this budget"
     return (f"{head}: trained with L_dist only, as the baselines are, QuantGPT still ends {q_words} "
             f"({' / '.join(quant['verdict'])}), while adding L_cont moves it by {loss['gap'].replace(' lower', '')} "
-            f"({loss['verdict']}).")
+            f"({loss['verdict']})." + long_text(preset))
+
+
+def long_text(preset: str) -> str:
+    """The paired long runs' answer to whether L_cont matters with more tokens, as one sentence ("" for a preset
+    without long runs)."""
+    if no_long_runs(preset):
+        return ""
+    effect = long_effect(preset)
+    if effect is None:
+        return (" Whether that changes with five times the tokens is not run yet "
+                f"(`{X.grid_command('lm-long', preset)}`).")
+    moved, band = effect["with"] / effect["without"] - 1, effect["band"]
+    return (f" At five times the tokens ({effect['tokens']:,}), adding L_cont moves QuantGPT's validation PPL by "
+            f"{100 * moved:+.2f}%, " + ("inside" if abs(moved) <= band else "beyond") + " QuantGPT's seed band "
+            f"(+/-{100 * band:.2f}%).")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -52,7 +52,13 @@ def test_the_lambda_table_reads_each_run_against_quantgpts_seed_band(dirs):
     assert table.loc["0.1, three seeds", "against lambda = 0.1"] == "band +/-2.00%"
     text = report.contrastive_verdict("cpu")
     assert "lambda = 1 +1.50%, lambda = 10 -5.00%" in text and "lambda = 10 (lower PPL)" in text
-    assert "Not run yet: `mds-228-dist-only`" in text
+    assert "Not run yet: `mds-228-dist-only`" in text and "The long run" not in text  # decided once all have run
+    _write(lam["mds-228-dist-only"], 100.5)
+    assert ("The long run with L_cont uses lambda = 0.1, which these runs do not support (lambda = 10 lowered the "
+            "PPL beyond the band).") in report.contrastive_verdict("cpu")
+    _write(lam["mds-228-lam10"], 110.0)  # +10%: beyond, higher
+    assert ("The long run with L_cont therefore uses lambda = 0.1: no other weight lowered the PPL beyond the "
+            "band.") in report.contrastive_verdict("cpu")
 
 
 def test_the_long_table_reads_validation_ppl_where_the_short_runs_end_and_at_the_end(dirs):

@@ -246,8 +246,22 @@ def lambda_sentence(preset: str) -> str:
              "Beyond the band: " + ", ".join(f"lambda = {lam:g} ({'lower' if v < ref else 'higher'} PPL)"
                                               for lam, v in beyond.items()) + ".")
     if missing:
-        text += " Not run yet: " + ", ".join(f"`{k}`" for k in missing) + f" (`{X.grid_command(LAMBDA_GRID, preset)}`)."
-    return text
+        return text + (" Not run yet: " + ", ".join(f"`{k}`" for k in missing)
+                       + f" (`{X.grid_command(LAMBDA_GRID, preset)}`).")
+    return text + " " + long_lambda_text({lam for lam, v in beyond.items() if v < ref})
+
+
+def long_lambda_text(helped: set[float]) -> str:
+    """Which weight the long L_cont run uses (``X.LONG_LAMBDA``) and whether the lambda runs support it: the
+    paper's 0.1 unless a larger weight lowered the PPL beyond the band (``helped``)."""
+    lam = X.LONG_LAMBDA
+    if lam in helped or (lam == 0.1 and not helped):
+        why = ("no other weight lowered the PPL beyond the band" if lam == 0.1 else
+               "it lowered the PPL beyond the band")
+        return f"The long run with L_cont therefore uses lambda = {lam:g}: {why}."
+    return (f"The long run with L_cont uses lambda = {lam:g}, which these runs do not support"
+            + (f" (lambda = {', '.join(f'{x:g}' for x in sorted(helped))} lowered the PPL beyond the band)."
+               if helped else "."))
 
 
 def long_effect(preset: str) -> dict | None:

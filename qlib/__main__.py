@@ -149,10 +149,10 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in report.items() if k != "tensors"}, indent=1))
         return 0
     if command == "deploy-bench":
-        from .deploy import deploy_benchmark, run_folder_of
+        from .deploy import bench_command, deploy_benchmark, run_folder_of
         folder = args["run_folder"] or run_folder_of(args["grid"], args["run"], args["preset"])
-        command = (f"python -m qlib deploy-bench --grid {args['grid']} --run {args['run']} --preset {args['preset']}"
-                   if not args["run_folder"] else None)
+        command = None if args["run_folder"] else bench_command(args["grid"], args["run"], args["preset"],
+                                                                   args["threads"])
         res = deploy_benchmark(folder, args["out"], args["threads"], command)
         print(json.dumps({k: res[k] for k in ("sizes", "llama_cpp", "qlib_torch", "perplexity")}, indent=1))
         return 0

@@ -17,12 +17,18 @@ from pathlib import Path
 import torch
 
 from . import llama_cpp as L
-from .experiments import results_dir
+from .experiments import recorded_config, results_dir
 from .gguf_export import export_gguf, run_student, teacher_gguf_of
 from .packing import export_packed, size_mb
 from .runtime import data_dir, provenance, write_json
 
 PROMPT_TOKENS, GEN_TOKENS, REPEATS = 512, 128, 3
+
+
+def bench_command(grid: str, run: str, preset: str, threads: int = 2) -> str:
+    """The command that measures run ``run`` of ``grid`` (training it first when its weights are missing)."""
+    return (f"python -m qlib deploy-bench --grid {grid} --run {run} --preset {preset}"
+            + (f" --threads {threads}" if threads != 2 else ""))
 
 
 @torch.no_grad()
@@ -90,7 +96,7 @@ def deploy_benchmark(run_folder: str | Path, out: str | Path | None = None, thre
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         # the run's config: the page shows this file only for the run it asks for (``report.deploy_result``)
-        res = {"run": run_folder.name, "config": trained["config"],
+        res = {"run": run_folder.name, "config": recorded_config(trained),
                "sizes": sizes(model, folder, teacher_gguf_of(model.config))}
         res["llama_cpp"] = L.bench(folder / "student.gguf", PROMPT_TOKENS, GEN_TOKENS, threads, REPEATS)
         res["qlib_torch"] = torch_speeds(model, threads)

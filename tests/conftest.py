@@ -54,3 +54,11 @@ def offline_data():
     if d is None:
         pytest.skip("QLIB_DATA_DIR is not set (CI sets it to ../shared/data)")
     return d
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    """Result and run folders of a test's own: nothing it writes reaches results/ or runs/."""
+    monkeypatch.setenv("QLIB_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("QLIB_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path

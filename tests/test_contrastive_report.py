@@ -13,13 +13,6 @@ from qlib.runtime import write_json
 matplotlib.use("Agg")
 
 
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("QLIB_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setenv("QLIB_RUNS_DIR", str(tmp_path / "runs"))
-    return tmp_path
-
-
 def _write(cfg, ppl, curve=(), cont_grad=None):
     # a hand-written result file (never under results/): only what the report reads
     res = {"config": asdict(cfg), "metrics": {"test_ppl": ppl}, "steps": cfg.max_steps, "device": "cpu",
@@ -57,8 +50,8 @@ def test_the_lambda_table_reads_each_run_against_quantgpts_seed_band(dirs):
     assert ("The long run with L_cont uses lambda = 0.1, which these runs do not support (lambda = 10 lowered the "
             "PPL beyond the band).") in report.contrastive_verdict("cpu")
     _write(lam["mds-228-lam10"], 110.0)  # +10%: beyond, higher
-    assert ("The long run with L_cont therefore uses lambda = 0.1: no other weight lowered the PPL beyond the "
-            "band.") in report.contrastive_verdict("cpu")
+    assert ("The long run with L_cont uses lambda = 0.1, which these runs support: no larger weight lowered the PPL "
+            "beyond the band.") in report.contrastive_verdict("cpu")
 
 
 def test_the_long_table_reads_validation_ppl_where_the_short_runs_end_and_at_the_end(dirs):
@@ -77,11 +70,12 @@ def test_the_long_table_reads_validation_ppl_where_the_short_runs_end_and_at_the
     table = report.long_table("cpu").set_index("validation PPL")
     assert table.loc["QuantGPT, L_dist only", tokens[0]] == "121.00"
     assert table.loc["LAQ, L_dist only", tokens[1]] == "100.00"
-    effect = table.loc["effect of L_cont (L_dist only / with L_cont)"]
-    assert effect[tokens[0]].startswith("1.008x: no effect (inside the band)")
-    assert effect[tokens[1]].startswith("1.100x: beyond the band")
+    effect = table.loc["adding L_cont (with / L_dist only)"]
+    assert effect[tokens[0]].startswith("0.992x: no effect (inside the band)")
+    assert effect[tokens[1]].startswith("0.909x: beyond the band")
     text = report.contrastive_verdict("cpu")
-    assert "without L_cont QuantGPT's validation PPL is +10.00% from with it, beyond the band" in text
+    assert ("adding L_cont moves QuantGPT's validation PPL by -9.09% (99.00 without, 90.00 with), beyond QuantGPT's "
+            "seed band (+/-2.00%") in text
     assert "L_cont helps once the budget is larger" in text
     curves = report.long_curves("cpu")
     assert curves["QuantGPT, L_dist + L_cont"] == [(0, 1e6), (short * 512, 120.0), (end * 512, 90.0)]

@@ -19,13 +19,6 @@ from qlib.train import TrainConfig
 from .conftest import offline_data
 
 
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("QLIB_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setenv("QLIB_RUNS_DIR", str(tmp_path / "runs"))
-    return tmp_path
-
-
 def test_printed_command_parses_back_to_the_same_config(dirs):
     grids = ("lm-table", "lm-lr", "lm-ablations", "lm-xtc", "lm-gamma-init", "lm-seeds", "xtc", "xsum-table",
              "xsum-lr", "xsum-teacher-budget", "xsum-distill-all", "dialogue-table")

@@ -176,8 +176,8 @@ def valid_at(res: dict | None, step: int) -> float | None:
 
 
 def long_table(preset: str) -> pd.DataFrame:
-    """Validation PPL of the long runs where the preset's runs end and at 5x that, then the effect of L_cont (L_dist
-    only over with L_cont; against QuantGPT's seed band) and the gap to LAQ (LAQ over QuantGPT with L_cont; against
+    """Validation PPL of the long runs where the preset's runs end and at 5x that, then the effect of L_cont (with
+    L_cont over L_dist only; against QuantGPT's seed band) and the gap to LAQ (LAQ over QuantGPT with L_cont; against
     the larger band) at both points."""
     if no_long_runs(preset):
         return pd.DataFrame([{"validation PPL": no_long_runs(preset)}])
@@ -191,7 +191,7 @@ def long_table(preset: str) -> pd.DataFrame:
                                         for c, v in zip(cols, vs)}} for name, vs in vals.items()]
     own, widest = bands(preset)
     cont, dist, laq = vals.values()
-    for what, num, den, band in (("effect of L_cont (L_dist only / with L_cont)", dist, cont, own),
+    for what, num, den, band in (("adding L_cont (with / L_dist only)", cont, dist, own),
                                  ("LAQ / QuantGPT with L_cont", laq, cont, widest)):
         rows.append({"validation PPL": what, **{c: ratio_reading(n, d, band) for c, n, d in zip(cols, num, den)}})
     return pd.DataFrame(rows)
@@ -248,26 +248,27 @@ def lambda_sentence(preset: str) -> str:
     if missing:
         return text + (" Not run yet: " + ", ".join(f"`{k}`" for k in missing)
                        + f" (`{X.grid_command(LAMBDA_GRID, preset)}`).")
-    return text + " " + long_lambda_text({lam for lam, v in beyond.items() if v < ref})
+    return text + " " + long_lambda_text({lam for lam, v in beyond.items() if v < ref and lam > 0.1})
 
 
 def long_lambda_text(helped: set[float]) -> str:
-    """Which weight the long L_cont run uses (``X.LONG_LAMBDA``) and whether the lambda runs support it: the
-    paper's 0.1 unless a larger weight lowered the PPL beyond the band (``helped``)."""
+    """Which weight the long L_cont run uses (``X.LONG_LAMBDA``, set in the grid) and whether the lambda runs support
+    it: the paper's 0.1 unless a larger weight lowered the PPL beyond the band (``helped``)."""
     lam = X.LONG_LAMBDA
     if lam in helped or (lam == 0.1 and not helped):
-        why = ("no other weight lowered the PPL beyond the band" if lam == 0.1 else
+        why = ("no larger weight lowered the PPL beyond the band" if lam == 0.1 else
                "it lowered the PPL beyond the band")
-        return f"The long run with L_cont therefore uses lambda = {lam:g}: {why}."
+        return f"The long run with L_cont uses lambda = {lam:g}, which these runs support: {why}."
     return (f"The long run with L_cont uses lambda = {lam:g}, which these runs do not support"
             + (f" (lambda = {', '.join(f'{x:g}' for x in sorted(helped))} lowered the PPL beyond the band)."
                if helped else "."))
 
 
 def long_effect(preset: str) -> dict | None:
-    """The effect of L_cont at the long runs' end: training tokens, validation PPL with and without L_cont and
-    QuantGPT's seed band; None until both runs and the band exist (or for a
-    preset without long runs)."""
+    """L_cont at the long runs' end: training tokens, validation PPL with and without L_cont, the relative change
+    adding L_cont makes, and the band it is read against with its name (QuantGPT's seed band; the largest measured
+    one while QuantGPT's seeds are incomplete; None before any). None until both runs have landed, or for a preset
+    without long runs."""
     if no_long_runs(preset):
         return None
     runs = load_grids(preset, LONG_GRID)
@@ -275,30 +276,40 @@ def long_effect(preset: str) -> dict | None:
     cfg = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]
     cont, dist = (valid_at(runs.result(LONG_RUNS[name][0]), end)
                   for name in ("QuantGPT, L_dist + L_cont", "QuantGPT, L_dist only"))
-    band = bands(preset)[0]
-    if cont is None or dist is None or band is None:
+    if cont is None or dist is None:
         return None
-    return {"tokens": end * cfg.batch_size * cfg.seq_len, "with": cont, "without": dist, "band": band}
+    own = "mds" in verdicts.seed_spreads(preset)
+    return {"tokens": end * cfg.batch_size * cfg.seq_len, "with": cont, "without": dist, "change": cont / dist - 1,
+            "band": bands(preset)[0], "band_name": "QuantGPT's seed band" if own else
+            "the largest measured seed band (QuantGPT's three seeds have not all run)"}
+
+
+def long_effect_words(e: dict) -> str:
+    """``long_effect`` in words: the change adding L_cont makes and where it lies against the band (a test-PPL
+    spread of three seeds at the preset's budget; each long run is one seed)."""
+    where = ("; no seed band is measured yet to read it against" if e["band"] is None else
+             f", {'inside' if abs(e['change']) <= e['band'] else 'beyond'} {e['band_name']} "
+             f"(+/-{100 * e['band']:.2f}%, a test-PPL spread at the preset's budget; one seed per long run)")
+    return (f"adding L_cont moves QuantGPT's validation PPL by {change_text(e['change'])} "
+            f"({ppl_text(e['without'])} without, {ppl_text(e['with'])} with)" + where)
 
 
 def long_sentence(preset: str) -> str:
     if no_long_runs(preset):
         return f"**Five times the budget:** {no_long_runs(preset)}."
     runs = load_grids(preset, LONG_GRID)
-    short, end = long_points(runs)
     cfg = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]
-    tokens = end * cfg.batch_size * cfg.seq_len
-    cont, dist, laq = (valid_at(runs.result(long), end) for long, _ in LONG_RUNS.values())
-    own, widest = bands(preset)
-    if cont is None or dist is None or own is None:
-        return (f"**Five times the budget:** not run yet; it is decided by whether, at {tokens:,} tokens, QuantGPT "
-                "with L_dist alone ends beyond QuantGPT's seed band from QuantGPT with L_cont "
-                f"(`{X.grid_command(LONG_GRID, preset)}`).")
-    rel = dist / cont - 1
-    text = (f"**Five times the budget** ({tokens:,} tokens): without L_cont QuantGPT's validation PPL is "
-            f"{change_text(rel)} from with it, {band_words(rel, own)} (+/-{100 * own:.2f}%)"
-            + ("." if abs(rel) <= own else ": L_cont helps once the budget is larger." if rel > 0 else
+    e = long_effect(preset)
+    if e is None:
+        return (f"**Five times the budget:** not run yet; it is decided by whether, at "
+                f"{long_points(runs)[1] * cfg.batch_size * cfg.seq_len:,} tokens, QuantGPT with L_cont ends beyond "
+                f"QuantGPT's seed band from QuantGPT with L_dist alone (`{X.grid_command(LONG_GRID, preset)}`).")
+    beyond = e["band"] is not None and abs(e["change"]) > e["band"]
+    text = (f"**Five times the budget** ({e['tokens']:,} tokens): {long_effect_words(e)}"
+            + ("." if not beyond else ": L_cont helps once the budget is larger." if e["change"] < 0 else
                ": L_cont hurts at this budget."))
+    laq, widest = valid_at(runs.result(LONG_RUNS["LAQ, L_dist only"][0]), long_points(runs)[1]), bands(preset)[1]
     if laq is not None and widest is not None:
-        text += f" LAQ ends {change_text(laq / cont - 1)} from QuantGPT with L_cont, {band_words(laq / cont - 1, widest)}."
+        rel = laq / e["with"] - 1
+        text += f" LAQ ends {change_text(rel)} from QuantGPT with L_cont, {band_words(rel, widest)}."
     return text

@@ -36,25 +36,26 @@ def deploy_result(preset: str) -> dict | None:
 
 
 def deploy_command(preset: str) -> str:
-    """The commands that make the page's measurements: llama.cpp's tools, then the benchmark (which trains the
-    student again when its weights are not on the machine: run folders are not committed)."""
+    """The commands that make the page's measurements: llama.cpp's tools, then the benchmark of ``deploy_run``'s
+    student (QuantGPT 2-2-8 at the preset's budget before any has run), which trains the student when its weights
+    are not on the machine: run folders are not committed."""
+    from ..deploy import bench_command
+
     cfg = deploy_run(preset)
-    if cfg is None:
-        return X.grid_command("lm-table", preset, "mds-228") + ", then this page's deploy-bench"
-    grid = next(g for g, key in DEPLOY_CANDIDATES if key == cfg.name)
-    return f"make llama-cpp && python -m qlib deploy-bench --grid {grid} --run {cfg.name} --preset {preset}"
+    grid, run = DEPLOY_CANDIDATES[-1] if cfg is None else next(c for c in DEPLOY_CANDIDATES if c[1] == cfg.name)
+    return f"make llama-cpp && {bench_command(grid, run, preset)}"
 
 
 def deploy_reading(preset: str) -> str:
-    """The deployment tables read from the deployment result (Markdown): where and how idle, the command, the speed and
-    size ratios, and how far llama.cpp's perplexity and next-token choices are from qlib's."""
+    """The deployment tables read from the deployment result (Markdown): where and how idle, the command, the speed
+    and size ratios, and how far llama.cpp's perplexity and next-token choices are from qlib's."""
     res = deploy_result(preset)
     if res is None:
         return f"**Reading the tables:** not run yet (`{deploy_command(preset)}`)."
     s, lc, pt, ppl = res["sizes"], res["llama_cpp"], res["qlib_torch"], res["perplexity"]
     ratio = lambda key: lc[key] / pt[key]  # noqa: E731
-    return (f"**Reading the tables** (`results/deploy/{res['run']}.json`, measured on {res['date']} on "
-            f"{res['cores']} cores of {res.get('cpu_model') or 'an x86-64 CPU'}, load average "
+    return (f"**Reading the tables** (`results/deploy/{res['run']}.json`, measured on {res['date']} with "
+            f"{lc['threads']} threads on a {res['cores']}-core {res.get('cpu_model') or 'x86-64 CPU'}, load average "
             f"{res['load_average_before']:.2f} before and {res['load_average']:.2f} after; `{res['command']}`): "
             f"llama.cpp reads the prompt {ratio('prompt_tokens_per_s'):.1f}x and generates "
             f"{ratio('generation_tokens_per_s'):.1f}x as fast as qlib's PyTorch student, from a file "
@@ -62,7 +63,8 @@ def deploy_reading(preset: str) -> str:
             f"{ppl['positions']:,} scored tokens its perplexity is {ppl['ppl_llama_cpp']:.2f} against qlib's "
             f"{ppl['ppl_qlib']:.2f} ({100 * (ppl['ppl_llama_cpp'] / ppl['ppl_qlib'] - 1):+.1f}%), and the two pick "
             f"the same next token at {100 * ppl['top1_agreement']:.0f}% of positions (mean KL "
-            f"{ppl['mean_kl']:.3f} nats): the weights are the same, the activations' quantization is not.")
+            f"{ppl['mean_kl']:.3f} nats). The weights agree up to each step's rounding to fp16; the rest of the gap "
+            "is how each runtime quantizes activations and keeps its KV cache.")
 
 
 def deploy_table(preset: str, which: str) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from .. import experiments as X
 from ..experiments.presets import PAPER_EPOCHS
 from ..labels import method_name, ratio_text
 from .common import BASELINES, load_grid, load_grids
-from .contrastive import long_effect, no_long_runs
+from .contrastive import LONG_GRID, long_effect, long_effect_words, no_long_runs
 from .lm import claim_row, claims, paper_ratio, run_tokens
 from .tasks import task_claims
 from .verdicts import SEED_GRIDS, seed_spreads
@@ -139,11 +139,8 @@ def long_text(preset: str) -> str:
     effect = long_effect(preset)
     if effect is None:
         return (" Whether that changes with five times the tokens is not run yet "
-                f"(`{X.grid_command('lm-long', preset)}`).")
-    moved, band = effect["with"] / effect["without"] - 1, effect["band"]
-    return (f" At five times the tokens ({effect['tokens']:,}), adding L_cont moves QuantGPT's validation PPL by "
-            f"{100 * moved:+.2f}%, " + ("inside" if abs(moved) <= band else "beyond") + " QuantGPT's seed band "
-            f"(+/-{100 * band:.2f}%).")
+                f"(`{X.grid_command(LONG_GRID, preset)}`).")
+    return f" At five times the tokens ({effect['tokens']:,}), {long_effect_words(effect)}."
 
 
 # ----------------------------------------------------------------------------------------------------------------

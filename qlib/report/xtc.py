@@ -13,7 +13,6 @@ from .common import bullets, load_grid, load_grids, missing_text, not_run_readin
 from .verdicts import SEED_GRIDS, gap_text
 
 XTC_METRIC = {"cola": "valid_mcc", "stsb": "valid_pearson", "mrpc": "valid_f1"}  # GLUE's metric per task
-WORD = {"twn": "ternary", "bwn": "binary", "fp": "full-precision"}
 
 
 def paper_xtc_table() -> pd.DataFrame:

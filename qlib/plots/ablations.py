@@ -30,11 +30,14 @@ def grad_share_plot(curves: dict[str, list[dict]], note: str = ""):
         ax.set_xscale("log"), ax.set_xlabel("training tokens (step 0 at the left edge)")
         ax.tick_params(labelsize=10)
     log_y(left)
+    left.axhline(1, color="grey", lw=0.8, ls=":")  # above it, L_cont's gradient is the larger of the two
     left.set_ylabel("|lambda dL_cont/dW| / |dL_dist/dW|")
     right.axhline(0, color="black", lw=0.8)
     right.set_ylabel("cosine of the two gradients")
-    right.legend(fontsize=9, loc="best")
-    fig.tight_layout()
+    # below both panels: inside one, the legend hides points
+    fig.legend(*left.get_legend_handles_labels(), fontsize=9, loc="lower center", ncol=min(len(curves), 3),
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 

@@ -171,6 +171,12 @@ def test_the_attribution_splits_the_2bit_gap_into_quantizer_and_loss(dirs):
     assert text.startswith("At this budget QuantGPT's 2-bit win comes from dynamic scaling")
     assert text.endswith("Whether that changes with five times the tokens is not run yet "
                          "(`python -m qlib grid lm-long --preset cpu`).")
+    assert "Raising its weight" not in text  # until lambda = 1 and 10 have both run
+    lam = X.runs("lm-lambda", "cpu")
+    _fake_result(lam["mds-228-lam1"], 114.13)
+    _fake_result(lam["mds-228-lam10"], 130.0)
+    assert ("Raising its weight from 0.1: lambda = 1 +1.00%, no effect (inside the band); lambda = 10 +15.04%, higher "
+            "PPL, beyond the band.") in report.attribution_text("cpu")
     long = X.runs("lm-long", "cpu")
     for key, end_ppl in (("mds-228-long", 100.0), ("mds-228-dist-only-long", 101.0)):
         cfg = long[key]

@@ -11,7 +11,8 @@ from .. import experiments as X
 from ..experiments.presets import PAPER_EPOCHS
 from ..labels import method_name, ratio_text
 from .common import BASELINES, load_grid, load_grids
-from .contrastive import LONG_GRID, long_effect, long_effect_words, no_long_runs
+from .contrastive import (LAMBDA_GRID, LAMBDA_RUNS, LONG_GRID, band_words, bands, change_text, long_effect,
+                          long_effect_words, no_long_runs)
 from .lm import claim_row, claims, paper_ratio, run_tokens
 from .tasks import task_claims
 from .verdicts import SEED_GRIDS, seed_spreads
@@ -128,7 +129,20 @@ def attribution_text(preset: str) -> str:
         head = "How QuantGPT's 2-bit advantage splits at this budget"
     return (f"{head}: trained with L_dist only, as the baselines are, QuantGPT still ends {q_words} "
             f"({' / '.join(quant['verdict'])}), while adding L_cont moves it by {loss['gap'].replace(' lower', '')} "
-            f"({loss['verdict']})." + long_text(preset))
+            f"({loss['verdict']})." + lambda_text(preset) + long_text(preset))
+
+
+def lambda_text(preset: str) -> str:
+    """What raising L_cont's weight above the paper's 0.1 did to QuantGPT's test PPL, against its seed band, as one
+    sentence ("" until every larger weight has run)."""
+    runs, band = load_grids(preset, LAMBDA_GRID), bands(preset)[0]
+    ref = runs.metric(LAMBDA_RUNS[0.1])
+    larger = {lam: runs.metric(key) for lam, key in LAMBDA_RUNS.items() if lam > 0.1}
+    if ref is None or band is None or None in larger.values():
+        return ""
+    return " Raising its weight from 0.1: " + "; ".join(
+        f"lambda = {lam:g} {change_text(v / ref - 1)}, {band_words(v / ref - 1, band, direction=True)}"
+        for lam, v in larger.items()) + "."
 
 
 def long_text(preset: str) -> str:

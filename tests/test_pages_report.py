@@ -69,7 +69,7 @@ def test_the_deployment_page_reads_the_longest_trained_student_and_only_its_own_
     assert report.deploy_table("cpu", "speeds")["generation tokens/s"].tolist() == [115.0, 13.0]
     assert report.deploy_table("cpu", "perplexity")["PTB test PPL"].tolist() == [101.0, 100.0]
     text = report.deploy_reading("cpu")
-    assert "measured on 2026-12-07 with 2 threads on a 2-core Some CPU, load average 0.10 before and 0.20 after" in text
+    assert "measured on 2026-12-07 with 2 threads on a 2-core Some CPU, load average 0.10 before and 0.20 after, its own threads counted" in text
     assert "reads the prompt 1.6x and generates 8.8x as fast" in text and "1.9x the size of qlib's packed" in text
     assert "its perplexity is 101.00 against qlib's 100.00 (+1.0%)" in text and "at 90% of positions" in text
     write_json(path, {**bench, "config": {**asdict(long), "lam": 1.0}})  # another student under the same name

@@ -56,7 +56,8 @@ def deploy_reading(preset: str) -> str:
     ratio = lambda key: lc[key] / pt[key]  # noqa: E731
     return (f"**Reading the tables** (`results/deploy/{res['run']}.json`, measured on {res['date']} with "
             f"{lc['threads']} threads on a {res['cores']}-core {res.get('cpu_model') or 'x86-64 CPU'}, load average "
-            f"{res['load_average_before']:.2f} before and {res['load_average']:.2f} after; `{res['command']}`): "
+            f"{res['load_average_before']:.2f} before and {res['load_average']:.2f} after, its own threads counted; "
+            f"`{res['command']}`): "
             f"llama.cpp reads the prompt {ratio('prompt_tokens_per_s'):.1f}x and generates "
             f"{ratio('generation_tokens_per_s'):.1f}x as fast as qlib's PyTorch student, from a file "
             f"{s['gguf_mib'] / s['packed_mib']:.1f}x the size of qlib's packed one. On the same "

@@ -68,6 +68,7 @@ def test_the_deployment_page_reads_the_longest_trained_student_and_only_its_own_
     write_json(path, bench)
     assert report.deploy_table("cpu", "speeds")["generation tokens/s"].tolist() == [115.0, 13.0]
     assert report.deploy_table("cpu", "perplexity")["PTB test PPL"].tolist() == [101.0, 100.0]
+    assert report.deploy_table("cpu", "agreement").iloc[0].tolist() == ["5,120", "90.0%", "0.0300"]
     text = report.deploy_reading("cpu")
     assert "measured on 2026-12-07 with 2 threads on a 2-core Some CPU, load average 0.10 before and 0.20 after, its own threads counted" in text
     assert "reads the prompt 1.6x and generates 8.8x as fast" in text and "1.9x the size of qlib's packed" in text

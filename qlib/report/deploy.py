@@ -122,5 +122,7 @@ def deploy_tables(preset: str) -> dict[str, pd.DataFrame] | None:
         {"computed by": "qlib (8-bit activations per token)", "PTB test PPL": ppl["ppl_qlib"]}])
     ppls["scored"] = f"{ppl['chunks']} chunks of {ppl['n_ctx']} tokens, the last half of each"
     return {"sizes": sizes, "speeds": speeds, "perplexity": ppls,
-            "agreement": pd.DataFrame([{"scored tokens": ppl["positions"], "same top-1 token": ppl["top1_agreement"],
-                                        "mean KL (nats)": ppl["mean_kl"]}])}
+            "agreement": pd.DataFrame([{"scored tokens": f"{ppl['positions']:,}",
+                                        "same top-1 token": f"{100 * ppl['top1_agreement']:.1f}%",
+                                        # a few thousandths: two decimals would print 0.00
+                                        "mean KL (nats)": f"{ppl['mean_kl']:.4f}"}])}

@@ -24,15 +24,17 @@ def test_a_lost_ordering_whose_gap_has_settled_is_contradicted_at_the_budget():
 def test_a_lost_claim_whose_curve_still_falls_by_more_than_the_band_is_not_reached():
     assert report.verdict(120.0, 100.0, 0.05, budget=BUDGET, falling=0.35) == "not reached at 204,800 tokens"
     # a threshold: 4.6x the teacher against 1.10x, the student's curve 35% lower over the last half
-    assert report.verdict(4.6, 1.10, 0.012, budget=BUDGET, threshold=True, falling=0.35) == \
+    assert report.verdict(4.6, 1.10, 0.012, budget=BUDGET, falling=0.35) == \
         "not reached at 204,800 tokens"
-    assert report.verdict(4.6, 1.10, 0.012, budget=BUDGET, threshold=True, falling=0.005).startswith("contradicted")
+    assert report.verdict(4.6, 1.10, 0.012, budget=BUDGET, falling=0.005).startswith("contradicted")
 
 
-def test_a_met_threshold_is_reproduced_even_inside_the_band():
+def test_a_threshold_met_by_less_than_the_band_is_noise_not_reproduced():
     # the control at 24.35 against the teacher's 24.38: 0.999x, below 1.02 by less than a 4.8% band
-    assert report.verdict(24.35 / 24.38, 1.02, 0.048, threshold=True) == "reproduced"
-    assert report.verdict(24.35 / 24.38, 1.02, None, threshold=True) == "reproduced"
+    assert report.verdict(24.35 / 24.38, 1.02, 0.048) == "inside the noise"
+    assert report.verdict(24.35 / 24.38, 1.02, None).startswith("inside the noise")
+    # met by more than the band: 0.95x against 1.02 with a 1.2% band
+    assert report.verdict(0.95, 1.02, 0.012) == "reproduced"
 
 
 def test_two_collapsed_runs_make_a_claim_untestable():

@@ -171,7 +171,7 @@ def claim_row(runs, spreads, text: str, paper: str, pair: tuple[str, str], names
     if threshold is None:
         judged = verdict(lo, hi, band, budget=budget, falling=gap_fall(runs, *pair) if lo and hi else None)
     else:
-        judged = verdict(lo / hi if lo and hi else None, threshold, band, budget=budget, threshold=True,
+        judged = verdict(lo / hi if lo and hi else None, threshold, band, budget=budget,
                          falling=last_half_fall(run_curve(res)))
     return {"claim": text, "paper": paper,
             "ours (test PPL)": " vs ".join("-" if v is None else ppl_text(v) for v in (lo, hi)),

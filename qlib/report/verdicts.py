@@ -91,13 +91,13 @@ def budget_text(amount: int | None, unit: str = "tokens") -> str:
 
 
 def verdict(lower: float | None, higher: float | None, band: float | None, absolute: bool = False,
-            both_collapsed: bool = False, budget: str = "this budget", threshold: bool = False,
+            both_collapsed: bool = False, budget: str = "this budget",
             falling: float | None = None) -> str:
     """The one verdict of a claim that ``lower < higher`` (PPLs, ratios to a teacher, or a score and a threshold).
 
-    - "reproduced": the claim is met: for a threshold (``threshold``: ``higher`` is a fixed bound, e.g. 1.10x the
-      teacher) whenever ``lower`` is below it; for an ordering of two runs when ``lower`` is below by more than the
-      band (a smaller win is noise);
+    - "reproduced": the claim is met by more than the band: ``lower`` is below ``higher`` (another run's value, or
+      with ``threshold`` a fixed bound, e.g. 1.10x the teacher) by more than the run-to-run spread; a smaller margin
+      is noise, whichever side it falls on;
     - "untestable": both sides failed the task (``both_collapsed``): which failure scores higher says nothing;
     - "not reached at <budget>": not met by more than the band, but the relevant curve (``falling``: its fall over
       the last half of the budget, ``last_half_fall``; the gap between the two runs for an ordering, the run itself
@@ -106,13 +106,11 @@ def verdict(lower: float | None, higher: float | None, band: float | None, absol
     - "inside the noise": the two sides lie within the band.
 
     ``band`` is relative (run-to-run spread, ``pair_band``) or, with ``absolute``, in the values' own units (a
-    bootstrap spread over test examples). Without a band only a met threshold or a collapse can be called."""
+    bootstrap spread over test examples). Without a band only a collapse can be called."""
     if lower is None or higher is None:
         return "not run"
     if both_collapsed:
         return f"untestable: both collapsed at {budget}"
-    if threshold and lower < higher:
-        return "reproduced"
     if band is None:
         return "inside the noise (no spread measured yet)"
     beyond = (lambda a, b: a + band < b) if absolute else (lambda a, b: a * (1 + band) < b)  # noqa: E731

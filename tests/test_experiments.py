@@ -294,3 +294,7 @@ def test_a_grid_command_selects_exactly_the_run_it_names():
             assert (args["command"], args["name"], args["preset"]) == ("grid", name, "cpu")
             chosen = [c for c in configs if any(_selects(o, c, configs) for o in args["only"])]
             assert chosen == [cfg], (name, key)
+    # the after-run flags the not-run list adds parse back too
+    args = vars(_parser().parse_args(shlex.split(X.grid_command("lm-table", "cpu", "mds-228", "--step0",
+                                                                "--transfer wikitext2"))[3:]))
+    assert args["only"] == ["mds-228"] and args["step0"] and args["transfer"] == "wikitext2"

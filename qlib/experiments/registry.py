@@ -44,10 +44,10 @@ def runs(name: str, preset: str) -> dict[str, TrainConfig]:
     return out
 
 
-def grid_command(name: str, preset: str, key: str | None = None, flags: str = "") -> str:
-    """The command that runs grid ``name`` in ``preset`` (or only its run ``key``): resumable, it skips what has
-    run."""
-    return f"python -m qlib grid {name} --preset {preset}" + (f" --only {key}" if key else "") + flags
+def grid_command(name: str, preset: str, key: str | None = None, *flags: str) -> str:
+    """The command that runs grid ``name`` in ``preset`` (or only its run ``key``), with extra ``flags`` ("--step0"):
+    resumable, it skips what has run."""
+    return " ".join(["python -m qlib grid", name, "--preset", preset, *(["--only", key] if key else []), *flags])
 
 
 def run_key(cfg: TrainConfig) -> str:

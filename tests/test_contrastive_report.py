@@ -42,7 +42,7 @@ def test_the_lambda_table_reads_each_run_against_quantgpts_seed_band(dirs):
     assert table.loc["10", "test PPL"] == "95.00" and table.loc["10", "reading"] == "lower PPL, beyond the band"
     assert table.loc["0 (L_dist only)", "test PPL"] == "not run"
     assert table.loc["0.1, three seeds", "test PPL"] == "100.00-102.00"
-    assert table.loc["0.1, three seeds", "against lambda = 0.1"] == "band +/-2.00%"
+    assert table.loc["0.1, three seeds", "against lambda = 0.1"] == "band: range 2.00%"
     text = report.contrastive_verdict("cpu")
     assert "lambda = 1 +1.50%, lambda = 10 -5.00%" in text and "lambda = 10 (lower PPL)" in text
     assert "Not run yet: `mds-228-dist-only`" in text and "The long run" not in text  # decided once all have run
@@ -75,7 +75,7 @@ def test_the_long_table_reads_validation_ppl_where_the_short_runs_end_and_at_the
     assert effect[tokens[1]].startswith("0.909x: beyond the band")
     text = report.contrastive_verdict("cpu")
     assert ("adding L_cont moves QuantGPT's validation PPL by -9.09% (99.00 without, 90.00 with), beyond QuantGPT's "
-            "seed band (+/-2.00%") in text
+            "seed band (2.00%") in text
     assert "L_cont helps once the budget is larger" in text
     curves = report.long_curves("cpu")
     assert curves["QuantGPT, L_dist + L_cont"] == [(0, 1e6), (short * 512, 120.0), (end * 512, 90.0)]

@@ -255,11 +255,11 @@ def test_task_claims_read_the_bootstrap_spread_of_each_comparison(monkeypatch):
         return None if h is None else {"metrics": {"test_mc_hits": h}}
     monkeypatch.setattr(X, "load_result", fake)
     rows = {r["claim"]: r["verdict"] for r in report.task_claims("dialogue-table", "cpu").to_dict("records")}
-    assert rows["At 2-2-8, QuantGPT scores higher than LSQ."] == "reproduced"  # 78 vs 5: far outside the spread
+    assert rows["At 2-2-8, QuantGPT scores higher than LSQ."] .startswith("reproduced at ")  # 78 vs 5: far outside the spread
     assert rows["At 2-2-8, QuantGPT scores higher than LAQ."] == "inside the noise"  # 78 vs 75 of 100
     assert rows["At 2-2-8, QuantGPT scores higher than PACT."] == "not run"
     assert report.verdict(5.0, 1.0, 2.0, absolute=True).startswith("contradicted")
-    assert report.verdict(1.0, 5.0, 2.0, absolute=True) == "reproduced"
+    assert report.verdict(1.0, 5.0, 2.0, absolute=True) == "reproduced at this budget"
 
 
 def test_chosen_replies_show_the_reply_each_run_picked(monkeypatch):

@@ -8,7 +8,7 @@ BUDGET = "204,800 tokens"
 
 
 def test_an_ordering_won_by_more_than_the_band_is_reproduced():
-    assert report.verdict(100.0, 110.0, 0.05, budget=BUDGET) == "reproduced"
+    assert report.verdict(100.0, 110.0, 0.05, budget=BUDGET) == "reproduced at 204,800 tokens"
 
 
 def test_an_ordering_inside_the_band_either_way_is_inside_the_noise():
@@ -34,7 +34,7 @@ def test_a_threshold_met_by_less_than_the_band_is_noise_not_reproduced():
     assert report.verdict(24.35 / 24.38, 1.02, 0.048) == "inside the noise"
     assert report.verdict(24.35 / 24.38, 1.02, None).startswith("inside the noise")
     # met by more than the band: 0.95x against 1.02 with a 1.2% band
-    assert report.verdict(0.95, 1.02, 0.012) == "reproduced"
+    assert report.verdict(0.95, 1.02, 0.012) == "reproduced at this budget"
 
 
 def test_two_collapsed_runs_make_a_claim_untestable():
@@ -43,7 +43,7 @@ def test_two_collapsed_runs_make_a_claim_untestable():
 
 
 def test_an_absolute_band_is_read_in_the_metrics_units():
-    assert report.verdict(40.0, 43.0, 2.0, absolute=True) == "reproduced"
+    assert report.verdict(40.0, 43.0, 2.0, absolute=True) == "reproduced at this budget"
     assert report.verdict(40.0, 41.0, 2.0, absolute=True) == "inside the noise"
     assert report.verdict(43.0, 6.0, 10.5, absolute=True, budget="300 examples", falling=0.5) == \
         "not reached at 300 examples"

@@ -102,7 +102,7 @@ def lambda_table(preset: str) -> pd.DataFrame:
             row["reading"] = band_words(ppl / ref - 1, band, direction=True)
         rows.append(row)
     rows.append({"lambda": "0.1, three seeds", "test PPL": seed_range_text(preset),
-                 "against lambda = 0.1": f"band +/-{100 * band:.2f}%" if band is not None else "",
+                 "against lambda = 0.1": f"band: range {100 * band:.2f}%" if band is not None else "",
                  "reading": "QuantGPT's run-to-run spread"})
     return pd.DataFrame(rows)
 
@@ -201,7 +201,7 @@ def ratio_reading(num: float | None, den: float | None, band: float | None) -> s
     """"1.006x: no effect (inside the band)", or "not run"."""
     if num is None or den is None:
         return "not run"
-    return f"{num / den:.3f}x: {band_words(num / den - 1, band)}" + (f" +/-{100 * band:.2f}%" if band else "")
+    return f"{num / den:.3f}x: {band_words(num / den - 1, band)}" + (f" (band {100 * band:.2f}%)" if band else "")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -239,8 +239,8 @@ def lambda_sentence(preset: str) -> str:
                 f"seed band from lambda = 0.1 (`{X.grid_command(LAMBDA_GRID, preset)}`).")
     beyond = {lam: v for lam, v in done.items() if abs(v / ref - 1) > band}
     parts = ", ".join(f"lambda = {lam:g} {change_text(v / ref - 1)}" for lam, v in done.items())
-    text = (f"**Weight lambda:** against lambda = 0.1 ({ppl_text(ref)}), {parts}; QuantGPT's seed band is "
-            f"+/-{100 * band:.2f}%. ")
+    text = (f"**Weight lambda:** against lambda = 0.1 ({ppl_text(ref)}), {parts}; QuantGPT's seed band (the "
+            f"range of its three seeds) is {100 * band:.2f}%. ")
     text += (f"No weight {'run so far ' if missing else ''}moves the test PPL beyond it: no effect at this budget."
              if not beyond else
              "Beyond the band: " + ", ".join(f"lambda = {lam:g} ({'lower' if v < ref else 'higher'} PPL)"
@@ -289,7 +289,8 @@ def long_effect_words(e: dict) -> str:
     spread of three seeds at the preset's budget; each long run is one seed)."""
     where = ("; no seed band is measured yet to read it against" if e["band"] is None else
              f", {'inside' if abs(e['change']) <= e['band'] else 'beyond'} {e['band_name']} "
-             f"(+/-{100 * e['band']:.2f}%, a test-PPL spread at the preset's budget; one seed per long run)")
+             f"({100 * e['band']:.2f}%, the range of a test PPL over three seeds at the preset's budget; one seed per "
+             "long run)")
     return (f"adding L_cont moves QuantGPT's validation PPL by {change_text(e['change'])} "
             f"({ppl_text(e['without'])} without, {ppl_text(e['with'])} with)" + where)
 

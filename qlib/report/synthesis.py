@@ -13,7 +13,7 @@ from ..labels import method_name, ratio_text
 from .common import BASELINES, load_grid, load_grids
 from .contrastive import (LAMBDA_GRID, LAMBDA_RUNS, LONG_GRID, band_words, bands, change_text, long_effect,
                           long_effect_words, no_long_runs)
-from .lm import claim_row, claims, paper_ratio, run_tokens
+from .lm import VARIANT_SIDE, claim_row, claims, paper_ratio, run_tokens
 from .tasks import task_claims
 from .verdicts import SEED_GRIDS, seed_spreads
 
@@ -95,15 +95,20 @@ DIST_ONLY = "QuantGPT, L_dist only"
 
 
 def attribution_table(preset: str) -> pd.DataFrame:
-    """QuantGPT's 2-2-8 advantage split in two: the quantizer (dynamic scaling: QuantGPT trained with L_dist only,
-    as LSQ and LAQ are, against each of them) and the loss (QuantGPT with L_cont against without it), each gap with
-    the band of its comparison and the one verdict (``lm.claim_row``)."""
+    """QuantGPT's 2-2-8 advantage split: the quantizer (alpha = gamma * mean|w| per module: QuantGPT trained with
+    L_dist only, as LSQ and LAQ are, against each of them), within it Eq. 7's gradient for gamma (against PACT's rule
+    for it, "Ours with PACT"), and the loss (QuantGPT with L_cont against without it), each gap with the band of its
+    comparison and the one verdict (``lm.claim_row``)."""
     runs = load_grids(preset, "lm-table", "lm-ablations", *SEED_GRIDS)
     spreads = seed_spreads(preset, runs)
-    pairs = [("the quantizer: dynamic scaling", f"{DIST_ONLY} vs {method_name(base)}",
+    pairs = [("the quantizer: alpha = gamma mean|w| per module", f"{DIST_ONLY} vs {method_name(base)}",
               ("mds-228-dist-only", f"{base}-228"), (DIST_ONLY, base)) for base in ("lsq", "laq")]
+    # variants of QuantGPT: read as lm.claims reads them (the same quantizer: QuantGPT's own spread; PACT's rule for
+    # gamma, another quantizer run with one seed: the largest measured spread)
+    pairs.append(("within it: Eq. 7's gradient for gamma", f"{DIST_ONLY} vs Ours with PACT (L_dist only)",
+                  ("mds-228-dist-only", "mds_pact_grad-228-dist-only"), (VARIANT_SIDE, VARIANT_SIDE)))
     pairs.append(("the loss: L_cont", f"QuantGPT vs {DIST_ONLY}", ("mds-228", "mds-228-dist-only"),
-                  ("mds", "mds")))  # a variant of QuantGPT: QuantGPT's own spread, as lm.claims reads it
+                  ("mds", "mds")))
     out = []
     for part, pair, keys, sides in pairs:
         row = claim_row(runs, spreads, "", "", keys, sides)
@@ -117,19 +122,22 @@ def attribution_table(preset: str) -> pd.DataFrame:
 def attribution_text(preset: str) -> str:
     """What ``attribution_table`` shows, in one sentence computed from it."""
     t = attribution_table(preset)
-    if "not run" in set(t["verdict"]):
+    if "not run" in set(t["verdict"].iloc[[0, 1, 3]]):  # Eq. 7's gradient (row 2) is said once it has run
         return ("The split of QuantGPT's 2-bit advantage into quantizer and loss needs "
                 f"`{X.grid_command('lm-table', preset)}` and `{X.grid_command('lm-ablations', preset)}`.")
-    quant, loss = t.iloc[:2], t.iloc[2]
+    quant, grad, loss = t.iloc[:2], t.iloc[2], t.iloc[3]
     q_words = " and ".join(f"{g} than {p.split(' vs ')[1]}" for g, p in zip(quant["gap"], quant["compared (2-2-8)"]))
-    if set(quant["verdict"]) == {"reproduced"} and loss["verdict"] == "inside the noise":
-        head = ("At this budget QuantGPT's 2-bit win comes from dynamic scaling; the contrastive loss adds nothing "
-                "measurable")
+    if all(v.startswith("reproduced") for v in quant["verdict"]) and loss["verdict"] == "inside the noise":
+        head = ("At this budget QuantGPT's 2-bit win comes from its quantizer (alpha = gamma * mean|w|, one gamma per "
+                "module); the contrastive loss adds nothing measurable")
     else:
         head = "How QuantGPT's 2-bit advantage splits at this budget"
+    grad_words = ("" if grad["verdict"] == "not run" else
+                  f" Within the quantizer, Eq. 7's gradient for gamma against PACT's rule for it: "
+                  f"{grad['gap']} ({grad['verdict']}).")
     return (f"{head}: trained with L_dist only, as the baselines are, QuantGPT still ends {q_words} "
-            f"({' / '.join(quant['verdict'])}), while adding L_cont moves it by {loss['gap'].replace(' lower', '')} "
-            f"({loss['verdict']})." + lambda_text(preset) + long_text(preset))
+            f"({joined(quant['verdict'])}), while adding L_cont moves it by {loss['gap'].replace(' lower', '')} "
+            f"({loss['verdict']})." + grad_words + lambda_text(preset) + long_text(preset))
 
 
 def lambda_text(preset: str) -> str:
@@ -192,14 +200,30 @@ def tldr(preset: str) -> str:
         f"- **Setup:** QuantGPT's recipe on SmolLM2-135M-Instruct (its teacher a dequantized 4-bit model fine-tuned on "
         f"PTB), {budget_sentence(preset)}.",
         f"- **2-2-8:** test PPL over the teacher's: {order}; QuantGPT below LSQ and LAQ: "
-        f"{lm['At 2-2-8, QuantGPT reaches a lower PPL than LSQ.']} / "
-        f"{lm['At 2-2-8, QuantGPT reaches a lower PPL than LAQ.']}; PACT collapses "
+        f"{joined(lm[f'At 2-2-8, QuantGPT reaches a lower PPL than {b}.'] for b in ('LSQ', 'LAQ'))}; PACT collapses "
         f"({ratio_text(ratios['pact']) if 'pact' in ratios else 'not run'}).",
         f"- **Why:** {attribution_text(preset)}",
         f"- **Within 10% of the teacher at 2-2-8:** {lm[[k for k in lm.index if 'within 10%' in k][0]]}.",
         f"- **4-4-8 and 8-8-8** (QuantGPT below each baseline, gamma started at the paper's 1): "
         f"{verdict_counts(low_bits)}; **next-utterance and summarization** (offline stand-ins): "
         f"{verdict_counts(tasks)}."])
+
+
+def results_tldr(preset: str) -> str:
+    """The results chapter's answer in two sentences: how many claims got each verdict, and which were reproduced."""
+    table = synthesis_table(preset, {})
+    won = [c[0].lower() + c[1:].rstrip(".") for c, v in zip(table["claim"], table["verdict"])
+           if v.startswith("reproduced")]
+    return (f"**TL;DR.** Of the {len(table)} claims tested here, {verdict_counts(table['verdict'])}. "
+            + (f"Reproduced: {'; '.join(won)}." if won else "None is reproduced yet."))
+
+
+def joined(verdicts) -> str:
+    """Two or more verdicts read together: "reproduced at 204,800 tokens, both" when they agree, else "a / b"."""
+    verdicts = list(verdicts)
+    if len(set(verdicts)) == 1:
+        return verdicts[0] + (", both" if len(verdicts) == 2 else ", all")
+    return " / ".join(verdicts)
 
 
 def verdict_counts(verdicts) -> str:

@@ -95,9 +95,10 @@ def verdict(lower: float | None, higher: float | None, band: float | None, absol
             falling: float | None = None) -> str:
     """The one verdict of a claim that ``lower < higher`` (PPLs, ratios to a teacher, or a score and a threshold).
 
-    - "reproduced": the claim is met by more than the band: ``lower`` is below ``higher`` (another run's value, or
-      with ``threshold`` a fixed bound, e.g. 1.10x the teacher) by more than the run-to-run spread; a smaller margin
-      is noise, whichever side it falls on;
+    - "reproduced at <budget>": the claim is met by more than the band: ``lower`` is below ``higher`` (another run's
+      value, or a fixed bound, e.g. 1.10x the teacher) by more than the run-to-run spread; a smaller margin is noise,
+      whichever side it falls on. It names the budget as the other verdicts do: a lead at a short budget, with
+      curves still falling, is a lead there, not the paper's end point;
     - "untestable": both sides failed the task (``both_collapsed``): which failure scores higher says nothing;
     - "not reached at <budget>": not met by more than the band, but the relevant curve (``falling``: its fall over
       the last half of the budget, ``last_half_fall``; the gap between the two runs for an ordering, the run itself
@@ -115,7 +116,7 @@ def verdict(lower: float | None, higher: float | None, band: float | None, absol
         return "inside the noise (no spread measured yet)"
     beyond = (lambda a, b: a + band < b) if absolute else (lambda a, b: a * (1 + band) < b)  # noqa: E731
     if beyond(lower, higher):
-        return "reproduced"
+        return f"reproduced at {budget}"
     if beyond(higher, lower):
         still = falling is not None and falling > (band if not absolute else NOISE_FALL)
         return f"not reached at {budget}" if still else f"contradicted at {budget}"

@@ -199,6 +199,16 @@ def gamma_gradient_curve(w: torch.Tensor, bits: int, gammas) -> dict[str, list[f
     return curves
 
 
+def least_error_gamma(w: torch.Tensor, bits: int, step: float = 0.25) -> float:
+    """The gamma whose clipping factor alpha = gamma * mean|w| reconstructs ``w`` with the least squared error at
+    ``bits`` (Eq. 6's grid), searched in steps of ``step`` from 0.5 up to the point where nothing is clipped
+    (max|w| / mean|w|): beyond it a larger alpha only widens the grid's steps, so the least error lies inside."""
+    top = float(w.abs().max() / w.abs().mean())
+    gammas = [0.5 + step * i for i in range(int((top - 0.5) / step) + 2)]
+    loss = gamma_gradient_curve(w, bits, gammas)["loss"]
+    return gammas[loss.index(min(loss))]
+
+
 def method_demo(base: dict) -> dict[str, str]:
     """Chapter 3's walk-through on one real batch: the teacher (the pretrained ``base["model"]``) and its 2-2-8
     QuantGPT student, both losses of Eq. 5 on two PTB blocks, one backward pass, one bank update (Eq. 3) and the

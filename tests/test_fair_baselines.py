@@ -146,6 +146,21 @@ def test_dynamic_scaling_gamma_is_kept_positive():
     assert (q.alpha(w) > 0).all()
 
 
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_the_least_error_gamma_lies_inside_its_search_and_beats_its_neighbours(bits):
+    """Where chapter 1 says dynamic scaling should start: on a heavy-tailed matrix the search reaches the no-clipping
+    point (max|w| / mean|w|), so an 8-bit optimum beyond any fixed cut-off is found, not reported as the cut-off."""
+    from qlib import analysis
+
+    w = student_t()
+    top = float(w.abs().max() / w.abs().mean())
+    best = analysis.least_error_gamma(w, bits)
+    assert 0.5 < best < top
+    curve = analysis.gamma_gradient_curve(w, bits, [best - 0.25, best, best + 0.25])["loss"]
+    assert curve[1] <= min(curve[0], curve[2])
+    assert best > 1.0 and (bits < 8 or best > 3.0)  # more levels: a wider range is best
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # causality and batch independence of the quantized model
 # ---------------------------------------------------------------------------------------------------------------

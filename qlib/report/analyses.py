@@ -37,9 +37,8 @@ def gamma_start_table(model: str, module: str) -> pd.DataFrame:
     w = lm.get_submodule(module).weight.detach()
     for b in (2, 4, 8):
         student = quantize_model(load_model(model, "lm"), QuantConfig("mds", b, a_bits=8))
-        sweep = analysis.gamma_gradient_curve(w, b, [0.5 + 0.25 * i for i in range(47)])
         rows.append({"W bits": b, "layer weights clipped at gamma = 1": analysis.clipped_share(student)["share"],
-                     f"gamma with least error ({module})": sweep["gamma"][sweep["loss"].index(min(sweep["loss"]))]})
+                     f"gamma with least error ({module})": analysis.least_error_gamma(w, b)})
     return pd.DataFrame(rows)
 
 

@@ -88,7 +88,7 @@ def test_the_long_table_reads_validation_ppl_where_the_short_runs_end_and_at_the
 def test_the_gradient_share_comes_from_the_recorded_diagnostics(dirs):
     assert report.grad_share_curves("cpu") == {}
     assert "not run" in report.grad_share_table("cpu").iloc[0, 0]
-    assert "**Gradient share:** not recorded yet" in report.contrastive_verdict("cpu")
+    assert "**Gradient ratio:** not recorded yet" in report.contrastive_verdict("cpu")
     assert plots.grad_share_plot({}, report.missing_note("cpu", "lm-lambda")) is not None  # says so, still draws
     cfg = X.runs("lm-lambda", "cpu")["mds-228-lam10"]
     # as train records them: the split of update s is measured on the gradient taken after s - 1 updates
@@ -100,7 +100,7 @@ def test_the_gradient_share_comes_from_the_recorded_diagnostics(dirs):
     row = report.grad_share_table("cpu").iloc[0]
     assert row["ratio at the first update"] == "0.010" and row["ratio, later half (median)"] == "0.300"
     assert row["cosine, later half (median)"] == "0.40"
-    assert "lambda = 10, 204,800 tokens: 30.0% of L_dist's gradient, cosine 0.40" in report.contrastive_verdict("cpu")
+    assert "lambda = 10, 204,800 tokens: |lambda dL_cont/dW| is 30.0% of |dL_dist/dW|, cosine 0.40" in report.contrastive_verdict("cpu")
     assert plots.grad_share_plot(curves) is not None
     assert "mds-228-lam1" in report.missing_note("cpu", "lm-lambda")
 

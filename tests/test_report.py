@@ -353,3 +353,22 @@ def test_the_readings_take_their_titles_and_references_as_arguments(dirs):
         _fake_result(seeds[key], ppl)
     row = report.ablation_table("cpu", ("mds-228", "mds-228-dist-only")).iloc[1]
     assert (row["vs QuantGPT"], row["seed band"]) == ("+3.00%", "no effect")  # QuantGPT's seeds: 102 / 98 - 1
+
+
+def test_the_chapter_answers_are_computed_from_the_runs(dirs):
+    assert "no 2-bit student has run" in report.lm_tldr("cpu")
+    t = X.runs("lm-table", "cpu")
+    for key, ppl in (("teacher", 25.0), ("lsq-228", 120.0), ("laq-228", 130.0), ("control", 25.1)):
+        _fake_result(t[key], ppl)
+    cfg = t["mds-228"]
+    write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": 100.0}, "size_mb": 1.0,
+                                    "steps": 400, "tokens_per_step": 512})
+    text = report.lm_tldr("cpu")
+    assert text.startswith("**TL;DR.** After 204,800 training tokens per 2-bit student")
+    assert "QuantGPT 4.00x, LSQ 4.80x, LAQ 5.20x" in text and "PACT collapses (not run)" in text
+    # no seeds have run: no band, so neither ordering nor the control can be called
+    assert "QuantGPT below LSQ and LAQ: inside the noise (no spread measured yet), both" in text
+    assert text.endswith("The full-precision control within 2% of the teacher: inside the noise (no spread "
+                         "measured yet).")
+    results = report.results_tldr("cpu")
+    assert results.startswith("**TL;DR.** Of the ") and results.endswith("None is reproduced yet.")

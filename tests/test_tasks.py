@@ -255,11 +255,30 @@ def test_task_claims_read_the_bootstrap_spread_of_each_comparison(monkeypatch):
         return None if h is None else {"metrics": {"test_mc_hits": h}}
     monkeypatch.setattr(X, "load_result", fake)
     rows = {r["claim"]: r["verdict"] for r in report.task_claims("dialogue-table", "cpu").to_dict("records")}
-    assert rows["At 2-2-8, QuantGPT scores higher than LSQ."] .startswith("reproduced at ")  # 78 vs 5: far outside the spread
+    # 78 vs 5: far outside the spread
+    assert rows["At 2-2-8, QuantGPT scores higher than LSQ."].startswith("reproduced at ")
     assert rows["At 2-2-8, QuantGPT scores higher than LAQ."] == "inside the noise"  # 78 vs 75 of 100
     assert rows["At 2-2-8, QuantGPT scores higher than PACT."] == "not run"
     assert report.verdict(5.0, 1.0, 2.0, absolute=True).startswith("contradicted")
     assert report.verdict(1.0, 5.0, 2.0, absolute=True) == "reproduced at this budget"
+
+
+def test_a_task_chapter_answers_first_with_its_scores_and_verdicts(monkeypatch):
+    from qlib import report
+
+    assert report.task_tldr("dialogue-table", "smoke").startswith("**TL;DR:** not run yet")
+    hits = {"teacher": 80, "control": 79, "mds-228": 30, "laq-228": 6, "lsq-228": 5, "pact-228": None}
+    names = {Path(c.out_dir).name: k for k, c in X.runs("dialogue-table", "cpu").items()}
+
+    def fake(cfg):
+        h = hits[names[Path(cfg.out_dir).name]]
+        return None if h is None else {"metrics": {"test_mc_hits": [1] * h + [0] * (100 - h), "test_mc_acc": h}}
+    monkeypatch.setattr(X, "load_result", fake)
+    text = report.task_tldr("dialogue-table", "cpu")
+    # chance is 5%: a quarter of the teacher's 75 points above it is 18.75, so LSQ and LAQ collapsed, QuantGPT did not
+    assert text.startswith("**TL;DR.** The teacher's test hits@1 is 80, the full-precision control's 79; 2 of 3 ")
+    assert "above chance (LSQ 2-2-8 5, LAQ 2-2-8 6, QuantGPT 2-2-8 30)." in text
+    assert "The paper's claims on this task: " in text
 
 
 def test_chosen_replies_show_the_reply_each_run_picked(monkeypatch):

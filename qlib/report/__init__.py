@@ -34,13 +34,13 @@ from .lm import (bits_rows, claims, curves, gammas, lm_table, paper_ratio, sampl
                  step0_ppl, step0_table, teacher_test_ppl, teacher_valid_ppl, transfer_table)
 from .not_run import not_run  # noqa: F401
 from .synthesis import (attribution_table, attribution_text, budget, budget_sentence, device_facts,  # noqa: F401
-                        final_ratios, missing_runs_line, paper_budget_tokens, results_tldr, synthesis_table,
+                        final_ratios, missing_runs_line, lm_tldr, paper_budget_tokens, results_tldr, synthesis_table,
                         tldr)
 from .recipe import (RATE_RULE, SWEEP_METRIC, dtype_reading, dtype_table, lr_sweep_table, swept_rate,  # noqa: F401
                      teacher_budget_reading)
 from .tasks import (TASK_FLOOR, TASK_METRICS, TASK_READING, TASK_SCORES, TASK_TEACHER_GAP, TASK_TITLE,  # noqa: F401
                     chosen_replies, dialogue_example, distill_span_table, generated_summaries, task_claims,
-                    task_curve_plot, task_curves, task_reading, task_table)
+                    task_curve_plot, task_curves, task_reading, task_table, task_tldr)
 from .verdicts import (COLLAPSED, SEED_METHODS, budget_text, collapsed, gap_text, last_half_fall,  # noqa: F401
                        method_spread, pair_band, seed_band, seed_band_note, seed_spreads, verdict)
 from .xtc import (XTC_METRIC, lm_xtc_gaps, lm_xtc_reading, lm_xtc_table, paper_xtc_table,  # noqa: F401

@@ -218,14 +218,14 @@ def contrastive_verdict(preset: str) -> str:
 def gradient_sentence(preset: str) -> str:
     curves = grad_share_curves(preset)
     if not curves:
-        return ("**Gradient share:** not recorded yet; it shows whether lambda L_cont moves the weights at all "
+        return ("**Gradient ratio:** not recorded yet; it shows whether lambda L_cont moves the weights at all "
                 f"(`{X.grid_command(LAMBDA_GRID, preset)}`).")
     parts = []
     for name, points in curves.items():
         late = [p for p in points if p["step"] >= points[-1]["step"] / 2]
-        parts.append(f"{name}: {100 * statistics.median(p['ratio'] for p in late):.1f}% of L_dist's gradient, "
-                     f"cosine {statistics.median(p['cosine'] for p in late):.2f}")
-    return ("**Gradient share** (median over the later half of each run): " + "; ".join(parts) + ".")
+        parts.append(f"{name}: |lambda dL_cont/dW| is {100 * statistics.median(p['ratio'] for p in late):.1f}% of "
+                     f"|dL_dist/dW|, cosine {statistics.median(p['cosine'] for p in late):.2f}")
+    return ("**Gradient ratio** (median over the later half of each run): " + "; ".join(parts) + ".")
 
 
 def lambda_sentence(preset: str) -> str:

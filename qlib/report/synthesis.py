@@ -15,7 +15,7 @@ from .contrastive import (LAMBDA_GRID, LAMBDA_RUNS, LONG_GRID, band_words, bands
                           long_effect_words, no_long_runs)
 from .lm import VARIANT_SIDE, claim_row, claims, paper_ratio, run_tokens
 from .tasks import task_claims
-from .verdicts import SEED_GRIDS, seed_spreads
+from .verdicts import SEED_GRIDS, seed_spreads, verdict_counts
 
 TASK_GRIDS = ("dialogue-table", "xsum-table")
 
@@ -192,21 +192,42 @@ def tldr(preset: str) -> str:
     if "mds" not in ratios:
         return f"**TL;DR:** no 2-bit student has run in the `{preset}` preset yet " \
                f"(`{X.grid_command('lm-table', preset)}`)."
-    order = ", ".join(f"{method_name(m)} {ratio_text(ratios[m])}" for m in ("mds", "lsq", "laq") if m in ratios)
-    low_bits = [v for k, v in lm.items() if k.startswith(("At 4-4-8", "At 8-8-8"))]
     tasks = [v for g in TASK_GRIDS for v in task_claims(g, preset)["verdict"]]
     return "\n".join([
         "**TL;DR**", "",
         f"- **Setup:** QuantGPT's recipe on SmolLM2-135M-Instruct (its teacher a dequantized 4-bit model fine-tuned on "
         f"PTB), {budget_sentence(preset)}.",
-        f"- **2-2-8:** test PPL over the teacher's: {order}; QuantGPT below LSQ and LAQ: "
-        f"{joined(lm[f'At 2-2-8, QuantGPT reaches a lower PPL than {b}.'] for b in ('LSQ', 'LAQ'))}; PACT collapses "
-        f"({ratio_text(ratios['pact']) if 'pact' in ratios else 'not run'}).",
+        f"- **2-2-8:** {two_bit_words(lm, ratios)}.",
         f"- **Why:** {attribution_text(preset)}",
         f"- **Within 10% of the teacher at 2-2-8:** {lm[[k for k in lm.index if 'within 10%' in k][0]]}.",
-        f"- **4-4-8 and 8-8-8** (QuantGPT below each baseline, gamma started at the paper's 1): "
-        f"{verdict_counts(low_bits)}; **next-utterance and summarization** (offline stand-ins): "
+        f"- **4-4-8 and 8-8-8** {low_bits_words(lm)}; **next-utterance and summarization** (offline stand-ins): "
         f"{verdict_counts(tasks)}."])
+
+
+def two_bit_words(lm: pd.Series, ratios: dict) -> str:
+    """The 2-2-8 answer: each method's test PPL over the teacher's and QuantGPT's verdicts against LSQ and LAQ."""
+    order = ", ".join(f"{method_name(m)} {ratio_text(ratios[m])}" for m in ("mds", "lsq", "laq") if m in ratios)
+    return (f"test PPL over the teacher's: {order}; QuantGPT below LSQ and LAQ: "
+            f"{joined(lm[f'At 2-2-8, QuantGPT reaches a lower PPL than {b}.'] for b in ('LSQ', 'LAQ'))}; PACT collapses "
+            f"({ratio_text(ratios['pact']) if 'pact' in ratios else 'not run'})")
+
+
+def low_bits_words(lm: pd.Series) -> str:
+    """The 4-4-8 and 8-8-8 answer: how many of QuantGPT's orderings against each baseline got each verdict."""
+    low_bits = [v for k, v in lm.items() if k.startswith(("At 4-4-8", "At 8-8-8"))]
+    return f"(QuantGPT below each baseline, gamma started at the paper's 1): {verdict_counts(low_bits)}"
+
+
+def lm_tldr(preset: str) -> str:
+    """Chapter 4's answer in three sentences, computed from the committed runs."""
+    lm = claims(preset, "lm").set_index("claim")["verdict"]
+    ratios = {r["method"]: r["ratio"] for r in final_ratios(preset)}
+    if "mds" not in ratios:
+        return f"**TL;DR:** no 2-bit student has run in the `{preset}` preset yet " \
+               f"(`{X.grid_command('lm-table', preset)}`)."
+    control = lm[[k for k in lm.index if k.startswith("The full-precision control")][0]]
+    return (f"**TL;DR.** After {budget_sentence(preset)}: at **2-2-8**, {two_bit_words(lm, ratios)}. At **4-4-8 and "
+            f"8-8-8** {low_bits_words(lm)}. The full-precision control within 2% of the teacher: {control}.")
 
 
 def results_tldr(preset: str) -> str:
@@ -224,15 +245,6 @@ def joined(verdicts) -> str:
     if len(set(verdicts)) == 1:
         return verdicts[0] + (", both" if len(verdicts) == 2 else ", all")
     return " / ".join(verdicts)
-
-
-def verdict_counts(verdicts) -> str:
-    """How many claims got each kind of verdict, the budget named once: "5 not reached, 1 contradicted (at 102,400
-    tokens)"."""
-    verdicts = list(verdicts)
-    kinds = pd.Series([v.split(":")[0].split(" at ")[0] for v in verdicts]).value_counts()
-    budgets = sorted({v.split(" at ")[1] for v in verdicts if " at " in v})
-    return ", ".join(f"{n} {v}" for v, n in kinds.items()) + (f" (at {' / '.join(budgets)})" if budgets else "")
 
 
 def synthesis_table(preset: str, pages: dict[str, tuple[str, str]]) -> pd.DataFrame:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..experiments import grid_command
 from ..labels import method_name, number_text, ratio_text, run_name
 from ..paper import PAPER_TABLE1, PAPER_TABLE3
 from .common import BASELINES, device_label, load_grid
-from .verdicts import budget_text, collapsed, last_half_fall, verdict
+from .verdicts import budget_text, collapsed, last_half_fall, verdict, verdict_counts
 
 # the other two tasks: what each grid reports, and the paper's columns beside it
 TASK_METRICS = {"dialogue-table": (("valid_reply_ppl", "valid reply PPL"), ("valid_mc_acc", "valid hits@1 (%)"),
@@ -126,6 +127,26 @@ def task_reading(grid: str, preset: str) -> str:
     if missing:
         lines.append("Not run yet: " + ", ".join(missing) + ".")
     return f"**{TASK_TITLE[grid]} (`{preset}` preset, from the committed results):** " + " ".join(lines)
+
+
+def task_tldr(grid: str, preset: str) -> str:
+    """A task chapter's answer in two sentences, computed: the teacher's and the control's end score, which 2-bit
+    students kept less than a quarter of the teacher's score above chance (``collapsed``), and the verdicts."""
+    _, _, (end, end_name, fmt), _, _ = TASK_READING[grid]
+    runs = load_grid(grid, preset)
+    teacher, control = runs.result("teacher"), runs.result("control")
+    if teacher is None:
+        return f"**TL;DR:** not run yet in the `{preset}` preset (`{grid_command(grid, preset)}`)."
+    best = teacher["metrics"][end]
+    students = {run_name(cfg): res["metrics"][end] for key, (cfg, res) in runs.items()
+                if key not in ("teacher", "control") and res is not None}
+    fell = [n for n, v in students.items() if collapsed(v, best, TASK_FLOOR[grid])]
+    scores = ", ".join(f"{n} {v:{fmt}}" for n, v in students.items())
+    return (f"**TL;DR.** The teacher's {end_name} is {best:{fmt}}"
+            + (f", the full-precision control's {control['metrics'][end]:{fmt}}" if control else "")
+            + f"; {len(fell)} of {len(students)} 2-bit students keep less than a quarter of the teacher's score above "
+            f"{'chance' if TASK_FLOOR[grid] else 'zero'} ({scores}). The paper's claims on this task: "
+            f"{verdict_counts(task_claims(grid, preset)['verdict'])}.")
 
 
 def curve_text(curve: list[dict], metric: str) -> str:

@@ -3,6 +3,8 @@ verdict function (reproduced / contradicted / inside the noise / not reached at 
 words, and when a run counts as collapsed."""
 from __future__ import annotations
 
+import pandas as pd
+
 from ..experiments import grid_command
 from ..labels import method_name
 from .common import GridResults, load_grids
@@ -145,3 +147,12 @@ COLLAPSED = 0.25
 def collapsed(score: float, teacher: float, floor: float) -> bool:
     """Whether a run's score keeps less than ``COLLAPSED`` of the teacher's above ``floor``."""
     return score - floor < COLLAPSED * (teacher - floor)
+
+
+def verdict_counts(verdicts) -> str:
+    """How many claims got each kind of verdict, the budget named once: "5 not reached, 1 contradicted (at 102,400
+    tokens)"."""
+    verdicts = list(verdicts)
+    kinds = pd.Series([v.split(":")[0].split(" at ")[0] for v in verdicts]).value_counts()
+    budgets = sorted({v.split(" at ")[1] for v in verdicts if " at " in v})
+    return ", ".join(f"{n} {v}" for v, n in kinds.items()) + (f" (at {' / '.join(budgets)})" if budgets else "")

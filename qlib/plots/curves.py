@@ -77,7 +77,7 @@ def negatives_plot(points: dict[str, list[tuple[int, float]]], band: float | Non
     if band is not None and bank:
         k = max(bank)
         ax.fill_between([min(bank), k], bank[k] / (1 + band), bank[k] * (1 + band), alpha=0.15, color="grey",
-                        label="seed band of the main run")
+                        label="QuantGPT's seed band around the main run")
     ax.set_xscale("log", base=2), ax.set_xlabel("negatives K"), ax.set_ylabel("test PPL")
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()

@@ -219,7 +219,7 @@ def low_bits_words(lm: pd.Series) -> str:
 
 
 def lm_tldr(preset: str) -> str:
-    """Chapter 4's answer in three sentences, computed from the committed runs."""
+    """The language-modeling page's answer in three sentences, computed from the committed runs."""
     lm = claims(preset, "lm").set_index("claim")["verdict"]
     ratios = {r["method"]: r["ratio"] for r in final_ratios(preset)}
     if "mds" not in ratios:

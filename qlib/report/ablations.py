@@ -89,10 +89,11 @@ def ablations_tldr(preset: str) -> str:
     if not done or own is None:
         return f"- Not run yet: `{X.grid_command('lm-ablations', preset)}`."
     beyond = {k: v for k, v in done.items() if abs(v) > variant_band(runs.configs[k], own, widest)}
+    outside = (", ".join(f"{VARIANT_NAMES[k]} {change_text(v)}" for k, v in beyond.items()) + " beyond it."
+               if beyond else "none beyond it.")
     lines = [f"**{len(done) - len(beyond)} of {len(done)} ablations** of QuantGPT 2-2-8 end within QuantGPT's seed "
-             f"band of it (a range of {100 * own:.2f}%; another quantizer: the largest spread, {100 * widest:.2f}%); " + (", ".join(f"{VARIANT_NAMES[k]} {change_text(v)}" for k, v in
-                                                            beyond.items()) + " beyond it." if beyond else
-                                                  "none beyond it.")]
+             f"band of it (a range of {100 * own:.2f}%; another quantizer: the largest spread, {100 * widest:.2f}%); "
+             + outside]
     lines += [x.lstrip("- ") for x in contrastive_verdict(preset).splitlines()[1:]]
     return "\n".join(f"- {x}" for x in lines)
 

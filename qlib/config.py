@@ -53,7 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: only at step 0, the curve points and the end
-    curve_points: int = 6  # validation PPL at this many log-spaced steps of the budget (plus step 0 and the end)
+    curve_points: int = 6  # validation PPL at this many log-spaced steps of the budget, the last its end (plus step 0)
     curve_at: tuple[int, ...] = ()  # and at these steps too (a longer run evaluated where a shorter one ended)
     eval_tokens: int | None = None  # cap on validation tokens during training (test is always complete)
     test_tokens: int | None = None  # cap on test tokens (None: the whole test split)

@@ -13,6 +13,7 @@ def test_the_performance_page_is_computed_from_the_benchmark_file(dirs):
 
     assert report.performance_table().iloc[0, 0].startswith("not run: python -m qlib.bench")
     assert report.performance_reading().startswith("Not run yet")
+    assert report.performance_tldr().startswith("**TL;DR:** not measured yet")
 
     def phase(secs, dtype, mem=1000.0):
         return {"sec_per_iter": sorted(secs)[1], "tokens_per_s": 512 / sorted(secs)[1], "peak_mem_mib": mem,
@@ -39,12 +40,19 @@ def test_the_performance_page_is_computed_from_the_benchmark_file(dirs):
     # bf16's tokens/s, eager and compiled, in every round; memory (one round) in both dtypes; "met in 2 of 3
     # rounds" (four checks) does not count
     assert "4 of its 12 checks were met in every round it measured." in text
+    # medians, fine-tuning against the L_cont step: 2.0 / 4.2 s (fp32), 1.0 / 2.1 s (bf16)
+    assert report.performance_tldr().startswith(
+        "**TL;DR.** A QAT step of SmolLM2-135M-Instruct at 2-2-8 takes as long as this many full-precision "
+        "fine-tuning steps: 2.1 on the 2-core x86-64 CPU with AMX matrix units in fp32 and 2.1 on the 2-core x86-64 "
+        "CPU with AMX matrix units in bf16. The contrastive loss costs 1.05x the L_dist step's time (the paper: 1.10x on V100s). "
+        "Table P.1")
     assert "at least 200 tokens/s for the QAT step with L_cont at batch 4 x 128" in text
 
 
 def test_the_deployment_page_reads_the_longest_trained_student_and_only_its_own_benchmark(dirs):
-    """The page deploys the longest-trained QuantGPT 2-2-8 with a result, prints the command that measures it, and
-    shows a benchmark file only when the file's config is that run's."""
+    """The page measures the longest-trained QuantGPT 2-2-8 with a result and prints the command that does; it
+    shows the benchmark of the longest-trained student that has one whose config is that run's, and names a
+    longer-trained student not deployed yet."""
     assert report.deploy_run("cpu") is None
     assert report.deploy_reading("cpu") == ("**Reading the tables:** not run yet (`make llama-cpp && python -m qlib "
                                             "deploy-bench --grid lm-table --run mds-228 --preset cpu`).")
@@ -65,8 +73,15 @@ def test_the_deployment_page_reads_the_longest_trained_student_and_only_its_own_
                             "top1_agreement": 0.9, "mean_kl": 0.03},
              "date": "2026-12-07", "cores": 2, "cpu_model": "Some CPU", "load_average_before": 0.1, "load_average": 0.2,
              "command": "python -m qlib deploy-bench --grid lm-long --run mds-228-long --preset cpu"}
+    short_bench = {**bench, "run": short.out_dir.rsplit("/", 1)[-1], "config": asdict(short)}
+    write_json(X.results_dir() / "deploy" / f"{short_bench['run']}.json", short_bench)
+    assert report.deploy_result("cpu")["run"] == short_bench["run"]
+    assert report.deploy_reading("cpu").endswith(
+        " The longer-trained student `mds-228-long` is not deployed yet (`make llama-cpp && python -m qlib "
+        "deploy-bench --grid lm-long --run mds-228-long --preset cpu`).")
     path = X.results_dir() / "deploy" / f"{bench['run']}.json"
     write_json(path, bench)
+    assert report.deploy_result("cpu")["run"] == bench["run"] and "not deployed yet" not in report.deploy_reading("cpu")
     assert report.deploy_table("cpu", "speeds")["generation tokens/s"].tolist() == [115.0, 13.0]
     assert report.deploy_table("cpu", "perplexity")["PTB test PPL"].tolist() == [101.0, 100.0]
     assert report.deploy_table("cpu", "agreement").iloc[0].tolist() == ["5,120", "90.0%", "0.0300"]
@@ -75,5 +90,7 @@ def test_the_deployment_page_reads_the_longest_trained_student_and_only_its_own_
     assert "reads the prompt 1.6x and generates 8.8x as fast" in text and "1.9x the size of qlib's packed" in text
     assert "its perplexity is 101.00 against qlib's 100.00 (+1.0%)" in text and "at 90% of positions" in text
     write_json(path, {**bench, "config": {**asdict(long), "lam": 1.0}})  # another student under the same name
+    assert report.deploy_result("cpu")["run"] == short_bench["run"]
+    (X.results_dir() / "deploy" / f"{short_bench['run']}.json").unlink()
     assert report.deploy_result("cpu") is None
     assert report.deploy_table("cpu", "sizes").iloc[0, 0].startswith("make llama-cpp && python -m qlib deploy-bench")

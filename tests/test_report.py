@@ -177,11 +177,11 @@ def test_the_attribution_splits_the_2bit_gap_into_quantizer_and_loss(dirs):
         report.attribution_text("cpu")
     assert text.endswith("Whether that changes with five times the tokens is not run yet "
                          "(`python -m qlib grid lm-long --preset cpu`).")
-    assert "Raising its weight" not in text  # until lambda = 1 and 10 have both run
+    assert "Raising L_cont's weight lambda" not in text  # until lambda = 1 and 10 have both run
     lam = X.runs("lm-lambda", "cpu")
     _fake_result(lam["mds-228-lam1"], 114.13)
     _fake_result(lam["mds-228-lam10"], 130.0)
-    assert ("Raising its weight from 0.1: lambda = 1 +1.00%, no effect (inside the band); lambda = 10 +15.04%, higher "
+    assert ("Raising L_cont's weight lambda from 0.1: lambda = 1 +1.00%, no effect (inside the band); lambda = 10 +15.04%, higher "
             "PPL, beyond the band.") in report.attribution_text("cpu")
     long = X.runs("lm-long", "cpu")
     for key, end_ppl in (("mds-228-long", 100.0), ("mds-228-dist-only-long", 101.0)):
@@ -312,8 +312,11 @@ def test_a_reading_builds_each_grid_and_reads_each_result_once(dirs, counted):
 
 def test_a_result_written_after_a_call_is_read_by_the_next(dirs):
     t = X.runs("lm-table", "cpu")
-    assert report.teacher_test_ppl("cpu") is None and report.lm_table("cpu").set_index("run").loc[
-        "teacher", "ours: test PPL"] == "not run"
+    table = report.lm_table("cpu").set_index("run")
+    assert report.teacher_test_ppl("cpu") is None and table.loc["teacher", "ours: test PPL"] == "not run"
+    # the paper's full-precision number is its teacher's: the control (not in the paper) has none
+    assert table.loc["teacher", "paper: / teacher"] == 1.0 and table.loc["full-precision control"].filter(
+        like="paper").isna().all()
     _fake_result(t["teacher"], 24.0)
     assert report.teacher_test_ppl("cpu") == 24.0
 
@@ -372,3 +375,41 @@ def test_the_chapter_answers_are_computed_from_the_runs(dirs):
                          "measured yet).")
     results = report.results_tldr("cpu")
     assert results.startswith("**TL;DR.** Of the ") and results.endswith("None is reproduced yet.")
+    # at 4-4-8: QuantGPT's, the best baseline's and the larger-gamma start's test PPL over the teacher's
+    for key, ppl in (("mds-448", 150.0), ("lsq-448", 30.0), ("laq-448", 35.0)):
+        _fake_result(t[key], ppl)
+    _fake_result(X.runs("lm-gamma-init", "cpu")["mds-448-gamma3.5"], 32.5)
+    assert ("test PPL over the teacher's at 4-4-8: QuantGPT 6.00x, LSQ 1.20x, QuantGPT started at gamma = 3.5 "
+            "1.30x. The full-precision control") in report.lm_tldr("cpu")
+
+
+def test_the_gamma_reading_gives_the_learned_range_from_the_result(dirs):
+    """Under the gamma figure: not run until QuantGPT 2-2-8 has a result; then the range, median and largest move of
+    the learned gammas, from the result file."""
+    assert report.gamma_reading("cpu").startswith("**Reading the figure:** not run yet (`python -m qlib grid lm-table")
+    cfg = X.runs("lm-table", "cpu")["mds-228"]
+    write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": 100.0}, "steps": 400,
+                                    "tokens_per_step": 512, "gamma": {"a": 0.8, "b": 1.05, "c": 1.1}})
+    text = report.gamma_reading("cpu")
+    assert "after 400 steps (204,800 tokens) from $\\gamma = 1$, the 3 modules' $\\gamma$ lie between 0.80 and 1.10" in text
+    assert "(median 1.05): none moved by more than 0.20" in text
+
+
+def test_the_xtc_answer_states_the_budget_and_reads_the_direction(dirs):
+    """Chapter 8's TL;DR: the SST-2 gaps with the students' training examples (one seed each), and the ternary LM
+    student's change of test PPL against QuantGPT's; the table's metric column is named for readers."""
+    assert report.xtc_tldr("cpu").startswith("- Not run yet: `python -m qlib grid xtc-sst2")
+    runs = X.runs("xtc-sst2", "cpu")
+    for key, acc, size in (("teacher", 86.0, 80.0), ("twn-6L", 83.0, 6.0), ("bwn-6L", 78.0, 4.0),
+                           ("bwn-3L", 77.5, 3.0), ("fp-3L", 82.0, 60.0), ("twn-3L", 80.0, 5.0)):
+        write_json(X.result_path(runs[key]), {"config": asdict(runs[key]), "metrics": {"valid_accuracy": acc},
+                                              "size_mb": size, "steps": 300})
+    assert "dev accuracy" in report.xtc_table("cpu").columns
+    lm = X.runs("lm-xtc", "cpu")
+    _fake_result(X.runs("lm-table", "cpu")["mds-228"], 100.0)
+    _fake_result(lm["twn-228-xtc"], 105.0)
+    text = report.xtc_tldr("cpu")
+    assert text.startswith("- On SST-2 (MiniLM teacher; 9,600 training examples per student, one seed each, so no "
+                           "run-to-run band), binary weights at full depth lose 8.0 points, ternary weights 3.0; "
+                           "halving a binary student's depth changes it by -0.5 points.")
+    assert "XTC's ternary student's test PPL is +5.0% against QuantGPT's (no seed band measured yet)." in text

@@ -17,21 +17,22 @@ One namespace for the notebooks, split by the chapter each part serves:
 
 Titles and chapter references are arguments: the notebooks pass their own numbers.
 """
-from ..paper import (PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1, PAPER_TABLE3, PAPER_TABLE4_PTB,  # noqa: F401
-                     PAPER_TABLE5, PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
+from ..paper import (PAPER_NEGATIVES_LAYER_PTB, PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1,  # noqa: F401
+                     PAPER_TABLE3, PAPER_TABLE4_PTB, PAPER_TABLE5, PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
 from .ablations import (VARIANT_NAMES, ablation_table, ablations_note, ablations_tldr,  # noqa: F401
                         negatives_curve, negatives_keys)
 from .analyses import (gamma_start_table, grid_text, homogeneity_table, init_error_table,  # noqa: F401
                        packed_roundtrip, size_table, why_hard_data)
-from .bench import CPU_BENCH, paper_table5, performance_reading, performance_table  # noqa: F401
+from .bench import (CPU_BENCH, paper_table5, performance_reading, performance_table,  # noqa: F401
+                    performance_tldr)
 from .deploy import (DEPLOY_CANDIDATES, deploy_command, deploy_reading, deploy_result, deploy_run, deploy_table,  # noqa: F401
                      deploy_tables, export_demo)
 from .contrastive import (LAMBDA_RUNS, LONG_RUNS, contrastive_verdict, grad_share_curves,  # noqa: F401
                           grad_share_table, lambda_table, long_curves, long_marker, long_table, missing_note)
 from .common import (BASELINES, GridResults, device_label, load_grid, load_grids, markdown, ppl_text,  # noqa: F401
                      show)
-from .lm import (bits_rows, claims, curves, gammas, lm_table, paper_ratio, samples_table,  # noqa: F401
-                 step0_ppl, step0_table, teacher_test_ppl, teacher_valid_ppl, transfer_table)
+from .lm import (bits_rows, claims, curves, gamma_reading, gammas, lm_table, paper_ratio,  # noqa: F401
+                 samples_table, step0_ppl, step0_table, teacher_test_ppl, teacher_valid_ppl, transfer_table)
 from .not_run import not_run  # noqa: F401
 from .synthesis import (attribution_table, attribution_text, budget, budget_sentence, device_facts,  # noqa: F401
                         final_ratios, missing_runs_line, lm_tldr, paper_budget_tokens, results_tldr, synthesis_table,

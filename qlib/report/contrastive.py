@@ -5,6 +5,7 @@ Every comparison here is between QuantGPT students, so it is read against QuantG
 of its three 2-2-8 seeds); the gap to LAQ against the larger of the two methods' spreads."""
 from __future__ import annotations
 
+import math
 import statistics
 
 import pandas as pd
@@ -64,12 +65,18 @@ def grad_share_curves(preset: str) -> dict[str, list[dict]]:
     return curves
 
 
+def later_points(points: list[dict]) -> list[dict]:
+    """The diagnostic points of the later half of a run on the log-step axis the curve points are spaced on (steps
+    from the square root of the last one): a median over them reads several points, each one batch."""
+    return [p for p in points if p["step"] >= math.sqrt(points[-1]["step"])]
+
+
 def grad_share_table(preset: str) -> pd.DataFrame:
     """Per L_cont run with diagnostics: the ratio |lambda dL_cont/dW| / |dL_dist/dW| and the cosine between the two
-    at the first update (measured before it) and the last recorded one, and their medians over the later half of the run."""
+    at the first update (measured before it) and the last recorded one, and their medians over ``later_points``."""
     rows = []
     for name, points in grad_share_curves(preset).items():
-        late = [p for p in points if p["step"] >= points[-1]["step"] / 2]
+        late = later_points(points)
         rows.append({"run": name, "ratio at the first update": f"{points[0]['ratio']:.3f}",
                      "ratio, later half (median)": f"{statistics.median(p['ratio'] for p in late):.3f}",
                      "ratio at the end": f"{points[-1]['ratio']:.3f}",
@@ -222,10 +229,10 @@ def gradient_sentence(preset: str) -> str:
                 f"(`{X.grid_command(LAMBDA_GRID, preset)}`).")
     parts = []
     for name, points in curves.items():
-        late = [p for p in points if p["step"] >= points[-1]["step"] / 2]
+        late = later_points(points)
         parts.append(f"{name}: |lambda dL_cont/dW| is {100 * statistics.median(p['ratio'] for p in late):.1f}% of "
                      f"|dL_dist/dW|, cosine {statistics.median(p['cosine'] for p in late):.2f}")
-    return ("**Gradient ratio** (median over the later half of each run): " + "; ".join(parts) + ".")
+    return ("**Gradient ratio** (median over the later half of each run in log steps, each point one batch): " + "; ".join(parts) + ".")
 
 
 def lambda_sentence(preset: str) -> str:

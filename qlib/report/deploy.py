@@ -15,24 +15,35 @@ from .. import experiments as X
 DEPLOY_CANDIDATES = (("lm-long", "mds-228-long"), ("lm-table", "mds-228"))
 
 
-def deploy_run(preset: str):
-    """The config of the longest-trained QuantGPT 2-2-8 student with a committed result (None: none has run)."""
-    best, best_steps = None, -1
+def _trained(preset: str) -> list:
+    """The configs of ``DEPLOY_CANDIDATES`` with a committed result, the longest-trained first."""
+    found = []
     for grid, key in DEPLOY_CANDIDATES:
         cfg = X.runs(grid, preset).get(key)
         res = X.load_result(cfg) if cfg is not None else None
-        if res is not None and res["steps"] > best_steps:
-            best, best_steps = cfg, res["steps"]
-    return best
+        if res is not None:
+            found.append((res["steps"] * res["tokens_per_step"], cfg))
+    return [cfg for _, cfg in sorted(found, key=lambda t: -t[0])]
+
+
+def deploy_run(preset: str):
+    """The config of the longest-trained QuantGPT 2-2-8 student with a committed result, the one ``deploy_command``
+    measures (None: none has run)."""
+    trained = _trained(preset)
+    return trained[0] if trained else None
+
+
+def _benchmark(cfg) -> dict | None:
+    """The deployment benchmark of ``cfg``'s student (None: not run, or run on a student of another config, which a
+    retrained run of the same name would not reproduce)."""
+    path = X.results_dir() / "deploy" / f"{cfg.out_dir.rsplit('/', 1)[-1]}.json"
+    res = json.loads(path.read_text()) if path.is_file() else None
+    return res if res is not None and X.same_config(res.get("config", {}), asdict(cfg)) else None
 
 
 def deploy_result(preset: str) -> dict | None:
-    """The deployment benchmark of ``deploy_run``'s student (None: not run, or run on a student of another config,
-    which a retrained run of the same name would not reproduce)."""
-    cfg = deploy_run(preset)
-    path = X.results_dir() / "deploy" / f"{cfg.out_dir.rsplit('/', 1)[-1]}.json" if cfg else None
-    res = json.loads(path.read_text()) if path and path.is_file() else None
-    return res if res is not None and X.same_config(res.get("config", {}), asdict(cfg)) else None
+    """The benchmark the page shows: that of the longest-trained student that has one (None: none has)."""
+    return next((res for res in map(_benchmark, _trained(preset)) if res is not None), None)
 
 
 def deploy_command(preset: str) -> str:
@@ -52,6 +63,9 @@ def deploy_reading(preset: str) -> str:
     res = deploy_result(preset)
     if res is None:
         return f"**Reading the tables:** not run yet (`{deploy_command(preset)}`)."
+    longest = deploy_run(preset)
+    pending = ("" if res["run"] == longest.out_dir.rsplit("/", 1)[-1] else
+               f" The longer-trained student `{longest.name}` is not deployed yet (`{deploy_command(preset)}`).")
     s, lc, pt, ppl = res["sizes"], res["llama_cpp"], res["qlib_torch"], res["perplexity"]
     ratio = lambda key: lc[key] / pt[key]  # noqa: E731
     return (f"**Reading the tables** (`results/deploy/{res['run']}.json`, measured on {res['date']} with "
@@ -65,7 +79,7 @@ def deploy_reading(preset: str) -> str:
             f"{ppl['ppl_qlib']:.2f} ({100 * (ppl['ppl_llama_cpp'] / ppl['ppl_qlib'] - 1):+.1f}%), and the two pick "
             f"the same next token at {100 * ppl['top1_agreement']:.0f}% of positions (mean KL "
             f"{ppl['mean_kl']:.3f} nats). The weights agree up to each step's rounding to fp16; the rest of the gap "
-            "is how each runtime quantizes activations and keeps its KV cache.")
+            "is how each runtime quantizes activations and keeps its KV cache." + pending)
 
 
 def deploy_table(preset: str, which: str) -> pd.DataFrame:

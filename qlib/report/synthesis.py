@@ -148,7 +148,7 @@ def lambda_text(preset: str) -> str:
     larger = {lam: runs.metric(key) for lam, key in LAMBDA_RUNS.items() if lam > 0.1}
     if ref is None or band is None or None in larger.values():
         return ""
-    return " Raising its weight from 0.1: " + "; ".join(
+    return " Raising L_cont's weight lambda from 0.1: " + "; ".join(
         f"lambda = {lam:g} {change_text(v / ref - 1)}, {band_words(v / ref - 1, band, direction=True)}"
         for lam, v in larger.items()) + "."
 
@@ -200,7 +200,7 @@ def tldr(preset: str) -> str:
         f"- **2-2-8:** {two_bit_words(lm, ratios)}.",
         f"- **Why:** {attribution_text(preset)}",
         f"- **Within 10% of the teacher at 2-2-8:** {lm[[k for k in lm.index if 'within 10%' in k][0]]}.",
-        f"- **4-4-8 and 8-8-8** {low_bits_words(lm)}; **next-utterance and summarization** (offline stand-ins): "
+        f"- **4-4-8 and 8-8-8** {low_bits_words(lm, preset)}; **next-utterance and summarization** (offline stand-ins): "
         f"{verdict_counts(tasks)}."])
 
 
@@ -212,10 +212,23 @@ def two_bit_words(lm: pd.Series, ratios: dict) -> str:
             f"({ratio_text(ratios['pact']) if 'pact' in ratios else 'not run'})")
 
 
-def low_bits_words(lm: pd.Series) -> str:
-    """The 4-4-8 and 8-8-8 answer: how many of QuantGPT's orderings against each baseline got each verdict."""
+def low_bits_words(lm: pd.Series, preset: str) -> str:
+    """The 4-4-8 and 8-8-8 answer: how many of QuantGPT's orderings against each baseline got each verdict, and at
+    each width QuantGPT's, the best baseline's and the larger-gamma-start student's test PPL over the teacher's."""
     low_bits = [v for k, v in lm.items() if k.startswith(("At 4-4-8", "At 8-8-8"))]
-    return f"(QuantGPT below each baseline, gamma started at the paper's 1): {verdict_counts(low_bits)}"
+    text = f"(QuantGPT below each baseline, gamma started at the paper's 1): {verdict_counts(low_bits)}"
+    runs = load_grids(preset, "lm-table", "lm-gamma-init")
+    teacher, parts = runs.metric("teacher"), []
+    for bits in ("448", "888"):
+        ratios = {r["method"]: r["ratio"] for r in final_ratios(preset, bits)}
+        best = min((b for b in BASELINES if b in ratios), key=ratios.get, default=None)
+        if "mds" not in ratios or best is None:
+            continue
+        words = f"{'-'.join(bits)}: QuantGPT {ratio_text(ratios['mds'])}, {method_name(best)} {ratio_text(ratios[best])}"
+        late = [(cfg.gamma_init, v) for k, cfg in runs.configs.items()
+                if k.startswith(f"mds-{bits}-gamma") and (v := runs.metric(k)) is not None]
+        parts.append(words + "".join(f", QuantGPT started at gamma = {g:g} {ratio_text(v / teacher)}" for g, v in late))
+    return text + (f"; test PPL over the teacher's at {'; '.join(parts)}" if parts else "")
 
 
 def lm_tldr(preset: str) -> str:
@@ -227,7 +240,7 @@ def lm_tldr(preset: str) -> str:
                f"(`{X.grid_command('lm-table', preset)}`)."
     control = lm[[k for k in lm.index if k.startswith("The full-precision control")][0]]
     return (f"**TL;DR.** After {budget_sentence(preset)}: at **2-2-8**, {two_bit_words(lm, ratios)}. At **4-4-8 and "
-            f"8-8-8** {low_bits_words(lm)}. The full-precision control within 2% of the teacher: {control}.")
+            f"8-8-8** {low_bits_words(lm, preset)}. The full-precision control within 2% of the teacher: {control}.")
 
 
 def results_tldr(preset: str) -> str:

@@ -15,6 +15,11 @@ from .verdicts import SEED_GRIDS, gap_text
 XTC_METRIC = {"cola": "valid_mcc", "stsb": "valid_pearson", "mrpc": "valid_f1"}  # GLUE's metric per task
 
 
+def metric_label(metric: str) -> str:
+    """A result's metric key as a table header: "valid_accuracy" -> "dev accuracy" (GLUE's dev split)."""
+    return "dev " + metric.removeprefix("valid_").replace("_", " ")
+
+
 def paper_xtc_table() -> pd.DataFrame:
     return pd.DataFrame(PAPER_XTC_MNLI)
 
@@ -34,7 +39,7 @@ def xtc_table(preset: str, task: str = "sst2") -> pd.DataFrame:
                      "W-E-A": "32-32-32" if cfg.method == "fp" else cfg.label,
                      "size (MiB)": round(res["size_mb"], 2) if res else None,
                      "compression": f"{teacher['size_mb'] / res['size_mb']:.1f}x" if res and teacher else None,
-                     metric: round(res["metrics"][metric], 2) if res else "not run"})
+                     metric_label(metric): round(res["metrics"][metric], 2) if res else "not run"})
     return pd.DataFrame(rows)
 
 
@@ -173,13 +178,18 @@ def xtc_tldr(preset: str, task: str = "sst2") -> str:
     cls, lm = xtc_gaps(preset, task), lm_xtc_gaps(preset).set_index("comparison")
     lines = []
     if "points" in cls:
-        row = cls.set_index("change")
-        lines.append(f"On {GLUE_TASKS[task][0]} (MiniLM teacher, one seed each), binary weights at full depth lose "
+        row, runs = cls.set_index("change"), load_grid(f"xtc-{task}", preset)
+        examples = " / ".join(sorted({f"{r['steps'] * runs.configs[k].batch_size:,}" for k, r in runs.done().items()
+                                      if k != "teacher"}))
+        lines.append(f"On {GLUE_TASKS[task][0]} (MiniLM teacher; {examples} training examples per student, one seed "
+                     f"each, so no run-to-run band), binary weights at full depth lose "
                      f"{row.loc['binary weights, full depth', 'points'].lstrip('-')} points, ternary weights "
                      f"{row.loc['ternary weights, full depth', 'points'].lstrip('-')}; halving a binary student's "
                      f"depth changes it by {row.loc['half the layers, binary', 'points']} points.")
     first = lm.iloc[0]
     if "change" in lm and isinstance(first.get("change"), str):
-        lines.append(f"On SmolLM2 at 2-2-8, XTC's ternary student ends {first['change']} from QuantGPT "
-                     f"({first['seed band']} the largest measured seed band).")
+        where = ("no seed band measured yet" if first["seed band"] == "no band yet" else
+                 f"{first['seed band']} the largest measured seed band")
+        lines.append(f"On SmolLM2 at 2-2-8, XTC's ternary student's test PPL is {first['change']} against "
+                     f"QuantGPT's ({where}).")
     return "\n".join(f"- {x}" for x in lines) or f"- Not run yet: `{X.grid_command(f'xtc-{task}', preset)}`."

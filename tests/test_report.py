@@ -379,7 +379,7 @@ def test_the_chapter_answers_are_computed_from_the_runs(dirs):
     for key, ppl in (("mds-448", 150.0), ("lsq-448", 30.0), ("laq-448", 35.0)):
         _fake_result(t[key], ppl)
     _fake_result(X.runs("lm-gamma-init", "cpu")["mds-448-gamma3.5"], 32.5)
-    assert ("test PPL over the teacher's at 4-4-8: QuantGPT 6.00x, LSQ 1.20x, QuantGPT started at gamma = 3.5 "
+    assert ("test PPL over the teacher's at 4-4-8: QuantGPT 6.00x, LSQ 1.20x, QuantGPT started at gamma = 3.5: "
             "1.30x. The full-precision control") in report.lm_tldr("cpu")
 
 

@@ -20,7 +20,7 @@ PAPER_PTB_TEACHER = PAPER_TABLE1[("fp", "fp32")][2]
 PAPER_TABLE4_PTB = {"mds-228": 16.12, "mds-228-teacher-bank": 16.51, "mds-228-bank": 16.54,
                     "mds-228-global": 16.63, "mds-228-sequence": 19.23}
 PAPER_TABLE6_PTB = {"mds-228": 16.12, "mds-228-first-layer": 16.61}  # decoder-last (QuantGPT), decoder-first
-PAPER_NEGATIVES_LAYER_PTB = {**PAPER_TABLE4_PTB, **PAPER_TABLE6_PTB}  # chapter 7's table of negatives and layer
+PAPER_NEGATIVES_LAYER_PTB = {**PAPER_TABLE4_PTB, **PAPER_TABLE6_PTB}  # the book's one table of negatives and layer
 PAPER_TABLE5 = {"dist": {"sec_per_iter": 0.61, "memory_mb": 14700, "ptb_ppl": 16.93},
                 "dist+cont": {"sec_per_iter": 0.67, "memory_mb": 14839, "ptb_ppl": 16.12}}
 PAPER_TABLE7_PTB = {"mds-228": 16.12, "mds-228-dist-only": 16.93, "mds_pact_grad-228-dist-only": 17.78}

@@ -93,14 +93,15 @@ def test_the_gradient_share_comes_from_the_recorded_diagnostics(dirs):
     cfg = X.runs("lm-lambda", "cpu")["mds-228-lam10"]
     # as train records them: the split of update s is measured on the gradient taken after s - 1 updates
     points = [{"step": s, "tokens": 512 * (s - 1), "ratio": r, "cosine": c, "cont_share": 0.1}
-              for s, r, c in ((1, 0.01, 0.0), (200, 0.2, 0.3), (400, 0.4, 0.5))]
+              for s, r, c in ((1, 0.01, 0.0), (36, 0.1, 0.1), (200, 0.2, 0.3), (400, 0.4, 0.5))]
     _write(cfg, 100.0, cont_grad=points)
     curves = report.grad_share_curves("cpu")
     assert curves == {"lambda = 10, 204,800 tokens": points}
     row = report.grad_share_table("cpu").iloc[0]
-    assert row["ratio at the first update"] == "0.010" and row["ratio, later half (median)"] == "0.300"
-    assert row["cosine, later half (median)"] == "0.40"
-    assert "lambda = 10, 204,800 tokens: |lambda dL_cont/dW| is 30.0% of |dL_dist/dW|, cosine 0.40" in report.contrastive_verdict("cpu")
+    # the later half in log steps: from step 20 (the square root of 400), so steps 36, 200 and 400
+    assert row["ratio at the first update"] == "0.010" and row["ratio, later half (median)"] == "0.200"
+    assert row["cosine, later half (median)"] == "0.30"
+    assert "lambda = 10, 204,800 tokens: |lambda dL_cont/dW| is 20.0% of |dL_dist/dW|, cosine 0.30" in report.contrastive_verdict("cpu")
     assert plots.grad_share_plot(curves) is not None
     assert "mds-228-lam1" in report.missing_note("cpu", "lm-lambda")
 

@@ -16,8 +16,8 @@ from .store import BUDGET_FIELDS, default_store, load_result, recorded_config, s
 
 
 def figure_modules(model: str) -> tuple[str, str]:
-    """Fig. 4's two modules, as the paper's: the attention output projection and the second FFN matrix of the 4th
-    layer (layer 1 of the tiny test model)."""
+    """Fig. 4's two modules, as the paper's: the attention output projection and the FFN's output projection
+    (GPT-2's second FFN matrix, SmolLM2's down_proj) of the 4th layer (layer 1 of the tiny test model)."""
     layer = FIGURE_LAYER.get(model, 1)
     return f"model.layers.{layer}.self_attn.o_proj", f"model.layers.{layer}.mlp.down_proj"
 

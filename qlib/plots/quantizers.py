@@ -48,9 +48,10 @@ def gamma_gradient(curves: dict):
 
 
 def weight_distribution(data: dict[str, dict], reference: str = "teacher"):
-    """Fig. 4: per module (the paper's two: attention output projection and second FFN matrix), the density of the
-    ``reference`` model's weights (``analysis.weight_histogram``) with the grid range each student's quantizer uses
-    for it (PACT's learned clip included when it has run); outliers beyond the axis are noted in the title."""
+    """Fig. 4: per module (the paper's two: attention output projection and the FFN's output projection), the
+    density of the ``reference`` model's weights (``analysis.weight_histogram``) with the grid range each student's
+    quantizer uses for it (PACT's learned clip included when it has run); outliers beyond the axis are noted in the
+    title."""
     if reference not in data:
         return None
     modules = list(data[reference]["modules"])

@@ -76,38 +76,48 @@ def paper_table5() -> pd.DataFrame:
 
 
 def step_ratios() -> list[dict]:
-    """Per device and dtype with all three training steps measured: "qat" (a QAT step with L_cont over a fine-tuning
-    step, in time), "cont_time" and "cont_memory" (the L_cont step over the L_dist step)."""
-    by = {}
+    """Per device and dtype with all three training steps measured: "device", "dtype", "batch" ("4 x 128"),
+    "complete" (False: the benchmark was cut short), "qat" (a QAT step with L_cont over a fine-tuning step, in time),
+    "cont_time" and "cont_memory" (the L_cont step over the L_dist step)."""
+    by, bench = {}, {}
     for b, d, step, e, _ in page_rows():
         by.setdefault((device_words(b), d), {})[step] = e
+        bench.setdefault((device_words(b), d), b)
     out = []
     for (device, dtype), steps in by.items():
         fp, dist, cont = (steps.get(STEP_NAMES[p]) for p in ("a_fp_finetune", "b_qat_dist", "c_qat_dist_cont"))
         if fp and cont and dist:
-            out.append({"device": device, "dtype": dtype, "qat": cont["sec_per_iter"] / fp["sec_per_iter"],
+            b = bench[(device, dtype)]
+            out.append({"device": device, "dtype": dtype, "batch": f"{b['batch_size']} x {b['seq_len']}",
+                        "complete": b.get("complete", True), "qat": cont["sec_per_iter"] / fp["sec_per_iter"],
                         "cont_time": cont["sec_per_iter"] / dist["sec_per_iter"],
                         "cont_memory": cont["peak_mem_mib"] / dist["peak_mem_mib"]})
     return out
 
 
 def performance_tldr() -> str:
-    """The page's answer first: what a QAT step costs over fine-tuning, and what L_cont costs, on every device and
-    dtype measured, beside the paper's cost of L_cont."""
+    """The page's answer first: what a QAT step with L_cont costs over fine-tuning on each device and dtype measured,
+    and what L_cont's step costs over L_dist's, beside the paper's cost of L_cont."""
     ratios = step_ratios()
     if not ratios:
         return "**TL;DR:** not measured yet (`python -m qlib.bench --model smollm2-135m`)."
-    each = [f"{r['qat']:.1f} on the {r['device']} in {r['dtype']}" for r in ratios]
-    qat = ", ".join(each[:-1]) + " and " + each[-1] if len(each) > 1 else each[0]
-    time = sorted({f"{r['cont_time']:.2f}x" for r in ratios})
-    return (f"**TL;DR.** A QAT step of SmolLM2-135M-Instruct at 2-2-8 takes as long as this many full-precision "
-            f"fine-tuning steps: {qat}. The contrastive loss costs {' to '.join(time[::max(len(time) - 1, 1)])} the L_dist "
-            "step's time "
-            f"(the paper: {paper_cost()[0]:.2f}x on V100s)"
-            + (": below what these measurements resolve, as a ratio under 1 is the spread between processes (L_cont "
-               "only adds work)" if min(r["cont_time"] for r in ratios) < 1 else "")
-            + ". Table P.1 gives every step kind; the reading under the tables adds memory and the project's speed "
-            "targets.")
+    by_device = {}
+    for r in ratios:
+        by_device.setdefault(r["device"], []).append(r)
+    def notes(rs):  # what differs from the CPU benchmark's full measurement at batch 4 x 128
+        said = [f"batch {b}" for b in dict.fromkeys(r["batch"] for r in rs) if b != "4 x 128"]
+        said += [] if all(r["complete"] for r in rs) else ["cut short"]
+        return f" ({', '.join(said)})" if said else ""
+
+    qat = "; ".join(f"on the {device}, " + ", ".join(f"{r['qat']:.1f}x in {r['dtype']}" for r in rs) + notes(rs)
+                    for device, rs in by_device.items())
+    low, high = min(r["cont_time"] for r in ratios), max(r["cont_time"] for r in ratios)
+    cost = f"{low:.2f}x" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}x to {high:.2f}x"
+    return (f"**TL;DR.** A QAT step with L_cont of SmolLM2-135M-Instruct at 2-2-8 (batch 4 x 128 unless noted) "
+            f"takes, against a full-precision fine-tuning step's time: {qat}. The L_cont step takes {cost} the L_dist step's time"
+            + (", no cost these measurements resolve" if low < 1 else "")
+            + f" (the paper: {paper_cost()[0]:.2f}x on V100s). Table P.1 gives every step kind; the reading under the "
+            "tables adds memory and the project's speed targets.")
 
 
 def performance_reading() -> str:

@@ -22,7 +22,7 @@ def _trained(preset: str) -> list:
         cfg = X.runs(grid, preset).get(key)
         res = X.load_result(cfg) if cfg is not None else None
         if res is not None:
-            found.append((res["steps"] * res["tokens_per_step"], cfg))
+            found.append((res["steps"] * (res.get("tokens_per_step") or 0), cfg))
     return [cfg for _, cfg in sorted(found, key=lambda t: -t[0])]
 
 

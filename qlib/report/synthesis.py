@@ -61,7 +61,7 @@ def budget_sentence(preset: str) -> str:
 
 def device_facts(preset: str) -> str:
     """Where the runs of ``preset``'s Table 1 were made, read from their provenance: device, cores, dtype, and what
-    the committed CPU benchmarks record about AMX bf16 matrix units (the training runs do not record it)."""
+    the committed CPU benchmarks record about AMX bf16 matrix units (the older training runs do not record it)."""
     done = load_grid("lm-table", preset).done()
     if not done:
         return f"No run of the `{preset}` preset has a result yet."
@@ -200,8 +200,8 @@ def tldr(preset: str) -> str:
         f"- **2-2-8:** {two_bit_words(lm, ratios)}.",
         f"- **Why:** {attribution_text(preset)}",
         f"- **Within 10% of the teacher at 2-2-8:** {lm[[k for k in lm.index if 'within 10%' in k][0]]}.",
-        f"- **4-4-8 and 8-8-8** {low_bits_words(lm, preset)}; **next-utterance and summarization** (offline stand-ins): "
-        f"{verdict_counts(tasks)}."])
+        f"- **4-4-8 and 8-8-8** {low_bits_words(lm, preset)}.",
+        f"- **Next-utterance and summarization** (offline stand-ins): {verdict_counts(tasks)}."])
 
 
 def two_bit_words(lm: pd.Series, ratios: dict) -> str:

@@ -46,9 +46,8 @@ def seed_band_note(preset: str) -> str:
     parts = [f"{method_name(m)} {100 * v:.1f}%" for m, v in spreads.items()]
     missing = [m for m in SEED_METHODS if m not in spreads]
     text = (f"**Seed spread** (relative range of 2-2-8 test PPL over three seeds): {', '.join(parts)}. Each "
-            f"comparison reads the spreads of the quantizers it compares (a QuantGPT run with another loss, other "
-            f"negatives or another layer keeps QuantGPT's); a quantizer run with one seed takes the largest, "
-            f"{100 * max(spreads.values()):.1f}%.")
+            f"comparison reads the larger of its two sides' spreads; a side without three seeds of its own takes the "
+            f"largest, {100 * max(spreads.values()):.1f}% (the results chapter states the rule).")
     if missing:
         have = {method_name(m): sum(p is not None for p in _seed_ppls(runs, m)) for m in missing}
         text += (f" Not all seeds of {' and '.join(f'{k} ({v} of 3)' for k, v in have.items())} have run yet "

@@ -15,9 +15,18 @@ from .verdicts import SEED_GRIDS, gap_text
 XTC_METRIC = {"cola": "valid_mcc", "stsb": "valid_pearson", "mrpc": "valid_f1"}  # GLUE's metric per task
 
 
+METRIC_LABELS = {"valid_accuracy": "dev accuracy (%)", "valid_mcc": "dev MCC", "valid_pearson": "dev Pearson r",
+                 "valid_f1": "dev F1"}  # GLUE's dev split
+
+
 def metric_label(metric: str) -> str:
-    """A result's metric key as a table header: "valid_accuracy" -> "dev accuracy" (GLUE's dev split)."""
-    return "dev " + metric.removeprefix("valid_").replace("_", " ")
+    """A result's metric key as a table header: "valid_accuracy" -> "dev accuracy (%)"."""
+    return METRIC_LABELS.get(metric, metric)
+
+
+def points_words(points: str) -> str:
+    """A signed change in points as a verb: "-8.3" -> "lose 8.3 points", "+0.5" -> "gain 0.5 points"."""
+    return f"lose {points[1:]} points" if points.startswith("-") else f"gain {points.lstrip('+')} points"
 
 
 def paper_xtc_table() -> pd.DataFrame:
@@ -179,17 +188,18 @@ def xtc_tldr(preset: str, task: str = "sst2") -> str:
     lines = []
     if "points" in cls:
         row, runs = cls.set_index("change"), load_grid(f"xtc-{task}", preset)
-        examples = " / ".join(sorted({f"{r['steps'] * runs.configs[k].batch_size:,}" for k, r in runs.done().items()
-                                      if k != "teacher"}))
+        examples = " / ".join(f"{n:,}" for n in sorted({r["steps"] * runs.configs[k].batch_size
+                                                        for k, r in runs.done().items() if k != "teacher"}))
         lines.append(f"On {GLUE_TASKS[task][0]} (MiniLM teacher; {examples} training examples per student, one seed "
-                     f"each, so no run-to-run band), binary weights at full depth lose "
-                     f"{row.loc['binary weights, full depth', 'points'].lstrip('-')} points, ternary weights "
-                     f"{row.loc['ternary weights, full depth', 'points'].lstrip('-')}; halving a binary student's "
+                     f"each, so no run-to-run band), binary weights at full depth "
+                     f"{points_words(row.loc['binary weights, full depth', 'points'])}, ternary weights "
+                     f"{points_words(row.loc['ternary weights, full depth', 'points'])}; halving a binary student's "
                      f"depth changes it by {row.loc['half the layers, binary', 'points']} points.")
     first = lm.iloc[0]
     if "change" in lm and isinstance(first.get("change"), str):
         where = ("no seed band measured yet" if first["seed band"] == "no band yet" else
                  f"{first['seed band']} the largest measured seed band")
-        lines.append(f"On SmolLM2 at 2-2-8, XTC's ternary student's test PPL is {first['change']} against "
-                     f"QuantGPT's ({where}).")
+        rel = float(first["change"].rstrip("%"))
+        lines.append(f"On SmolLM2 at 2-2-8, XTC's ternary student's test PPL is {abs(rel):.1f}% "
+                     f"{'higher' if rel > 0 else 'lower'} than QuantGPT's ({where}).")
     return "\n".join(f"- {x}" for x in lines) or f"- Not run yet: `{X.grid_command(f'xtc-{task}', preset)}`."

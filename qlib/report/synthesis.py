@@ -226,7 +226,7 @@ def low_bits_words(lm: pd.Series, preset: str) -> str:
             continue
         words = f"{'-'.join(bits)}: QuantGPT {ratio_text(ratios['mds'])}, {method_name(best)} {ratio_text(ratios[best])}"
         late = [(cfg.gamma_init, v) for k, cfg in runs.configs.items()
-                if k.startswith(f"mds-{bits}-gamma") and (v := runs.metric(k)) is not None]
+                if teacher and k.startswith(f"mds-{bits}-gamma") and (v := runs.metric(k)) is not None]
         parts.append(words + "".join(f", QuantGPT started at gamma = {g:g}: {ratio_text(v / teacher)}" for g, v in late))
     return text + (f"; test PPL over the teacher's at {'; '.join(parts)}" if parts else "")
 

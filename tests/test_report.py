@@ -395,7 +395,7 @@ def test_the_gamma_reading_gives_the_learned_range_from_the_result(dirs):
     write_json(X.result_path(cfg), {"config": asdict(cfg), "metrics": {"test_ppl": 100.0}, "steps": 400,
                                     "tokens_per_step": 512, "gamma": {"a": 0.8, "b": 1.05, "c": 1.1}})
     text = report.gamma_reading("cpu")
-    assert "after 400 steps (204,800 tokens) from $\\gamma = 1$, the 3 modules' $\\gamma$ lie between 0.80 and 1.10" in text
+    assert "after 400 steps (204,800 tokens) from gamma = 1, the 3 modules' gamma lie between 0.80 and 1.10" in text
     # AdamW's reach over 400 steps at 1e-3 decaying to 0: about 0.2; the furthest moved 0.2
     assert "(median 1.05). The furthest moved by 0.20, against about 0.20 that AdamW allows" in text
     assert "It moved about as far as the rate allows" in text and "within 20% of its start" in text

@@ -145,17 +145,17 @@ def gamma_reading(preset: str) -> str:
         return f"**Reading the figure:** not run yet (`{X.grid_command('lm-table', preset, 'mds-228')}`)."
     g, start = sorted(res["gamma"].values()), cfg.gamma_init
     far, limit = max(abs(v - start) for v in g), cfg.quant_lr * res["steps"] / 2
-    alpha = r"\mathrm{mean}|w|" if start == 1 else rf"{start:g}\,\mathrm{{mean}}|w|"
+    alpha = "mean|w|" if start == 1 else f"{start:g} mean|w|"  # plain text: outputs are not typeset
     why = ("It moved about as far as the rate allows, so at this budget the number of steps, not Eq. 7's gradient, "
-           "limits how far $\\gamma$ travels" if far >= limit / 2 else
-           "It moved less than the rate allows: Eq. 7's gradient holds $\\gamma$ near its start")
+           "limits how far gamma travels" if far >= limit / 2 else
+           "It moved less than the rate allows: Eq. 7's gradient holds gamma near its start")
     return (f"**Reading the figure:** after {res['steps']:,} steps ({budget_text(run_tokens(res))}) from "
-            f"$\\gamma = {start:g}$, the {len(g)} modules' $\\gamma$ lie between {g[0]:.2f} and {g[-1]:.2f} "
+            f"gamma = {start:g}, the {len(g)} modules' gamma lie between {g[0]:.2f} and {g[-1]:.2f} "
             f"(median {statistics.median(g):.2f}). The furthest moved by {far:.2f}, against about {limit:.2f} that "
             f"AdamW allows over the run (at most about its rate per step, {cfg.quant_lr:g} decaying to 0). {why}. "
             "The paper's Fig. 8 finds that the learned scalings of its 2-bit GPT-2 \"vary a lot\" between modules "
             f"after its full training; here every module stays within {100 * far / start:.0f}% of its start, so "
-            f"QuantGPT's clipping is set mostly by that start, $\\alpha = {alpha}$ per module.")
+            f"QuantGPT's clipping is set mostly by that start, alpha = {alpha} per module.")
 
 
 # the ablation claims: (variant compared with QuantGPT 2-2-8, the claim), each from the paper's table or figure named

@@ -17,8 +17,8 @@ One namespace for the notebooks, split by the chapter each part serves:
 
 Titles and chapter references are arguments: the notebooks pass their own numbers.
 """
-from ..paper import (PAPER_NEGATIVES_LAYER_PTB, PAPER_PTB_TEACHER, PAPER_SIZES, PAPER_TABLE1,  # noqa: F401
-                     PAPER_TABLE3, PAPER_TABLE4_PTB, PAPER_TABLE5, PAPER_TABLE7_PTB, PAPER_XSUM, PAPER_XTC_MNLI)
+# the paper's numbers the notebooks pass to tables (the report modules import what they read from qlib.paper)
+from ..paper import PAPER_NEGATIVES_LAYER_PTB, PAPER_PTB_TEACHER, PAPER_TABLE1, PAPER_TABLE7_PTB  # noqa: F401
 from .ablations import (VARIANT_NAMES, ablation_table, ablations_note, ablations_tldr,  # noqa: F401
                         negatives_curve, negatives_keys)
 from .analyses import (gamma_start_table, grid_text, homogeneity_table, init_error_table,  # noqa: F401

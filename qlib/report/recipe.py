@@ -74,7 +74,10 @@ def teacher_budget_reading(preset: str, grid: str = "lm-teacher-budget") -> str:
             f"teacher's {what} went from {curve[0]['valid_ppl']:.1f} (step 0) to its lowest, "
             f"{best['valid_ppl']:.1f}, after {best['tokens'] / per_epoch:.1f} epochs and ended at "
             f"{end['valid_ppl']:.1f} ({test}); the preset's teacher trains {chosen:.0f} "
-            f"epoch{'s' if round(chosen) != 1 else ''}.")
+            f"epoch{'s' if round(chosen) != 1 else ''}"
+            + ("." if round(chosen) == round(epochs) else
+               f" with its learning rate decayed over {'them' if round(chosen) != 1 else 'it'}, not over "
+               f"{epochs:.0f}, so its own numbers (below) are not this run's at that point."))
 
 
 def dtype_table(preset: str) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import pytest
 
 from qlib import experiments as X
 from qlib import plots, report
+from qlib.report import synthesis
 from qlib.runtime import write_json
 
 matplotlib.use("Agg")
@@ -47,8 +48,10 @@ def test_the_lambda_table_reads_each_run_against_quantgpts_seed_band(dirs):
     assert "lambda = 1 +1.50%, lambda = 10 -5.00%" in text and "lambda = 10 (lower PPL)" in text
     assert "Not run yet: `mds-228-dist-only`" in text and "The long run" not in text  # decided once all have run
     _write(lam["mds-228-dist-only"], 100.5)
+    text = report.contrastive_verdict("cpu")
+    assert "Beyond the band: lambda = 10 (lower PPL); inside it: lambda = 0, lambda = 1." in text
     assert ("The long run with L_cont uses lambda = 0.1, which these runs do not support (lambda = 10 lowered the "
-            "PPL beyond the band).") in report.contrastive_verdict("cpu")
+            "PPL beyond the band).") in text
     _write(lam["mds-228-lam10"], 110.0)  # +10%: beyond, higher
     assert ("The long run with L_cont uses lambda = 0.1, which these runs support: no larger weight lowered the PPL "
             "beyond the band.") in report.contrastive_verdict("cpu")
@@ -71,12 +74,18 @@ def test_the_long_table_reads_validation_ppl_where_the_short_runs_end_and_at_the
     assert table.loc["QuantGPT, L_dist only", tokens[0]] == "121.00"
     assert table.loc["LAQ, L_dist only", tokens[1]] == "100.00"
     effect = table.loc["adding L_cont (with / L_dist only)"]
-    assert effect[tokens[0]].startswith("0.992x: no effect (inside the band)")
-    assert effect[tokens[1]].startswith("0.909x: beyond the band")
+    assert effect[tokens[0]] == "-0.83%: no effect (inside the band), band 2.00%"
+    assert effect[tokens[1]].startswith("-9.09%: beyond the band")
     text = report.contrastive_verdict("cpu")
-    assert ("adding L_cont moves QuantGPT's validation PPL by -9.09% (99.00 without, 90.00 with), beyond QuantGPT's "
-            "seed band (2.00%") in text
+    assert ("adding L_cont moves QuantGPT's validation PPL by -9.09% (99.00 without, 90.00 with; test PPL -5.88%, "
+            "85.00 and 80.00), beyond QuantGPT's seed band (2.00%") in text
     assert "L_cont helps once the budget is larger" in text
+    # the quantizer at 5x: LAQ against QuantGPT with the same loss (L_dist only), read against the largest spread
+    quantizer = table.loc["LAQ / QuantGPT L_dist only (the same loss: the quantizer)", tokens[1]]
+    assert quantizer.startswith("+1.01%: no effect (inside the band)")
+    assert ("LAQ ends +11.11% from QuantGPT with L_cont, beyond the band, and +1.01% from QuantGPT with L_dist only, "
+            "the same loss (100.00 against 99.00): the quantizer's gap, no effect (inside the band)") in text
+    assert "; LAQ ends +1.01% from QuantGPT with L_dist only" in synthesis.long_text("cpu")  # the attribution's
     curves = report.long_curves("cpu")
     assert curves["QuantGPT, L_dist + L_cont"] == [(0, 1e6), (short * 512, 120.0), (end * 512, 90.0)]
     assert "QuantGPT, L_dist + L_cont (cpu budget)" not in curves  # the preset's run has no curve yet
@@ -103,6 +112,14 @@ def test_the_gradient_share_comes_from_the_recorded_diagnostics(dirs):
     assert row["cosine, later half (median)"] == "0.30"
     assert "lambda = 10, 204,800 tokens: |lambda dL_cont/dW| is 20.0% of |dL_dist/dW|, cosine 0.30" in report.contrastive_verdict("cpu")
     assert plots.grad_share_plot(curves) is not None
+    assert "At the paper's lambda" not in report.contrastive_verdict("cpu")  # said once a lambda = 0.1 run recorded it
+    small = [{**p, "ratio": p["ratio"] / 5, "cosine": 0.17} for p in points]
+    _write(X.runs("lm-long", "cpu")["mds-228-long"], 100.0, cont_grad=small)
+    assert ("At the paper's lambda = 0.1, L_cont's gradient is a small part of L_dist's (4.0%) and points in a mostly "
+            "unrelated direction (cosine below 0.5): it steers the update little.") in report.contrastive_verdict("cpu")
+    _seeds()  # the chapter's TL;DR reads once an ablation and QuantGPT's band have run
+    _write(X.runs("lm-ablations", "cpu")["mds-228-dist-only"], 100.5)
+    assert "- **Gradient:** At the paper's lambda = 0.1, L_cont's gradient is a small part" in report.ablations_tldr("cpu")
     assert "mds-228-lam1" in report.missing_note("cpu", "lm-lambda")
 
 

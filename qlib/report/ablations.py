@@ -8,7 +8,8 @@ import pandas as pd
 from .. import experiments as X
 from ..labels import run_name
 from .common import GridResults, load_grid, load_grids, missing_text, ppl_text, provenance
-from .contrastive import band_words, bands, change_text, contrastive_verdict
+from .contrastive import (band_words, bands, change_text, contrastive_verdict, gradient_conclusion,
+                          grad_share_curves)
 
 VARIANT_NAMES = {"mds-228": "QuantGPT (teacher negatives, memory bank, last layer)",
                  "mds-228-dist-only": "L_dist only", "mds_pact_grad-228-dist-only": "Ours with PACT",
@@ -94,6 +95,9 @@ def ablations_tldr(preset: str) -> str:
     lines = [f"**{len(done) - len(beyond)} of {len(done)} ablations** of QuantGPT 2-2-8 end within QuantGPT's seed "
              f"band of it (a range of {100 * own:.2f}%; another quantizer: the largest spread, {100 * widest:.2f}%); "
              + outside]
+    # the gradient split in one sentence (its numbers are in the chapter's table), then the weight and the long runs
+    grad = gradient_conclusion(grad_share_curves(preset)).strip()
+    lines += [f"**Gradient:** {grad}"] if grad else []
     lines += [x.lstrip("- ") for x in contrastive_verdict(preset).splitlines()[1:]]
     return "\n".join(f"- {x}" for x in lines)
 

@@ -199,16 +199,18 @@ def long_table(preset: str) -> pd.DataFrame:
     own, widest = bands(preset)
     cont, dist, laq = vals.values()
     for what, num, den, band in (("adding L_cont (with / L_dist only)", cont, dist, own),
+                                 ("LAQ / QuantGPT L_dist only (the same loss: the quantizer)", laq, dist, widest),
                                  ("LAQ / QuantGPT with L_cont", laq, cont, widest)):
         rows.append({"validation PPL": what, **{c: ratio_reading(n, d, band) for c, n, d in zip(cols, num, den)}})
     return pd.DataFrame(rows)
 
 
 def ratio_reading(num: float | None, den: float | None, band: float | None) -> str:
-    """"1.006x: no effect (inside the band)", or "not run"."""
+    """"+0.57%: no effect (inside the band), band 1.18%", or "not run"."""
     if num is None or den is None:
         return "not run"
-    return f"{num / den:.3f}x: {band_words(num / den - 1, band)}" + (f" (band {100 * band:.2f}%)" if band else "")
+    rel = num / den - 1
+    return f"{change_text(rel)}: {band_words(rel, band)}" + (f", band {100 * band:.2f}%" if band else "")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -232,7 +234,22 @@ def gradient_sentence(preset: str) -> str:
         late = later_points(points)
         parts.append(f"{name}: |lambda dL_cont/dW| is {100 * statistics.median(p['ratio'] for p in late):.1f}% of "
                      f"|dL_dist/dW|, cosine {statistics.median(p['cosine'] for p in late):.2f}")
-    return ("**Gradient ratio** (median over the later half of each run in log steps, each point one batch): " + "; ".join(parts) + ".")
+    return ("**Gradient ratio** (median over the later half of each run in log steps, each point one batch): "
+            + "; ".join(parts) + "." + gradient_conclusion(curves))
+
+
+def gradient_conclusion(curves: dict[str, list[dict]]) -> str:
+    """What the split says at the paper's lambda = 0.1, once a run with it has recorded one ("" before)."""
+    paper = [later_points(points) for name, points in curves.items() if name.startswith("lambda = 0.1,")]
+    if not paper:
+        return ""
+    ratio = statistics.median(p["ratio"] for late in paper for p in late)
+    cosine = statistics.median(p["cosine"] for late in paper for p in late)
+    size = "a small part of" if ratio < 0.1 else "comparable to" if ratio < 1 else "larger than"
+    way = ("in a mostly unrelated direction (cosine below 0.5)" if abs(cosine) < 0.5 else
+           "in the same direction" if cosine > 0 else "against it")
+    return (f" At the paper's lambda = 0.1, L_cont's gradient is {size} L_dist's ({100 * ratio:.1f}%) and points "
+            f"{way}" + (": it steers the update little." if ratio < 0.1 else "."))
 
 
 def lambda_sentence(preset: str) -> str:
@@ -245,13 +262,15 @@ def lambda_sentence(preset: str) -> str:
         return ("**Weight lambda:** not run yet; it is decided by whether lambda = 1 or 10 ends beyond QuantGPT's "
                 f"seed band from lambda = 0.1 (`{X.grid_command(LAMBDA_GRID, preset)}`).")
     beyond = {lam: v for lam, v in done.items() if abs(v / ref - 1) > band}
+    inside = [f"lambda = {lam:g}" for lam in done if lam not in beyond]
     parts = ", ".join(f"lambda = {lam:g} {change_text(v / ref - 1)}" for lam, v in done.items())
     text = (f"**Weight lambda:** against lambda = 0.1 ({ppl_text(ref)}), {parts}; QuantGPT's seed band (the "
             f"range of its three seeds) is {100 * band:.2f}%. ")
     text += (f"No weight {'run so far ' if missing else ''}moves the test PPL beyond it: no effect at this budget."
              if not beyond else
              "Beyond the band: " + ", ".join(f"lambda = {lam:g} ({'lower' if v < ref else 'higher'} PPL)"
-                                              for lam, v in beyond.items()) + ".")
+                                              for lam, v in beyond.items())
+             + (f"; inside it: {', '.join(inside)}." if inside else "."))
     if missing:
         return text + (" Not run yet: " + ", ".join(f"`{k}`" for k in missing)
                        + f" (`{X.grid_command(LAMBDA_GRID, preset)}`).")
@@ -281,12 +300,13 @@ def long_effect(preset: str) -> dict | None:
     runs = load_grids(preset, LONG_GRID)
     end = long_points(runs)[1]
     cfg = runs.configs[LONG_RUNS["QuantGPT, L_dist + L_cont"][0]]
-    cont, dist = (valid_at(runs.result(LONG_RUNS[name][0]), end)
-                  for name in ("QuantGPT, L_dist + L_cont", "QuantGPT, L_dist only"))
+    keys = [LONG_RUNS[name][0] for name in ("QuantGPT, L_dist + L_cont", "QuantGPT, L_dist only")]
+    cont, dist = (valid_at(runs.result(k), end) for k in keys)
     if cont is None or dist is None:
         return None
     own = "mds" in verdicts.seed_spreads(preset)
     return {"tokens": end * cfg.batch_size * cfg.seq_len, "with": cont, "without": dist, "change": cont / dist - 1,
+            "test": tuple(runs.metric(k) for k in keys),
             "band": bands(preset)[0], "band_name": "QuantGPT's seed band" if own else
             "the largest measured seed band (QuantGPT's three seeds have not all run)"}
 
@@ -298,8 +318,11 @@ def long_effect_words(e: dict) -> str:
              f", {'inside' if abs(e['change']) <= e['band'] else 'beyond'} {e['band_name']} "
              f"({100 * e['band']:.2f}%, the range of a test PPL over three seeds at the preset's budget; one seed per "
              "long run)")
+    test_with, test_without = e.get("test") or (None, None)
+    test = (f"; test PPL {change_text(test_with / test_without - 1)}, {ppl_text(test_without)} and "
+            f"{ppl_text(test_with)}" if test_with and test_without else "")
     return (f"adding L_cont moves QuantGPT's validation PPL by {change_text(e['change'])} "
-            f"({ppl_text(e['without'])} without, {ppl_text(e['with'])} with)" + where)
+            f"({ppl_text(e['without'])} without, {ppl_text(e['with'])} with{test})" + where)
 
 
 def long_sentence(preset: str) -> str:
@@ -314,10 +337,34 @@ def long_sentence(preset: str) -> str:
                 f"QuantGPT's seed band from QuantGPT with L_dist alone (`{X.grid_command(LONG_GRID, preset)}`).")
     beyond = e["band"] is not None and abs(e["change"]) > e["band"]
     text = (f"**Five times the budget** ({e['tokens']:,} tokens): {long_effect_words(e)}"
-            + ("." if not beyond else ": L_cont helps once the budget is larger." if e["change"] < 0 else
-               ": L_cont hurts at this budget."))
-    laq, widest = valid_at(runs.result(LONG_RUNS["LAQ, L_dist only"][0]), long_points(runs)[1]), bands(preset)[1]
-    if laq is not None and widest is not None:
-        rel = laq / e["with"] - 1
-        text += f" LAQ ends {change_text(rel)} from QuantGPT with L_cont, {band_words(rel, widest)}."
+            + (": no effect at this budget." if not beyond else ": L_cont helps once the budget is larger."
+               if e["change"] < 0 else ": L_cont hurts at this budget."))
+    q = long_quantizer_gap(preset)
+    if q is not None:
+        rel = q["laq"] / e["with"] - 1
+        text += (f" LAQ ends {change_text(rel)} from QuantGPT with L_cont, {band_words(rel, q['band'])}, and "
+                 f"{long_quantizer_words(q)}.")
     return text
+
+
+def long_quantizer_gap(preset: str) -> dict | None:
+    """The quantizer's gap at the long runs' end: LAQ's validation PPL over QuantGPT's with the same loss (L_dist
+    only), with the band it is read against (the largest measured seed spread: two quantizers). None until both have
+    landed or before any seed spread, or for a preset without long runs."""
+    if no_long_runs(preset):
+        return None
+    runs = load_grids(preset, LONG_GRID)
+    end = long_points(runs)[1]
+    laq, dist = (valid_at(runs.result(LONG_RUNS[name][0]), end)
+                 for name in ("LAQ, L_dist only", "QuantGPT, L_dist only"))
+    band = bands(preset)[1]
+    if laq is None or dist is None or band is None:
+        return None
+    return {"laq": laq, "dist": dist, "change": laq / dist - 1, "band": band}
+
+
+def long_quantizer_words(q: dict) -> str:
+    """``long_quantizer_gap`` in words."""
+    return (f"{change_text(q['change'])} from QuantGPT with L_dist only, the same loss ({ppl_text(q['laq'])} against "
+            f"{ppl_text(q['dist'])}): the quantizer's gap, {band_words(q['change'], q['band'])} "
+            f"({100 * q['band']:.2f}%, the largest seed spread)")

@@ -146,9 +146,9 @@ def gamma_reading(preset: str) -> str:
     g, start = sorted(res["gamma"].values()), cfg.gamma_init
     far, limit = max(abs(v - start) for v in g), cfg.quant_lr * res["steps"] / 2
     alpha = "mean|w|" if start == 1 else f"{start:g} mean|w|"  # plain text: outputs are not typeset
-    why = ("It moved about as far as the rate allows, so at this budget the number of steps, not Eq. 7's gradient, "
-           "limits how far gamma travels" if far >= limit / 2 else
-           "It moved less than the rate allows: Eq. 7's gradient holds gamma near its start")
+    share = f"That is {100 * far / limit:.0f}% of the most AdamW allows"
+    why = (f"{share}, so at this budget the number of steps, not Eq. 7's gradient, limits how far gamma travels"
+           if far >= limit / 2 else f"{share}: Eq. 7's gradient holds gamma near its start")
     return (f"**Reading the figure:** after {res['steps']:,} steps ({budget_text(run_tokens(res))}) from "
             f"gamma = {start:g}, the {len(g)} modules' gamma lie between {g[0]:.2f} and {g[-1]:.2f} "
             f"(median {statistics.median(g):.2f}). The furthest moved by {far:.2f}, against about {limit:.2f} that "
@@ -202,7 +202,7 @@ def claim_row(runs, spreads, text: str, paper: str, pair: tuple[str, str], names
                          falling=last_half_fall(run_curve(res)))
     return {"claim": text, "paper": paper,
             "ours (test PPL)": " vs ".join("-" if v is None else ppl_text(v) for v in (lo, hi)),
-            "band": "-" if lo is None or hi is None else (f"{100 * band:.1f}%" if band else "none") +
+            "band": "-" if lo is None or hi is None else (f"{100 * band:.2f}%" if band else "none") +
             f" ({band_words})", "verdict": judged, "where": where}
 
 

@@ -12,7 +12,7 @@ from ..experiments.presets import PAPER_EPOCHS
 from ..labels import method_name, ratio_text
 from .common import BASELINES, load_grid, load_grids
 from .contrastive import (LAMBDA_GRID, LAMBDA_RUNS, LONG_GRID, band_words, bands, change_text, long_effect,
-                          long_effect_words, no_long_runs)
+                          long_effect_words, long_quantizer_gap, long_quantizer_words, no_long_runs)
 from .lm import VARIANT_SIDE, claim_row, claims, paper_ratio, run_tokens
 from .tasks import task_claims
 from .verdicts import SEED_GRIDS, seed_spreads, verdict_counts
@@ -101,8 +101,9 @@ def attribution_table(preset: str) -> pd.DataFrame:
     comparison and the one verdict (``lm.claim_row``)."""
     runs = load_grids(preset, "lm-table", "lm-ablations", *SEED_GRIDS)
     spreads = seed_spreads(preset, runs)
+    # QuantGPT with L_dist only keeps QuantGPT's quantizer, so its side reads QuantGPT's spread
     pairs = [("the quantizer: alpha = gamma mean|w| per module", f"{DIST_ONLY} vs {method_name(base)}",
-              ("mds-228-dist-only", f"{base}-228"), (DIST_ONLY, base)) for base in ("lsq", "laq")]
+              ("mds-228-dist-only", f"{base}-228"), ("mds", base)) for base in ("lsq", "laq")]
     # variants of QuantGPT: read as lm.claims reads them (the same quantizer: QuantGPT's own spread; PACT's rule for
     # gamma, another quantizer run with one seed: the largest measured spread)
     pairs.append(("within it: Eq. 7's gradient for gamma", f"{DIST_ONLY} vs Ours with PACT (L_dist only)",
@@ -119,8 +120,9 @@ def attribution_table(preset: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def attribution_text(preset: str) -> str:
-    """What ``attribution_table`` shows, in one sentence computed from it."""
+def attribution_text(preset: str, contrastive: bool = True) -> str:
+    """What ``attribution_table`` shows, in one sentence computed from it; ``contrastive``: then what L_cont's weight
+    and the long runs add (``contrastive_words``; the TL;DR gives them a bullet of their own)."""
     t = attribution_table(preset)
     if "not run" in set(t["verdict"].iloc[[0, 1, 3]]):  # Eq. 7's gradient (row 2) is said once it has run
         return ("The split of QuantGPT's 2-bit advantage into quantizer and loss needs "
@@ -133,11 +135,16 @@ def attribution_text(preset: str) -> str:
     else:
         head = "How QuantGPT's 2-bit advantage splits at this budget"
     grad_words = ("" if grad["verdict"] == "not run" else
-                  f" Within the quantizer, Eq. 7's gradient for gamma against PACT's rule for it: "
-                  f"{grad['gap']} ({grad['verdict']}).")
+                  f" Within the quantizer, QuantGPT with Eq. 7's gradient for gamma ends {grad['gap']} than with PACT's rule "
+                  f"for it (\"Ours with PACT\", both L_dist only; {grad['verdict']}).")
     return (f"{head}: trained with L_dist only, as the baselines are, QuantGPT still ends {q_words} "
-            f"({joined(quant['verdict'])}), while adding L_cont moves it by {loss['gap'].replace(' lower', '')} "
-            f"({loss['verdict']})." + grad_words + lambda_text(preset) + long_text(preset))
+            f"({joined(quant['verdict'])}), while adding L_cont ends it {loss['gap']} "
+            f"({loss['verdict']})." + grad_words + (" " + contrastive_words(preset) if contrastive else ""))
+
+
+def contrastive_words(preset: str) -> str:
+    """What raising L_cont's weight and five times the tokens did, in a sentence or two ("" before either ran)."""
+    return (lambda_text(preset) + long_text(preset)).strip()
 
 
 def lambda_text(preset: str) -> str:
@@ -162,7 +169,9 @@ def long_text(preset: str) -> str:
     if effect is None:
         return (" Whether that changes with five times the tokens is not run yet "
                 f"(`{X.grid_command(LONG_GRID, preset)}`).")
-    return f" At five times the tokens ({effect['tokens']:,}), {long_effect_words(effect)}."
+    q = long_quantizer_gap(preset)
+    laq = "" if q is None else f"; LAQ ends {long_quantizer_words(q)}"
+    return f" At five times the tokens ({effect['tokens']:,}), {long_effect_words(effect)}{laq}."
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -198,7 +207,8 @@ def tldr(preset: str) -> str:
         f"- **Setup:** QuantGPT's recipe on SmolLM2-135M-Instruct (its teacher a dequantized 4-bit model fine-tuned on "
         f"PTB), {budget_sentence(preset)}.",
         f"- **2-2-8:** {two_bit_words(lm, ratios)}.",
-        f"- **Why:** {attribution_text(preset)}",
+        f"- **Why:** {attribution_text(preset, contrastive=False)}",
+        *([f"- **More weight on L_cont, more tokens:** {words}"] if (words := contrastive_words(preset)) else []),
         f"- **Within 10% of the teacher at 2-2-8:** {lm[[k for k in lm.index if 'within 10%' in k][0]]}.",
         f"- **4-4-8 and 8-8-8** {low_bits_words(lm, preset)}.",
         f"- **Next-utterance and summarization** (offline stand-ins): {verdict_counts(tasks)}."])

@@ -43,11 +43,12 @@ def seed_band_note(preset: str) -> str:
     if not spreads:
         return ("**Seed band:** not measured yet (needs three seeds of QuantGPT or LAQ at 2-2-8: "
                 f"`{grid_command('lm-seeds', preset)}`); an ordering of two runs cannot be called yet.")
-    parts = [f"{method_name(m)} {100 * v:.1f}%" for m, v in spreads.items()]
+    parts = [f"{method_name(m)} {100 * v:.2f}%" for m, v in spreads.items()]
     missing = [m for m in SEED_METHODS if m not in spreads]
     text = (f"**Seed spread** (relative range of 2-2-8 test PPL over three seeds): {', '.join(parts)}. Each "
-            f"comparison reads the larger of its two sides' spreads; a side without three seeds of its own takes the "
-            f"largest, {100 * max(spreads.values()):.1f}% (the results chapter states the rule).")
+            f"comparison reads the larger of its two sides' spreads, by quantizer: a QuantGPT variant takes "
+            f"QuantGPT's, a quantizer without three seeds of its own the largest, {100 * max(spreads.values()):.2f}% "
+            f"(the results chapter states it in full).")
     if missing:
         have = {method_name(m): sum(p is not None for p in _seed_ppls(runs, m)) for m in missing}
         text += (f" Not all seeds of {' and '.join(f'{k} ({v} of 3)' for k, v in have.items())} have run yet "
@@ -62,7 +63,7 @@ def method_spread(preset_or_spreads, method: str) -> tuple[float | None, str]:
     no method has three seeds. Accepts a preset or a ``seed_spreads`` dict already computed."""
     spreads = seed_spreads(preset_or_spreads) if isinstance(preset_or_spreads, str) else preset_or_spreads
     if method in spreads:
-        return spreads[method], f"{method_name(method)} {100 * spreads[method]:.1f}% over 3 seeds"
+        return spreads[method], f"{method_name(method)} {100 * spreads[method]:.2f}% over 3 seeds"
     if not spreads:
         return None, f"{method_name(method)}: no spread measured yet"
     return max(spreads.values()), f"{method_name(method)}: 1 seed, the largest spread"

@@ -135,11 +135,12 @@ def attribution_text(preset: str, contrastive: bool = True) -> str:
     else:
         head = "How QuantGPT's 2-bit advantage splits at this budget"
     grad_words = ("" if grad["verdict"] == "not run" else
-                  f" Within the quantizer, QuantGPT with Eq. 7's gradient for gamma ends {grad['gap']} than with PACT's rule "
-                  f"for it (\"Ours with PACT\", both L_dist only; {grad['verdict']}).")
+                  f" Within the quantizer, QuantGPT with Eq. 7's gradient for gamma ends {grad['gap']} than with "
+                  f"PACT's rule for it (\"Ours with PACT\", both L_dist only; {grad['verdict']}).")
     return (f"{head}: trained with L_dist only, as the baselines are, QuantGPT still ends {q_words} "
             f"({joined(quant['verdict'])}), while adding L_cont ends it {loss['gap']} "
-            f"({loss['verdict']})." + grad_words + (" " + contrastive_words(preset) if contrastive else ""))
+            f"({loss['verdict']})." + grad_words + (f" {more}" if contrastive and (more := contrastive_words(preset))
+                                                    else ""))
 
 
 def contrastive_words(preset: str) -> str:
